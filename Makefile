@@ -1,0 +1,35 @@
+# sparqforge: every target creates the virtual environment first when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sparqforge-installed
+# torch is pinned to the CPU build that installs without a multi-GB CUDA download.
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test sim bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/sparqforge demo
+
+# pytest exits with 5 when it collects no tests; that must fail, not pass.
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+sim: $(STAMP)
+	$(PY) -m pytest -m sim $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/sparqforge bench all --json
+
+clean:
+	rm -rf build sim_build .pytest_cache

@@ -1,0 +1,28 @@
+"""Errors a user can cause. The CLI prints their message on one line and exits with 2."""
+
+__all__ = ["SparqforgeError", "ConfigError", "ToolError", "BundleError", "UnsupportedLayerError",
+           "LinkError"]
+
+
+class SparqforgeError(Exception):
+    """Base class: the message names the problem and the fix."""
+
+
+class ConfigError(SparqforgeError, ValueError):
+    """An impossible or malformed configuration."""
+
+
+class ToolError(SparqforgeError):
+    """A required external tool is missing or too old."""
+
+
+class BundleError(SparqforgeError, ValueError):
+    """A model bundle file is malformed, truncated or of an unknown version."""
+
+
+class UnsupportedLayerError(SparqforgeError, TypeError):
+    """A model contains a layer sparqforge cannot export."""
+
+
+class LinkError(SparqforgeError):
+    """The host link to a device failed (timeout, repeated checksum errors)."""

@@ -1,0 +1,1 @@
+"""Amaranth generators of sparqforge's hardware blocks."""

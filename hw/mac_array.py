@@ -1,0 +1,272 @@
+"""Dense output-stationary integer MAC array with a per-channel requantizer."""
+
+__all__ = ["MacArray"]
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for
+from .requantizer import Requantizer, requant_param_layout
+
+
+def _check_count(name, value, limit):
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise TypeError(f"{name} must be an integer in 1..{limit}, not {value!r}")
+
+
+class MacArray(wiring.Component):
+    """``rows`` x ``cols`` output-stationary array of integer multiply-accumulate elements.
+
+    Computes one output tile ``A[rows, K] @ W[K, cols]`` per tile: every cycle it accepts one
+    activation beat (one column of ``A``: ``A[r, k]`` for every row) together with one weight
+    beat (one row of ``W``: ``W[k, c]`` for every column) and element ``(r, c)`` adds
+    ``A[r, k] * W[k, c]`` to its accumulator. The weight beat flagged ``last`` ends the
+    tile; its ``tag`` selects the requantization parameter group (the channel group ``g``
+    whose channels ``g * cols + c`` the columns hold).
+
+    Finished tiles are copied to a shadow bank and drained one row per beat (``cols``
+    values) while the next tile accumulates, through the :class:`Requantizer` when
+    ``requant`` is set (output codes) or as raw accumulators with their ``tag`` otherwise.
+
+    Numerics: operands are ``a_bits`` / ``w_bits`` wide, each signed or unsigned. The
+    accumulator is :attr:`acc_bits` wide, derived with
+    :func:`sparqforge.sw.golden.acc_bits` so that ``max_depth`` products never overflow; a
+    longer tile wraps (two's complement). Requantization is bit-exact with
+    :func:`sparqforge.sw.golden.mac_array` (gemmlowp double rounding, saturation only at
+    the int32 bias add and left shift, clamp at the end).
+
+    Throughput: ``rows * cols`` MACs per cycle with no bubble between reduction steps or
+    between tiles while the streams are ready and every tile has at least ``rows + 3`` beats
+    (the drain of one tile overlaps the next; a shorter tile waits for the drain).
+    Latency: :attr:`latency` cycles from accepting a tile's last beat to its first output
+    row.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array shape, 1..64 each.
+    a_bits, w_bits : int
+        Activation and weight widths, 2..8.
+    a_signed, w_signed : bool
+        Operand signedness.
+    max_depth : int
+        Longest reduction (products per output) that must not overflow; the accumulator
+        must fit 32 bits.
+    groups : int
+        Requantization parameter groups held per column (output channels / cols, rounded
+        up); ``tag`` is ``ceil(log2(groups))`` bits.
+    requant : bool
+        Emit requantized codes (default) or raw accumulators.
+    out_bits, out_signed :
+        Output code type; default to the activation type so that layers chain.
+
+    Attributes
+    ----------
+    a : In(stream)
+        ``rows`` activation lanes.
+    w : In(stream)
+        ``data`` (``cols`` weight lanes), ``tag``, ``last``.
+    o : Out(stream)
+        ``data`` (``cols`` lanes) and ``last`` (final row of a tile); ``tag`` too when
+        ``requant`` is off.
+    cfg : In(stream)
+        Requantization parameters (present when ``requant`` is set), see
+        :class:`Requantizer`.
+
+    Raises
+    ------
+    TypeError
+        On a parameter of the wrong type or out of its range.
+    ValueError
+        If ``max_depth`` needs an accumulator wider than 32 bits.
+    """
+
+    def __init__(self, *, rows, cols, a_bits=8, w_bits=8, a_signed=True, w_signed=True,
+                 max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None):
+        _check_count("Row count", rows, 64)
+        _check_count("Column count", cols, 64)
+        check_operand("Activation", a_bits, a_signed)
+        check_operand("Weight", w_bits, w_signed)
+        _check_count("Group count", groups, 1 << 16)
+        if not isinstance(requant, bool):
+            raise TypeError(f"Requant must be a bool, not {requant!r}")
+        out_bits = a_bits if out_bits is None else out_bits
+        out_signed = a_signed if out_signed is None else out_signed
+        check_operand("Output", out_bits, out_signed)
+        width = _acc_bits(a_bits=a_bits, a_signed=a_signed, w_bits=w_bits, w_signed=w_signed,
+                          max_depth=max_depth)
+        if width > 32:
+            limit = max_depth_for(a_bits=a_bits, a_signed=a_signed, w_bits=w_bits,
+                                  w_signed=w_signed)
+            raise ValueError(f"Maximum reduction depth {max_depth} needs a {width}-bit "
+                             f"accumulator; with these operands it must be at most {limit}")
+        self._rows, self._cols = rows, cols
+        self._a_bits, self._a_signed = a_bits, a_signed
+        self._w_bits, self._w_signed = w_bits, w_signed
+        self._max_depth = max_depth
+        self._acc_bits = width
+        self._groups = groups
+        self._requant = requant
+        self._out_bits, self._out_signed = out_bits, out_signed
+
+        if requant:
+            out_layout = data.StructLayout({
+                "data": data.ArrayLayout(self._shape(out_bits, out_signed), cols),
+                "last": unsigned(1),
+            })
+        else:
+            out_layout = self._acc_layout()
+        members = {
+            "a": In(stream.Signature(self._a_layout())),
+            "w": In(stream.Signature(self._w_layout())),
+            "o": Out(stream.Signature(out_layout)),
+        }
+        if requant:
+            members["cfg"] = In(stream.Signature(data.StructLayout({
+                "lane": unsigned(ceil_log2(cols)),
+                "group": unsigned(self.tag_bits),
+                "param": requant_param_layout(out_bits),
+            })))
+        super().__init__(members)
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    a_bits = property(lambda self: self._a_bits)
+    a_signed = property(lambda self: self._a_signed)
+    w_bits = property(lambda self: self._w_bits)
+    w_signed = property(lambda self: self._w_signed)
+    max_depth = property(lambda self: self._max_depth)
+    groups = property(lambda self: self._groups)
+    requant = property(lambda self: self._requant)
+    out_bits = property(lambda self: self._out_bits)
+    out_signed = property(lambda self: self._out_signed)
+
+    @property
+    def params(self):
+        """Generator parameters, as passed to the constructor."""
+        return {"rows": self._rows, "cols": self._cols, "a_bits": self._a_bits,
+                "a_signed": self._a_signed, "w_bits": self._w_bits, "w_signed": self._w_signed,
+                "max_depth": self._max_depth, "groups": self._groups, "requant": self._requant,
+                "out_bits": self._out_bits, "out_signed": self._out_signed}
+
+    @property
+    def acc_bits(self):
+        """Accumulator width; see :func:`sparqforge.sw.golden.acc_bits`."""
+        return self._acc_bits
+
+    @property
+    def tag_bits(self):
+        return ceil_log2(self._groups)
+
+    #: Cycles from accepting a tile's last beat to its first accumulator row.
+    core_latency = 3
+
+    @property
+    def latency(self):
+        """Cycles from accepting a tile's last beat to its first output row."""
+        return self.core_latency + (Requantizer.latency if self._requant else 0)
+
+    @property
+    def min_tile_beats(self):
+        """Shortest tile (in beats) that keeps the array free of bubbles."""
+        return self._rows + self.core_latency
+
+    @staticmethod
+    def _shape(bits, is_signed):
+        return signed(bits) if is_signed else unsigned(bits)
+
+    def _a_layout(self):
+        return data.ArrayLayout(self._shape(self._a_bits, self._a_signed), self._rows)
+
+    def _w_layout(self):
+        return data.StructLayout({
+            "data": data.ArrayLayout(self._shape(self._w_bits, self._w_signed), self._cols),
+            "tag": unsigned(self.tag_bits),
+            "last": unsigned(1),
+        })
+
+    def _acc_layout(self):
+        return data.StructLayout({
+            "data": data.ArrayLayout(signed(self._acc_bits), self._cols),
+            "tag": unsigned(self.tag_bits),
+            "last": unsigned(1),
+        })
+
+    def _contribution(self, m, a, w, row, col):
+        """What element ``(row, col)`` adds to its accumulator for one beat pair."""
+        return a[row] * w.data[col]
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+
+        # Stage 1 registers the beats so the broadcast to a whole row / column of elements
+        # starts from a flip-flop; stage 2 registers the products; stage 3 accumulates.
+        a_reg = Signal(self._a_layout())
+        w_reg = Signal(self._w_layout())
+        valid_1, valid_2 = Signal(), Signal()
+        last_1, last_2 = Signal(), Signal()
+        tag_2 = Signal(self.tag_bits)
+
+        acc_stream = stream.Signature(self._acc_layout()).create()
+        drain_left = Signal(range(rows + 1))
+        # The accumulate stage never stalls: a tile's last beat is only accepted once the
+        # shadow bank is free and no other last beat is on its way to it.
+        shadow_free = (drain_left == 0) & ~(valid_1 & last_1) & ~(valid_2 & last_2)
+        accept = ~self.w.payload.last | shadow_free
+        fire = self.a.valid & self.w.valid & accept
+        m.d.comb += [
+            self.a.ready.eq(self.w.valid & accept),
+            self.w.ready.eq(self.a.valid & accept),
+        ]
+        m.d.sync += [valid_1.eq(fire), valid_2.eq(valid_1), last_2.eq(last_1),
+                     tag_2.eq(w_reg.tag)]
+        with m.If(fire):
+            m.d.sync += [a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
+                         last_1.eq(self.w.payload.last)]
+
+        first = Signal(init=1)
+        shadow = [[Signal(signed(self._acc_bits), name=f"shadow_{r}_{c}") for c in range(cols)]
+                  for r in range(rows)]
+        shadow_tag = Signal(self.tag_bits)
+
+        with m.If(acc_stream.valid & acc_stream.ready):
+            m.d.sync += drain_left.eq(drain_left - 1)
+            for r in range(rows - 1):
+                m.d.sync += [shadow[r][c].eq(shadow[r + 1][c]) for c in range(cols)]
+        with m.If(valid_2):
+            m.d.sync += first.eq(last_2)
+            with m.If(last_2):
+                m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_2)]
+
+        for r in range(rows):
+            for c in range(cols):
+                contribution = self._contribution(m, a_reg, w_reg, r, c)
+                product = Signal.like(contribution, name=f"prod_{r}_{c}")
+                acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
+                total = Mux(first, 0, acc) + product
+                m.d.sync += product.eq(contribution)
+                with m.If(valid_2):
+                    m.d.sync += acc.eq(total)
+                    with m.If(last_2):
+                        m.d.sync += shadow[r][c].eq(total)
+
+        m.d.comb += [
+            acc_stream.valid.eq(drain_left != 0),
+            acc_stream.payload.tag.eq(shadow_tag),
+            acc_stream.payload.last.eq(drain_left == 1),
+        ]
+        m.d.comb += [acc_stream.payload.data[c].eq(shadow[0][c]) for c in range(cols)]
+
+        if self._requant:
+            m.submodules.requantizer = requantizer = Requantizer(
+                lanes=cols, acc_bits=self._acc_bits, out_bits=self._out_bits,
+                out_signed=self._out_signed, groups=self._groups)
+            wiring.connect(m, acc_stream, requantizer.i)
+            wiring.connect(m, wiring.flipped(self.o), requantizer.o)
+            wiring.connect(m, wiring.flipped(self.cfg), requantizer.cfg)
+        else:
+            wiring.connect(m, wiring.flipped(self.o), acc_stream)
+        return m

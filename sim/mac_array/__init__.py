@@ -1,0 +1,1 @@
+"""Stimulus, schedule and cocotb bench of ``hw.mac_array.MacArray``."""

@@ -1,0 +1,13 @@
+"""Bit-exact NumPy model of every sparqforge block: the single source of truth for numerics.
+
+Imports only NumPy. Integers are ``int64`` inside; functions are vectorised.
+"""
+
+from .numerics import *  # noqa: F401,F403
+from .numerics import __all__ as _numerics_all
+from .requant import *  # noqa: F401,F403
+from .requant import __all__ as _requant_all
+from .mac_array import *  # noqa: F401,F403
+from .mac_array import __all__ as _mac_array_all
+
+__all__ = [*_numerics_all, *_requant_all, *_mac_array_all]
