@@ -194,9 +194,14 @@ class MacArray(wiring.Component):
             "last": unsigned(1),
         })
 
-    def _contribution(self, m, a, w, row, col):
-        """What element ``(row, col)`` adds to its accumulator for one beat pair."""
-        return a[row] * w.data[col]
+    def _column_terms(self, m, w, col):
+        """Per-column logic shared by the column's elements (the weight lane, here)."""
+        return w.data[col]
+
+    def _contribution(self, a, terms, row):
+        """What element ``(row, col)`` adds to its accumulator for one beat pair, given its
+        column's :meth:`_column_terms`."""
+        return a[row] * terms
 
     def elaborate(self, platform):
         m = Module()
@@ -241,9 +246,10 @@ class MacArray(wiring.Component):
             with m.If(last_2):
                 m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_2)]
 
-        for r in range(rows):
-            for c in range(cols):
-                contribution = self._contribution(m, a_reg, w_reg, r, c)
+        for c in range(cols):
+            terms = self._column_terms(m, w_reg, c)
+            for r in range(rows):
+                contribution = self._contribution(a_reg, terms, r)
                 product = Signal.like(contribution, name=f"prod_{r}_{c}")
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
                 total = Mux(first, 0, acc) + product

@@ -10,4 +10,7 @@ from .requant import __all__ as _requant_all
 from .mac_array import *  # noqa: F401,F403
 from .mac_array import __all__ as _mac_array_all
 
-__all__ = [*_numerics_all, *_requant_all, *_mac_array_all]
+from .sparse_mac_array import *  # noqa: F401,F403
+from .sparse_mac_array import __all__ as _sparse_mac_array_all
+
+__all__ = [*_numerics_all, *_requant_all, *_mac_array_all, *_sparse_mac_array_all]

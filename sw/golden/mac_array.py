@@ -1,6 +1,6 @@
 """Golden model of ``hw.mac_array.MacArray``: integer matmul, bias, requantization, clamp."""
 
-__all__ = ["matmul", "mac_array"]
+__all__ = ["matmul", "requantize_layer", "mac_array"]
 
 import numpy as np
 
@@ -42,6 +42,14 @@ def mac_array(a, w, *, bias, multiplier, shift, zero_point, relu, out_bits, out_
     -------
     array [M, N] of int64 output codes.
     """
-    acc = add_bias(matmul(a, w, acc_bits=acc_bits), bias)
+    return requantize_layer(matmul(a, w, acc_bits=acc_bits), bias=bias, multiplier=multiplier,
+                            shift=shift, zero_point=zero_point, relu=relu, out_bits=out_bits,
+                            out_signed=out_signed)
+
+
+def requantize_layer(acc, *, bias, multiplier, shift, zero_point, relu, out_bits, out_signed):
+    """The requantizer stage alone: int32 bias add (saturating), gemmlowp rescale, zero
+    point, clamp to the output type raised to the zero point where ``relu`` is set."""
+    x = add_bias(acc, bias)
     qmin, qmax = output_range(out_bits, out_signed, zero_point=zero_point, relu=relu)
-    return requantize(acc, multiplier, shift, zero_point=zero_point, qmin=qmin, qmax=qmax)
+    return requantize(x, multiplier, shift, zero_point=zero_point, qmin=qmin, qmax=qmax)
