@@ -39,8 +39,8 @@ def build_array(config):
     ConfigError
         With the generator's own message when a parameter is impossible.
     """
-    from ..hw.mac_array import MacArray  # noqa: F401  (deferred: Amaranth import is slow)
-    from ..hw.sparse_mac_array import SparseMacArray
+    from .hw.mac_array import MacArray  # noqa: F401  (deferred: Amaranth import is slow)
+    from .hw.sparse_mac_array import SparseMacArray
 
     kw = dict(rows=config.rows, cols=config.cols, a_bits=config.a_bits,
               a_signed=config.a_signed, w_bits=config.w_bits, w_signed=config.w_signed,

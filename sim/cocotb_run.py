@@ -11,10 +11,26 @@ import os
 from pathlib import Path
 
 from ..errors import ToolError
+from . import objcache
+from .harness import cache_dir
 from .verilator import ensure_verilator
 
 BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
               "--x-initial", "fast"]
+MAKE_VARS = ["OPT_FAST=-O1", "OPT_SLOW=-O0"]
+
+
+def _runner_class():
+    from cocotb_tools.runner import Verilator
+
+    class Runner(Verilator):
+        """cocotb's Verilator runner with extra arguments for its ``make`` step."""
+        make_args = []
+
+        def _build_command(self):
+            commands = super()._build_command()
+            return [*commands[:-1], [*commands[-1], *self.make_args]]
+    return Runner
 
 
 def bench_config():
@@ -42,25 +58,22 @@ class CocotbRun:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._source = self._dir / f"{desc['name']}.v"
         self._source.write_text(verilog)
-        from cocotb_tools.runner import get_runner
         ensure_verilator()
-        self._runner = get_runner("verilator")
-        # Bench simulations are short: compile the model quickly rather than optimally. A
-        # variable in MAKEFLAGS acts as a command-line assignment for the runner's make.
-        saved = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = ((saved or "") + " OPT_FAST=-O1 OPT_SLOW=-O0").strip()
+        self._runner = _runner_class()()
+        # Bench simulations are short: compile the model quickly rather than optimally, and
+        # reuse the compiled Verilator runtime.
+        sim_build = self._dir / "sim_build"
+        cache_flags = ["cocotb", *BUILD_ARGS, *MAKE_VARS]
+        self._runner.make_args = [*MAKE_VARS, *objcache.prime(sim_build, cache_dir(),
+                                                              cache_flags)]
         try:
             self._runner.build(sources=[self._source], hdl_toplevel=desc["name"],
-                               build_dir=self._dir / "sim_build", build_args=BUILD_ARGS,
+                               build_dir=sim_build, build_args=BUILD_ARGS,
                                always=True, log_file=self._dir / "build.log")
         except (SystemExit, Exception) as exc:
             raise ToolError(f"Verilator build of {desc['name']} failed; see "
                             f"{self._dir / 'build.log'}") from exc
-        finally:
-            if saved is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved
+        objcache.store(sim_build, cache_dir(), cache_flags)
 
     def test(self, module, config, *, name="run", seed=1):
         """Run bench ``module`` with ``config`` (JSON-able); return ``(tests, failures)``."""

@@ -6,7 +6,7 @@ harness: a source holds ``valid`` and its payload until the beat is taken, a sin
 ``ready`` at random. Input streams of a higher phase start after lower phases finish.
 """
 
-__all__ = ["StreamBench"]
+__all__ = ["StreamBench", "start_and_reset", "check_cases"]
 
 import random
 
@@ -83,3 +83,52 @@ class StreamBench:
                 raise TimeoutError(f"Streams did not finish in {max_cycles} cycles: "
                                    f"{ {n: len(v) for n, v in self.outputs.items()} } of "
                                    f"{self._expect} output beats")
+
+
+async def start_and_reset(dut, cycles=3):
+    """Start a 100 MHz clock on ``dut.clk`` and pulse ``dut.rst``."""
+    from cocotb import start_soon
+    from cocotb.clock import Clock
+    from cocotb.triggers import ClockCycles
+
+    start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    dut.rst.value = 0
+
+
+async def check_cases(dut, config, make_case):
+    """Run every case of a bench configuration and compare element by element.
+
+    ``make_case(case)`` returns ``(schedule, expected)``, where ``expected`` is the golden
+    result (a matrix, or a list of matrices for a chained schedule). With ``perturb`` set in
+    the configuration, one result element is changed before comparing, to show the checker
+    fails. Raises AssertionError naming every mismatching case.
+    """
+    import numpy as np
+
+    from .check import compare
+    from .ports import ints_to_beats, pack, unpack, beats_to_ints
+
+    desc = config["desc"]
+    await start_and_reset(dut)
+    failures = []
+    for number, case in enumerate(config["cases"]):
+        schedule, expected = make_case(case)
+        inputs = {name: beats_to_ints(pack(desc["ports"][name], fields, schedule.counts[name]))
+                  for name, fields in schedule.inputs.items()}
+        bench = StreamBench(dut, desc, inputs, {schedule.out_port: schedule.out_beats},
+                            stall=config["stall"], phases=schedule.phases, seed=number + 1)
+        outputs = await bench.run()
+        words = ints_to_beats(outputs[schedule.out_port],
+                              desc["ports"][schedule.out_port]["width"])
+        got = schedule.assemble(unpack(desc["ports"][schedule.out_port], words))
+        pairs = list(zip(expected, got)) if isinstance(got, list) else [(expected, got)]
+        if config.get("perturb"):
+            pairs[0][1][0, 0] += 1
+        for part, (want, have) in enumerate(pairs):
+            result = compare(np.asarray(want), have)
+            dut._log.info(f"{case['name']}[{part}]: {result} ({bench.cycles} cycles)")
+            if result:
+                failures.append(f"{case['name']}[{part}]: {result}")
+    assert not failures, "; ".join(failures)

@@ -15,11 +15,13 @@ def pack_schedule(schedule, desc):
 
 
 def run_schedule(schedule, desc, *, dut=None, harness=None, stall=0.3, seed=1,
-                 max_cycles=None):
+                 max_cycles=None, stats=None):
     """Run ``schedule`` on Amaranth's simulator (``dut``) or a compiled
     :class:`~sparqforge.sim.harness.StreamHarness` (``harness``).
 
-    Returns ``(result, cycles)``: the assembled output matrix and the cycle count.
+    Returns ``(result, cycles)``: the assembled output matrix and the cycle count. With a
+    harness, ``stats`` (a dict, when given) receives the harness's own report, including
+    ``sim_ns``, the wall time of its simulation loop.
     """
     groups = desc["params"].get("groups", 1)
     tags = schedule.inputs.get("w", {}).get("tag")
@@ -35,6 +37,8 @@ def run_schedule(schedule, desc, *, dut=None, harness=None, stall=0.3, seed=1,
         if result["status"] != "ok":
             raise TimeoutError(f"Simulation timed out after {result['cycles']} cycles")
         cycles = result["cycles"]
+        if stats is not None:
+            stats.update(result)
     else:
         kw = {} if max_cycles is None else {"max_cycles": max_cycles}
         outputs, cycles = run_streams(dut, desc, words, expect, stall=stall,

@@ -9,7 +9,9 @@
 // An input stream starts once every input stream of a lower PHASE is consumed (so that
 // configuration tables are written before data flows).
 // and DIR/in_NAME.bin holds BEATS x WORDS little-endian uint32 payload words. Writes
-// DIR/out_NAME.bin and DIR/result.txt ("status ok|timeout", "cycles", "first_fire").
+// DIR/out_NAME.bin and DIR/result.txt ("status ok|timeout", "cycles", "first_fire",
+// "sim_ns": wall time of the simulation loop).
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -116,6 +118,7 @@ int main(int argc, char **argv) {
     }
     dut->rst = 0;
 
+    const auto started = std::chrono::steady_clock::now();
     uint64_t cycle = 0, first_fire = 0;
     bool any_fire = false, timeout = false;
     std::vector<uint32_t> scratch(64);
@@ -162,6 +165,8 @@ int main(int argc, char **argv) {
         }
     }
 
+    const auto sim_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::steady_clock::now() - started).count();
     for (auto &s : outs) {
         FILE *f = std::fopen((dir + "/out_" + s.def->name + ".bin").c_str(), "wb");
         if (!f) return 3;
@@ -170,8 +175,8 @@ int main(int argc, char **argv) {
     }
     FILE *res = std::fopen((dir + "/result.txt").c_str(), "w");
     if (!res) return 3;
-    std::fprintf(res, "status %s\ncycles %lu\nfirst_fire %lu\n", timeout ? "timeout" : "ok",
-                 cycle, first_fire);
+    std::fprintf(res, "status %s\ncycles %lu\nfirst_fire %lu\nsim_ns %lld\n",
+                 timeout ? "timeout" : "ok", cycle, first_fire, static_cast<long long>(sim_ns));
     std::fclose(res);
     dut->final();
     return 0;

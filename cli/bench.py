@@ -1,0 +1,131 @@
+"""``sparqforge bench``: measured performance, size and quality figures.
+
+Every figure comes from running the thing it names in this process: Verilator runs of the
+generated RTL, yosys synthesis, PyTorch training. Ratios are taken within one run.
+"""
+
+__all__ = ["GROUPS", "run_benchmarks", "bench_dense", "bench_sparse"]
+
+import sys
+
+import numpy as np
+
+from .blocks import ArrayConfig, build_array
+
+
+def _log(quiet, message):
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _harness_for(array, name):
+    from .hw.emit import description, to_verilog
+    from .sim.harness import StreamHarness
+
+    desc = description(array, name)
+    harness = StreamHarness(to_verilog(array, name), desc)
+    harness.build()
+    return desc, harness
+
+
+def _timed_run(schedule, desc, harness):
+    """Run without stalls; the time is the compiled simulation loop's own wall time."""
+    from .sim.run import run_schedule
+
+    stats = {}
+    got, cycles = run_schedule(schedule, desc, harness=harness, stall=0.0, stats=stats)
+    return got, cycles, stats["sim_ns"] * 1e-9
+
+
+def bench_dense(quiet=False, size=256):
+    """A ``size``^3 int8 matmul through an 8x8 dense array in Verilator."""
+    from .sim.mac_array.schedule import dense_schedule, random_layer
+    from .sw import golden
+
+    config = ArrayConfig(rows=8, cols=8, max_depth=size, groups=size // 8)
+    array = build_array(config)
+    _log(quiet, "dense: building the 8x8 int8 array in Verilator...")
+    desc, harness = _harness_for(array, "mac_array")
+    rng = np.random.default_rng(0)
+    types = dict(a_bits=8, a_signed=True, w_bits=8, w_signed=True, out_bits=8, out_signed=True)
+    a, w, requant = random_layer(rng, m=size, k=size, n=size, **types)
+    _log(quiet, f"dense: running a {size}x{size}x{size} matmul...")
+    got, cycles, seconds = _timed_run(dense_schedule(8, 8, a, w, requant), desc, harness)
+    want = golden.mac_array(a, w, **requant, out_bits=8, out_signed=True)
+    macs_per_cycle = size ** 3 / cycles
+    return {
+        "dense.bit_exact": bool(np.array_equal(got, want)),
+        "dense.cycles": cycles,
+        "dense.macs_per_cycle": macs_per_cycle,
+        "dense.utilization": macs_per_cycle / 64,
+        "sim.cycles_per_s": cycles / seconds,
+    }
+
+
+def bench_sparse(quiet=False, size=256, synth=True):
+    """The same int8 matmul with N:M weights on 8x8 sparse arrays, dense mode vs sparse
+    mode, plus yosys ``synth_xilinx`` resources of dense and sparse arrays."""
+    from .sim.mac_array.schedule import (random_layer, random_nm_weights,
+                                          sparse_dense_schedule, sparse_schedule)
+    from .sw import golden, nm_format
+
+    report = {}
+    types = dict(a_bits=8, a_signed=True, w_bits=8, w_signed=True, out_bits=8, out_signed=True)
+    for n, m in ((2, 4), (2, 8)):
+        config = ArrayConfig(rows=8, cols=8, max_depth=size, groups=size // 8, sparsity=(n, m))
+        array = build_array(config)
+        _log(quiet, f"sparse: building the 8x8 int8 {n}:{m} array in Verilator...")
+        desc, harness = _harness_for(array, "sparse_mac_array")
+        rng = np.random.default_rng(n * 10 + m)
+        w = random_nm_weights(rng, k=size, n_out=size, n=n, m=m, w_bits=8, w_signed=True)
+        a, w, requant = random_layer(rng, m=size, k=size, n=size, w=w, **types)
+        values, indices = nm_format.compress(w.T, n, m)
+        want = golden.mac_array(a, w, **requant, out_bits=8, out_signed=True)
+        _log(quiet, f"sparse: {size}^3 matmul in dense mode and in {n}:{m} mode...")
+        got_d, cycles_d, _ = _timed_run(sparse_dense_schedule(8, 8, n, m, a, w, requant), desc,
+                                        harness)
+        got_s, cycles_s, _ = _timed_run(sparse_schedule(8, 8, n, m, a, values, indices,
+                                                        requant), desc, harness)
+        key = f"{n}_{m}"
+        report[f"sparse.bit_exact_{key}"] = bool(np.array_equal(got_d, want)
+                                                and np.array_equal(got_s, want))
+        report[f"sparse.dense_mode_cycles_{key}"] = cycles_d
+        report[f"sparse.sparse_mode_cycles_{key}"] = cycles_s
+        report[f"sparse.speedup_{key}"] = cycles_d / cycles_s
+    if synth:
+        report.update(synth_arrays(quiet))
+    return report
+
+
+def synth_arrays(quiet=False):
+    """yosys ``synth_xilinx`` resources of 8x8 dense, 2:4 and 2:8 arrays at 4 and 8 bits."""
+    from .boards.synth import synth_xilinx
+
+    report = {}
+    for bits in (4, 8):
+        for label, sparsity in (("dense", None), ("2_4", (2, 4)), ("2_8", (2, 8))):
+            config = ArrayConfig(rows=8, cols=8, a_bits=bits, w_bits=bits, max_depth=256,
+                                 groups=8, sparsity=sparsity)
+            _log(quiet, f"sparse: yosys synth_xilinx of the 8x8 {label} array at {bits} bits...")
+            stats = synth_xilinx(build_array(config), "mac_array")
+            for resource in ("lut", "ff", "carry4", "dsp48e1"):
+                report[f"sparse.synth.{label}.w{bits}.{resource}"] = stats[resource]
+    return report
+
+
+def bench_power(quiet=False):
+    from .sw.quality import power_metrics
+
+    return power_metrics(progress=None if quiet else (lambda msg: _log(False, msg)))
+
+
+GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power}
+
+
+def run_benchmarks(group, quiet=False):
+    """Run one group (or ``all``); return one flat dict of measurements."""
+    names = list(GROUPS) if group == "all" else [group]
+    report = {}
+    for name in names:
+        report.update(GROUPS[name](quiet=quiet))
+    return report

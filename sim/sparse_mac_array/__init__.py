@@ -1,0 +1,1 @@
+"""cocotb bench of ``hw.sparse_mac_array.SparseMacArray``."""
