@@ -113,10 +113,36 @@ def synth_arrays(quiet=False):
     return report
 
 
-def bench_power(quiet=False):
+def bench_power(quiet=False, synth=True):
+    """Quantization quality (uniform vs power) and the hardware cost of the power units."""
     from .sw.quality import power_metrics
 
-    return power_metrics(progress=None if quiet else (lambda msg: _log(False, msg)))
+    report = power_metrics(progress=None if quiet else (lambda msg: _log(False, msg)))
+    if synth:
+        report.update(synth_power_units(quiet))
+    return report
+
+
+def synth_power_units(quiet=False):
+    """yosys ``synth_xilinx`` resources of the dequant and threshold units for 8 lanes at
+    4- and 8-bit codes (weight tables: 8 channel groups; 24-bit accumulators)."""
+    from .boards.synth import synth_xilinx
+    from .hw.dequant_unit import DequantUnit
+    from .hw.threshold_unit import ThresholdUnit
+
+    report = {}
+    for bits in (4, 8):
+        units = {
+            "dequant": DequantUnit(lanes=8, code_bits=bits, out_bits=8, groups=8),
+            "threshold": ThresholdUnit(lanes=8, acc_bits=24, code_bits=bits, out_bits=8,
+                                       groups=8),
+        }
+        for label, unit in units.items():
+            _log(quiet, f"power: yosys synth_xilinx of the {label} unit at {bits} bits...")
+            stats = synth_xilinx(unit, label)
+            for resource in ("lut", "ff", "lutram", "ramb18", "ramb36"):
+                report[f"power.synth.{label}.w{bits}.{resource}"] = stats[resource]
+    return report
 
 
 GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power}

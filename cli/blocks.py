@@ -22,13 +22,20 @@ class ArrayConfig:
     out_bits: int = None
     out_signed: bool = None
     sparsity: tuple = None      # (N, M) or None for dense
+    dequant: str = "none"       # "power": table and threshold units around the array
+    act_code_bits: int = 4
+    w_code_bits: int = 4
+    out_code_bits: int = 4
 
     def as_dict(self):
         return asdict(self)
 
     @property
-    def kind(self):
-        return "dense" if self.sparsity is None else "sparse"
+    def name(self):
+        """Module name of the generated block."""
+        if self.dequant == "power":
+            return "power_mac_array"
+        return "mac_array" if self.sparsity is None else "sparse_mac_array"
 
 
 def build_array(config):
@@ -39,14 +46,26 @@ def build_array(config):
     ConfigError
         With the generator's own message when a parameter is impossible.
     """
-    from .hw.mac_array import MacArray  # noqa: F401  (deferred: Amaranth import is slow)
+    # Deferred: importing Amaranth is slow and not every command needs it.
+    from .hw.mac_array import MacArray
+    from .hw.power_mac_array import PowerMacArray
     from .hw.sparse_mac_array import SparseMacArray
 
     kw = dict(rows=config.rows, cols=config.cols, a_bits=config.a_bits,
               a_signed=config.a_signed, w_bits=config.w_bits, w_signed=config.w_signed,
               max_depth=config.max_depth, groups=config.groups, out_bits=config.out_bits,
               out_signed=config.out_signed)
+    if config.dequant not in ("none", "power"):
+        raise ConfigError(f"Dequant must be 'none' or 'power', not {config.dequant!r}")
     try:
+        if config.dequant == "power":
+            if config.out_bits is not None or config.out_signed is not None:
+                raise ConfigError("--out-bits/--out-unsigned do not apply with --dequant "
+                                  "power; use --out-code-bits")
+            kw.pop("out_bits"), kw.pop("out_signed")
+            return PowerMacArray(sparsity=config.sparsity, act_code_bits=config.act_code_bits,
+                                 w_code_bits=config.w_code_bits,
+                                 out_code_bits=config.out_code_bits, **kw)
         if config.sparsity is None:
             return MacArray(**kw)
         n, m = config.sparsity

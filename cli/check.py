@@ -64,6 +64,8 @@ def check_array(config, shape, *, seed=0, stall=0.3, quiet=False):
     config = sized_for(config, shape)
     array = build_array(config)
     rng = np.random.default_rng(seed)
+    if config.dequant == "power":
+        return _check_power(config, array, shape, rng, seed=seed, stall=stall, quiet=quiet)
     a, w, requant = layer_for(config, shape, rng)
     types = dict(out_bits=array.out_bits, out_signed=array.out_signed, acc_bits=array.acc_bits)
     want = golden.mac_array(a, w, **requant, **types)
@@ -79,7 +81,31 @@ def check_array(config, shape, *, seed=0, stall=0.3, quiet=False):
         modes = {"sparse": sparse_schedule(rows, cols, n, m, a, values, indices, requant),
                  "dense_mode": sparse_dense_schedule(rows, cols, n, m, a, w, requant)}
 
-    name = "mac_array" if config.sparsity is None else "sparse_mac_array"
+    return _simulate(config, array, shape, modes, want, seed=seed, stall=stall, quiet=quiet)
+
+
+def _check_power(config, array, shape, rng, *, seed, stall, quiet):
+    """Random codes, tables and thresholds (some exactly on accumulators) through the
+    power-exponent array."""
+    from .sim.power_mac_array.schedule import power_expected, power_schedule, random_power_layer
+
+    m_dim, k_dim, n_dim = shape
+    params = array.params | {"acc_bits": array.acc_bits}
+    layer = random_power_layer(rng, params, m=m_dim, k=k_dim, n=n_dim)
+    want = power_expected(params, *layer)
+    names = ["dense"] if config.sparsity is None else ["sparse", "dense_mode"]
+    modes = {mode: power_schedule(params, *layer, mode=mode) for mode in names}
+    return _simulate(config, array, shape, modes, want, seed=seed, stall=stall, quiet=quiet)
+
+
+def _simulate(config, array, shape, modes, want, *, seed, stall, quiet):
+    """Run every mode's schedule without and with stalls; build the report."""
+    from .hw.emit import description, to_verilog
+    from .sim.check import compare
+    from .sim.harness import StreamHarness
+    from .sim.run import run_schedule
+
+    name = config.name
     desc = description(array, name)
     harness = StreamHarness(to_verilog(array, name), desc)
     _log(quiet, f"building the Verilator model of {name} (cached after the first run)...")
@@ -99,6 +125,7 @@ def check_array(config, shape, *, seed=0, stall=0.3, quiet=False):
         mismatches += bad
         report[mode] = {"cycles": cycles, "mismatches": bad,
                         "macs_per_cycle": macs / cycles}
+    rows, cols = config.rows, config.cols
     first = report[next(iter(modes))]
     report.update(bit_exact=mismatches == 0, mismatches=mismatches, cycles=first["cycles"],
                   macs_per_cycle=first["macs_per_cycle"],

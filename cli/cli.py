@@ -37,6 +37,15 @@ def _add_array_options(parser):
                        help="requantization parameter groups per column (default 1)")
     group.add_argument("--sparsity", type=parse_sparsity_arg, default=None, metavar="N:M",
                        help="generate an N:M structured-sparse array (for example 2:4)")
+    group.add_argument("--dequant", choices=["none", "power"], default="none",
+                       help="power: add the power-exponent units (weight and activation "
+                            "tables, threshold unit) around the array")
+    group.add_argument("--code-bits", type=int, default=4,
+                       help="with --dequant power: stored weight code width (default 4)")
+    group.add_argument("--act-code-bits", type=int, default=4,
+                       help="with --dequant power: stored activation code width (default 4)")
+    group.add_argument("--out-code-bits", type=int, default=4,
+                       help="with --dequant power: output code width (default 4)")
 
 
 def parse_sparsity_arg(text):
@@ -48,6 +57,9 @@ def parse_sparsity_arg(text):
 
 def _config(args):
     out_signed = None
+    if args.dequant == "power" and not args.a_unsigned:
+        # Power-domain activations are non-negative table entries.
+        args.a_unsigned = True
     if args.out_unsigned:
         out_signed = False
     elif args.out_bits is not None:
@@ -56,7 +68,9 @@ def _config(args):
                        a_signed=not args.a_unsigned, w_bits=args.w_bits,
                        w_signed=not args.w_unsigned, max_depth=args.max_depth,
                        groups=args.groups, out_bits=args.out_bits, out_signed=out_signed,
-                       sparsity=args.sparsity)
+                       sparsity=args.sparsity, dequant=args.dequant,
+                       act_code_bits=args.act_code_bits, w_code_bits=args.code_bits,
+                       out_code_bits=args.out_code_bits)
 
 
 def _print_report(report, as_json):
@@ -79,7 +93,7 @@ def cmd_generate(args):
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"Output {out} exists and is not a directory; choose another -o")
-    name = "mac_array" if config.sparsity is None else "sparse_mac_array"
+    name = config.name
     files = {f"{name}.v": to_verilog(array, name), f"{name}.il": to_rtlil(array, name),
              f"{name}.json": json.dumps(description(array, name), indent=2) + "\n"}
     out.mkdir(parents=True, exist_ok=True)
@@ -117,6 +131,17 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_demo(args):
+    from .check import check_array
+
+    print("sparqforge demo: an 8x8 int8 MAC array runs a 64x256x64 integer matmul with "
+          "requantization in Verilator and is compared with the golden model.")
+    report = check_array(ArrayConfig(rows=8, cols=8, max_depth=256), (64, 256, 64), seed=0)
+    _print_report({k: report[k] for k in ("bit_exact", "mismatches", "cycles",
+                                          "macs_per_cycle", "utilization")}, False)
+    return 0 if report["bit_exact"] else 1
+
+
 def build_parser():
     parser = _Parser(prog="sparqforge",
                      description="Generate and verify low-bit, N:M-sparse and power-exponent "
@@ -146,6 +171,10 @@ def build_parser():
                      help="stall probability of the second, stalled run (default 0.3)")
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
     chk.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="the main job on a built-in example",
+                          description="Run sparqforge's main job on a built-in example.")
+    demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run benchmarks (measured, never assumed)",
                            description="Run a benchmark group and print its measurements.")

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..sw.golden import INT32_MAX, INT32_MIN, MULTIPLIER_BITS, check_operand, operand_range
+from .pipeline import stall_pipeline
 
 
 def requant_param_layout(out_bits):
@@ -109,16 +110,8 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         stages = self.latency
-        en = Signal()
-        valid = Signal(stages)
-        m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en),
-            self.o.valid.eq(valid[-1]),
-            self.cfg.ready.eq(1),
-        ]
-        with m.If(en):
-            m.d.sync += valid.eq(Cat(self.i.valid, valid[:-1]))
+        en, _ = stall_pipeline(m, self.i, self.o, stages)
+        m.d.comb += self.cfg.ready.eq(1)
 
         tags = [Signal(self.tag_bits, name=f"tag_{s}") for s in range(stages)]
         lasts = Signal(stages)

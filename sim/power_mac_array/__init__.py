@@ -1,0 +1,1 @@
+"""Schedule and cocotb bench of ``hw.power_mac_array.PowerMacArray``."""
