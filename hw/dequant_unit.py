@@ -2,7 +2,7 @@
 
 __all__ = ["DequantUnit"]
 
-from amaranth.hdl import Cat, Module, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -25,7 +25,10 @@ class DequantUnit(wiring.Component):
     A beat carries ``lanes`` x ``elems`` codes; lane ``l`` reads its own table, addressed by
     the beat's ``tag`` and the code's bit pattern (signed and unsigned codes alike). Writing
     the same table to every lane (``cfg`` with ``all`` set) gives one table per layer;
-    writing different tables per lane and tag gives one per output channel. ``side`` is
+    writing different tables per lane and tag gives one per output channel. A beat with
+    ``bypass`` set skips the tables: each code is read as a ``code_bits``-bit integer of the
+    output's signedness and extended to the output width, so uniform layers need no identity
+    table. ``side`` is
     carried through unchanged (indices, mode and ``last`` bits of the stream it sits in).
 
     Parameters
@@ -44,7 +47,7 @@ class DequantUnit(wiring.Component):
     Attributes
     ----------
     i : In(stream)
-        ``codes`` (``lanes`` x ``elems``), ``tag``, ``side``.
+        ``codes`` (``lanes`` x ``elems``), ``tag``, ``side``, ``bypass``.
     o : Out(stream)
         ``values`` (``lanes`` x ``elems``), ``tag``, ``side``.
     cfg : In(stream)
@@ -74,7 +77,7 @@ class DequantUnit(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "codes": data.ArrayLayout(data.ArrayLayout(unsigned(code_bits), elems), lanes),
-                "tag": tag, "side": unsigned(side_bits)}))),
+                "tag": tag, "side": unsigned(side_bits), "bypass": unsigned(1)}))),
             "o": Out(stream.Signature(data.StructLayout({
                 "values": data.ArrayLayout(data.ArrayLayout(value, elems), lanes),
                 "tag": tag, "side": unsigned(side_bits)}))),
@@ -105,9 +108,11 @@ class DequantUnit(wiring.Component):
         m = Module()
         en, _ = stall_pipeline(m, self.i, self.o, self.latency)
         m.d.comb += self.cfg.ready.eq(1)
+        bypass = Signal()
         with m.If(en):
             m.d.sync += [self.o.payload.tag.eq(self.i.payload.tag),
-                         self.o.payload.side.eq(self.i.payload.side)]
+                         self.o.payload.side.eq(self.i.payload.side),
+                         bypass.eq(self.i.payload.bypass)]
         cfg = self.cfg.payload
         for lane in range(self._lanes):
             depth = self._groups << self._code_bits
@@ -121,10 +126,16 @@ class DequantUnit(wiring.Component):
             ]
             for elem in range(self._elems):
                 read = table.read_port()
+                code = self.i.payload.codes[lane][elem]
+                raw = Signal(self._code_bits, name=f"raw_{lane}_{elem}")
+                value = self.o.payload.values[lane][elem]
+                with m.If(en):
+                    m.d.sync += raw.eq(code)
                 m.d.comb += [
                     read.en.eq(en),
-                    read.addr.eq(Cat(self.i.payload.codes[lane][elem], self.i.payload.tag)),
-                    self.o.payload.values[lane][elem].eq(read.data),
+                    read.addr.eq(Cat(code, self.i.payload.tag)),
+                    value.eq(Mux(bypass, raw.as_signed() if self._out_signed else raw,
+                                 read.data)),
                 ]
         return m
 

@@ -6,7 +6,8 @@ __all__ = ["dequant_unit", "threshold_unit"]
 import numpy as np
 
 
-def dequant_unit(codes, tables, *, code_bits, lane_axis=-1, groups=None):
+def dequant_unit(codes, tables, *, code_bits, lane_axis=-1, groups=None, bypass=None,
+                 out_signed=True):
     """Look codes up in per-lane tables, as the dequant unit does.
 
     Parameters
@@ -20,6 +21,9 @@ def dequant_unit(codes, tables, *, code_bits, lane_axis=-1, groups=None):
         Axis of ``codes`` that indexes lanes (ignored for a single table).
     groups : int array, optional
         Group (tag) of each code, broadcastable to ``codes``; default 0.
+    bypass : bool array, optional
+        Where set (broadcastable to ``codes``), the code itself is the value: its
+        ``code_bits``-bit pattern read with the output signedness ``out_signed``.
 
     >>> dequant_unit(np.array([-1, 0, 1]), np.array([0, 10, 0, -10]), code_bits=2).tolist()
     [-10, 0, 10]
@@ -27,11 +31,17 @@ def dequant_unit(codes, tables, *, code_bits, lane_axis=-1, groups=None):
     address = np.asarray(codes, dtype=np.int64) & ((1 << code_bits) - 1)
     tables = np.asarray(tables, dtype=np.int64)
     if tables.ndim == 1:
-        return tables[address]
-    lanes = np.arange(address.shape[lane_axis]).reshape(
-        [-1 if axis == lane_axis % address.ndim else 1 for axis in range(address.ndim)])
-    group = np.zeros_like(address) if groups is None else np.broadcast_to(groups, address.shape)
-    return tables[lanes, group, address]
+        looked_up = tables[address]
+    else:
+        lanes = np.arange(address.shape[lane_axis]).reshape(
+            [-1 if axis == lane_axis % address.ndim else 1 for axis in range(address.ndim)])
+        group = (np.zeros_like(address) if groups is None
+                 else np.broadcast_to(groups, address.shape))
+        looked_up = tables[lanes, group, address]
+    if bypass is None:
+        return looked_up
+    raw = address - ((address >> (code_bits - 1)) << code_bits) if out_signed else address
+    return np.where(bypass, raw, looked_up)
 
 
 def threshold_unit(acc, thresholds):

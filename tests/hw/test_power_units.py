@@ -58,13 +58,16 @@ def test_dequant_unit_with_table_reload(lanes, elems, code_bits, out_bits, out_s
         codes = rng.integers(0, 1 << code_bits, (beats, lanes, elems))
         tags = rng.integers(0, groups, beats)
         side = rng.integers(0, 32, beats)
-        layers.append((tables, codes, tags, side))
-    for number, (tables, codes, tags, side) in enumerate(layers):
+        bypass = rng.random(beats) < 0.25
+        layers.append((tables, codes, tags, side, bypass))
+    for number, (tables, codes, tags, side, bypass) in enumerate(layers):
         cfg = dequant_cfg(tables, broadcast=number == 1 and groups == 1)
-        got = run(unit, "dequant", {"cfg": cfg, "i": {"codes": codes, "tag": tags, "side": side}},
+        got = run(unit, "dequant", {"cfg": cfg, "i": {"codes": codes, "tag": tags, "side": side,
+                                                      "bypass": bypass}},
                   {"cfg": 0, "i": 1}, len(codes), seed=number)
         want = golden.dequant_unit(codes, tables, code_bits=code_bits, lane_axis=1,
-                                   groups=tags[:, None, None])
+                                   groups=tags[:, None, None], bypass=bypass[:, None, None],
+                                   out_signed=out_signed)
         assert not (r := compare(want, got["values"])), r
         assert np.array_equal(got["side"], side) and np.array_equal(got["tag"], tags)
 

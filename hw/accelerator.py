@@ -1,0 +1,539 @@
+"""The accelerator top: host link, command executor, memories, layer controller and the
+array core. The same top serves Verilator and the boards."""
+
+__all__ = ["Accelerator", "PROTOCOL_VERSION"]
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..sw.runtime.protocol import Command, DeviceInfo, Space, Status
+from .array_core import ArrayCore
+from .host_link import FrameReceiver, FrameTransmitter
+
+PROTOCOL_VERSION = 1
+_HEADER = 22          # seq, command, and at most a 20-byte RUN descriptor
+_REQUANT_BYTES = 10
+_FIFO_DEPTH = 4
+
+
+def _positive(name, value, low=1, high=1 << 16):
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise TypeError(f"{name} must be an integer in {low}..{high}, not {value!r}")
+
+
+class Accelerator(wiring.Component):
+    """A complete inference accelerator behind a framed byte link.
+
+    The host sends SLIP frames with a CRC-32 (``docs/protocol.md``); each verified frame is
+    one command: INFO (report the configuration), WRITE (fill a memory or table), READ
+    (return activation words) or RUN (execute one layer, tiled over the array). Every frame
+    gets exactly one reply, after the command has completed; a damaged frame gets a CRC or
+    LENGTH reply and changes nothing.
+
+    Memories: ``rows`` activation banks of ``act_depth`` words of ``cols`` bytes (row ``m``
+    of a matrix lives in bank ``m % rows``), a weight memory of ``w_depth`` beats, and the
+    tables of the :class:`~sparqforge.hw.array_core.ArrayCore` (requantization parameters
+    for ``groups`` channel groups; with ``tables`` also the operand tables and thresholds).
+    Activations are unsigned ``a_bits`` operands, weights signed ``w_bits`` operands; with
+    ``tables`` both are stored as 8-bit codes that the tables map to those operands.
+
+    RUN streams one weight word and one word from every bank per cycle through two small
+    FIFOs into the core (``rows * cols`` MACs per cycle, times ``m / n`` in N:M sparse mode)
+    and writes each output row back into its bank; it replies with the cycle count.
+
+    Parameters
+    ----------
+    rows, cols, a_bits, w_bits, max_depth, groups, sparsity :
+        The array (see :class:`~sparqforge.hw.mac_array.MacArray`); accumulators must fit
+        31 bits so that thresholds fit 32.
+    tables : bool
+        Include the power-exponent units (operand tables, threshold unit).
+    threshold_bits : int
+        Threshold unit code width (with ``tables``).
+    act_depth, w_depth : int
+        Words per activation bank (a power of two) and weight words.
+    frame_bytes : int
+        Receive buffer; the largest frame the host may send.
+
+    Attributes
+    ----------
+    rx : In(stream(8)), tx : Out(stream(8))
+        The host link.
+    idle : Out(1)
+        No frame is being received, executed or answered.
+    """
+
+    def __init__(self, *, rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
+                 threshold_bits=4, act_depth=1024, w_depth=2048, groups=16, max_depth=4096,
+                 frame_bytes=1088):
+        _positive("Activation depth", act_depth, 2, 1 << 16)
+        if act_depth & (act_depth - 1):
+            raise TypeError(f"Activation depth must be a power of two, not {act_depth}")
+        _positive("Weight depth", w_depth, 1, (1 << 16) - 1)
+        _positive("Group count", groups, 1, 1 << 12)
+        _positive("Frame size", frame_bytes, 64, 1 << 15)
+        if tables and (a_bits != 8 or w_bits != 8):
+            raise TypeError(f"Tables map 8-bit codes to 8-bit operands; use a_bits=w_bits=8, "
+                            f"not {a_bits} and {w_bits}")
+        self._core = ArrayCore(
+            rows=rows, cols=cols, a_bits=a_bits, a_signed=False, w_bits=w_bits, w_signed=True,
+            max_depth=max_depth, groups=groups, sparsity=sparsity, tables=tables,
+            requant=True, threshold_bits=threshold_bits if tables else None,
+            out_bits=a_bits, out_signed=False)
+        if self._core.acc_bits > 31:
+            raise ValueError(f"Maximum reduction depth {max_depth} needs a "
+                             f"{self._core.acc_bits}-bit accumulator; the accelerator "
+                             f"allows 31 bits")
+        self._rows, self._cols = rows, cols
+        self._a_bits, self._w_bits = a_bits, w_bits
+        self._sparsity = sparsity
+        self._tables = tables
+        self._threshold_bits = threshold_bits if tables else 0
+        self._act_depth, self._w_depth = act_depth, w_depth
+        self._groups = groups
+        self._max_depth = max_depth
+        self._frame_bytes = frame_bytes
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "idle": Out(1),
+        })
+
+    core = property(lambda self: self._core)
+
+    @property
+    def code_bits(self):
+        """Stored weight code width."""
+        return 8 if self._tables else self._w_bits
+
+    @property
+    def weight_bits(self):
+        """Bits of one weight word (one beat's weights: codes and indices)."""
+        n = 1 if self._sparsity is None else self._sparsity[0]
+        index = 0 if self._sparsity is None else self._core.array.index_bits
+        return self._cols * n * (self.code_bits + index)
+
+    @property
+    def info(self):
+        """What INFO reports (a :class:`~sparqforge.sw.runtime.protocol.DeviceInfo`)."""
+        n, m = self._sparsity or (0, 0)
+        return DeviceInfo(
+            version=PROTOCOL_VERSION, rows=self._rows, cols=self._cols, a_bits=self._a_bits,
+            w_bits=self._w_bits, n=n, m=m, tables=int(self._tables),
+            threshold_bits=self._threshold_bits, act_depth_bits=ceil_log2(self._act_depth),
+            w_depth=self._w_depth, weight_bytes=-(-self.weight_bits // 8), groups=self._groups,
+            max_payload=self._frame_bytes - 16, acc_bits=self._core.acc_bits)
+
+    @property
+    def params(self):
+        return {"rows": self._rows, "cols": self._cols, "a_bits": self._a_bits,
+                "w_bits": self._w_bits, "sparsity": self._sparsity, "tables": self._tables,
+                "threshold_bits": self._threshold_bits, "act_depth": self._act_depth,
+                "w_depth": self._w_depth, "groups": self._groups, "max_depth": self._max_depth,
+                "frame_bytes": self._frame_bytes}
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+        info = self.info
+        sparse_array = self._sparsity is not None
+        a_elems = self._sparsity[1] if sparse_array else 1
+        lane_bits = ceil_log2(cols)
+        depth_bits = info.act_depth_bits
+
+        m.submodules.receiver = rx = FrameReceiver(self._frame_bytes)
+        m.submodules.transmitter = tx = FrameTransmitter()
+        m.submodules.core = core = self._core
+        wiring.connect(m, wiring.flipped(self.rx), rx.rx)
+        wiring.connect(m, tx.tx, wiring.flipped(self.tx))
+
+        # ---- memories --------------------------------------------------------------------
+        banks = []
+        for r in range(rows):
+            bank = Memory(shape=data.ArrayLayout(8, cols), depth=self._act_depth, init=[])
+            m.submodules[f"act_bank_{r}"] = bank
+            banks.append((bank.read_port(), bank.write_port()))
+        m.submodules.weights = weights = Memory(shape=self.weight_bits, depth=self._w_depth,
+                                                init=[])
+        w_read, w_write = weights.read_port(), weights.write_port()
+
+        # ---- RUN descriptor and controller state --------------------------------------
+        desc = {name: Signal(16, name=f"run_{name}") for name in (
+            "m_tiles", "n_tiles", "k_steps", "a_base", "a_stride", "w_base", "out_base",
+            "out_stride", "group_base")}
+        step = Signal(8)
+        mode = Signal(8)
+        start = Signal()     # pulse: begin the layer in ``desc``
+        running = Signal()
+        finished = Signal()  # pulse: last output row written
+        cycles = Signal(32)
+
+        # ---- feeder: memories -> FIFOs -> core ------------------------------------------
+        a_width = rows * a_elems * 8
+        m.submodules.a_fifo = a_fifo = SyncFIFOBuffered(width=a_width, depth=_FIFO_DEPTH)
+        w_layout = data.StructLayout({"word": self.weight_bits, "tag": core.tag_bits,
+                                      "last": 1})
+        m.submodules.w_fifo = w_fifo = SyncFIFOBuffered(width=w_layout.size, depth=_FIFO_DEPTH)
+
+        issuing = Signal()
+        nt, mt, s = Signal(16), Signal(16), Signal(16)
+        a_word, a_row = Signal(16), Signal(16)
+        lane_off = Signal(range(cols + 1))
+        w_addr, w_tile = Signal(16), Signal(16)
+        pending = Signal()                   # a read issued last cycle lands now
+        pending_lane = Signal.like(lane_off)
+        pending_tag = Signal(core.tag_bits)
+        pending_last = Signal()
+        room = ((a_fifo.level + pending < _FIFO_DEPTH) & (w_fifo.level + pending < _FIFO_DEPTH))
+        issue = issuing & room
+
+        exec_bank_addr = Signal(depth_bits)
+        exec_reading = Signal()
+        for r, (read, _) in enumerate(banks):
+            m.d.comb += read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word))
+        m.d.comb += w_read.addr.eq(w_addr)
+        m.d.sync += [pending.eq(issue), pending_lane.eq(lane_off),
+                     pending_tag.eq(desc["group_base"] + nt),
+                     pending_last.eq(s == desc["k_steps"] - 1)]
+
+        # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word.
+        a_beat = Signal(data.ArrayLayout(data.ArrayLayout(8, a_elems), rows))
+        for r, (read, _) in enumerate(banks):
+            lanes = Array(read.data[c] for c in range(cols))
+            for e in range(a_elems):
+                index = pending_lane + e
+                m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
+                                               if cols > 1 else read.data[0], 0))
+        w_entry = Signal(w_layout)
+        m.d.comb += [w_entry.word.eq(w_read.data), w_entry.tag.eq(pending_tag),
+                     w_entry.last.eq(pending_last),
+                     a_fifo.w_data.eq(a_beat), a_fifo.w_en.eq(pending),
+                     w_fifo.w_data.eq(w_entry), w_fifo.w_en.eq(pending)]
+
+        with m.If(start):
+            m.d.sync += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
+                         a_word.eq(desc["a_base"]), a_row.eq(desc["a_base"]),
+                         w_addr.eq(desc["w_base"]), w_tile.eq(desc["w_base"])]
+        with m.Elif(issue):
+            with m.If(s == desc["k_steps"] - 1):
+                m.d.sync += [s.eq(0), lane_off.eq(0)]
+                with m.If(mt == desc["m_tiles"] - 1):
+                    m.d.sync += [mt.eq(0), a_row.eq(desc["a_base"]), a_word.eq(desc["a_base"]),
+                                 nt.eq(nt + 1), w_tile.eq(w_tile + desc["k_steps"]),
+                                 w_addr.eq(w_tile + desc["k_steps"])]
+                    with m.If(nt == desc["n_tiles"] - 1):
+                        m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += [mt.eq(mt + 1), a_row.eq(a_row + desc["a_stride"]),
+                                 a_word.eq(a_row + desc["a_stride"]), w_addr.eq(w_tile)]
+            with m.Else():
+                m.d.sync += [s.eq(s + 1), w_addr.eq(w_addr + 1)]
+                with m.If(lane_off + step == cols):
+                    m.d.sync += [lane_off.eq(0), a_word.eq(a_word + 1)]
+                with m.Else():
+                    m.d.sync += lane_off.eq(lane_off + step)
+
+        # FIFO heads -> core streams.
+        a_head = data.View(a_beat.shape(), a_fifo.r_data)
+        w_head = data.View(w_layout, w_fifo.r_data)
+        m.d.comb += [core.a.valid.eq(a_fifo.r_rdy), a_fifo.r_en.eq(core.a.ready),
+                     core.w.valid.eq(w_fifo.r_rdy), w_fifo.r_en.eq(core.w.ready),
+                     core.mode.eq(mode[1])]
+        for r in range(rows):
+            for e in range(a_elems):
+                target = core.a.payload.data[r][e] if sparse_array else core.a.payload.data[r]
+                m.d.comb += target.eq(a_head[r][e])
+        m.d.comb += [core.w.payload.data.eq(w_head.word), core.w.payload.tag.eq(w_head.tag),
+                     core.w.payload.last.eq(w_head.last)]
+        if sparse_array:
+            m.d.comb += core.w.payload.dense.eq(~mode[0])
+        if self._tables:
+            m.d.comb += [core.a.payload.bypass.eq(~mode[2]), core.w.payload.bypass.eq(~mode[3])]
+
+        # ---- writeback: output rows -> banks --------------------------------------------
+        out_r = Signal(range(rows))
+        out_mt, out_nt = Signal(16), Signal(16)
+        out_row, out_word = Signal(16), Signal(16)
+        m.d.comb += core.o.ready.eq(1)
+        wb_addr = Signal(depth_bits)
+        wb_data = Signal(data.ArrayLayout(8, cols))
+        wb_en = Signal(rows)
+        # Output codes narrower than a byte are stored zero-extended.
+        m.d.comb += [wb_addr.eq(out_word),
+                     wb_data.eq(Cat(*(lane.as_unsigned() if core.out_bits == 8 else
+                                      Cat(lane, Const(0, 8 - core.out_bits))
+                                      for lane in core.o.payload.data)))]
+        with m.If(core.o.valid):
+            m.d.comb += wb_en.eq(1 << out_r)
+        with m.If(start):
+            m.d.sync += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0), out_row.eq(desc["out_base"]),
+                         out_word.eq(desc["out_base"]), running.eq(1), cycles.eq(0)]
+        with m.Elif(running):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(core.o.valid):
+            with m.If(out_r == rows - 1):
+                m.d.sync += out_r.eq(0)
+                with m.If(out_mt == desc["m_tiles"] - 1):
+                    m.d.sync += [out_mt.eq(0), out_nt.eq(out_nt + 1),
+                                 out_row.eq(desc["out_base"]),
+                                 out_word.eq(desc["out_base"] + out_nt + 1)]
+                    with m.If(out_nt == desc["n_tiles"] - 1):
+                        m.d.sync += running.eq(0)
+                        m.d.comb += finished.eq(1)
+                with m.Else():
+                    m.d.sync += [out_mt.eq(out_mt + 1), out_row.eq(out_row + desc["out_stride"]),
+                                 out_word.eq(out_row + desc["out_stride"] + out_nt)]
+            with m.Else():
+                m.d.sync += out_r.eq(out_r + 1)
+
+        # ---- command executor ---------------------------------------------------------
+        header = Array(Signal(8, name=f"header_{i}") for i in range(_HEADER))
+        ptr = Signal(range(self._frame_bytes + 1))
+        seq, command = header[0], header[1]
+        space = header[2]
+        addr = Signal(32)
+        m.d.comb += addr.eq(Cat(header[3], header[4], header[5], header[6]))
+        count = Cat(header[7], header[8])
+        status = Signal(8)
+        word = Signal(max(cols * 8, self.weight_bits, _REQUANT_BYTES * 8, 32))
+        byte_index = Signal(range(max(cols, -(-self.weight_bits // 8), _REQUANT_BYTES) + 1))
+        target = Signal(32)
+        word_bytes = Signal(range(max(cols, -(-self.weight_bits // 8), _REQUANT_BYTES) + 1))
+        data_end = Signal.like(ptr)
+        body_index = Signal(range(1 << 16))
+        body_count = Signal(range(1 << 16))
+        read_word = Signal(data.ArrayLayout(8, cols))
+
+        info_bytes = Array(Const(b, 8) for b in info.pack())
+        cycle_bytes = Array(cycles.word_select(i, 8) for i in range(4))
+
+        tx_byte, tx_last, tx_valid = tx.i.payload.data, tx.i.payload.last, tx.i.valid
+        m.d.comb += rx.addr.eq(ptr)
+
+        # Word commits to each space (the executor only runs while no layer does).
+        lane = target[:lane_bits] if lane_bits else Const(0, 1)
+        group = target[lane_bits:]
+        commit = Signal()
+        m.d.comb += [w_write.addr.eq(target), w_write.data.eq(word[:self.weight_bits]),
+                     w_write.en.eq(commit & (space == Space.WEIGHT))]
+        for r, (_, write) in enumerate(banks):
+            host_bank = (commit & (space == Space.ACT) & (target[depth_bits:] == r))
+            m.d.comb += [write.addr.eq(Mux(running, wb_addr, target[:depth_bits])),
+                         write.data.eq(Mux(running, wb_data, word[:cols * 8])),
+                         write.en.eq(Mux(running, wb_en[r], host_bank))]
+        cfg = core.cfg_requant
+        m.d.comb += [cfg.valid.eq(commit & (space == Space.REQUANT)),
+                     cfg.payload.lane.eq(lane), cfg.payload.group.eq(group),
+                     cfg.payload.param.eq(word)]
+        limits = {Space.ACT: rows << depth_bits, Space.WEIGHT: self._w_depth,
+                  Space.REQUANT: self._groups << lane_bits}
+        if self._tables:
+            act_cfg, w_cfg, t_cfg = core.cfg_act, core.cfg_weight, core.cfg_threshold
+            m.d.comb += [
+                act_cfg.valid.eq(commit & (space == Space.ACT_TABLE)),
+                act_cfg.payload.all.eq(1), act_cfg.payload.code.eq(target[:8]),
+                act_cfg.payload.value.eq(word[:8]),
+                w_cfg.valid.eq(commit & (space == Space.WEIGHT_TABLE)),
+                w_cfg.payload.lane.eq(target[8:8 + lane_bits] if lane_bits else 0),
+                w_cfg.payload.all.eq(0), w_cfg.payload.code.eq(target[:8]),
+                w_cfg.payload.value.eq(word[:8]),
+                t_cfg.valid.eq(commit & (space == Space.THRESHOLD)),
+                t_cfg.payload.index.eq(target[:8]),
+                t_cfg.payload.lane.eq(target[8:8 + lane_bits] if lane_bits else 0),
+                t_cfg.payload.group.eq(target[8 + lane_bits:]),
+                t_cfg.payload.value.eq(word[:32].as_signed()),
+            ]
+            limits.update({Space.ACT_TABLE: 256, Space.WEIGHT_TABLE: 256 << lane_bits,
+                           Space.THRESHOLD: self._groups << (8 + lane_bits)})
+        sizes = {Space.ACT: cols, Space.WEIGHT: -(-self.weight_bits // 8),
+                 Space.REQUANT: _REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
+                 Space.THRESHOLD: 4}
+        known_space = Signal()
+        limit = Signal(32)
+        index_ok = Signal()
+        with m.Switch(space):
+            for key, value in limits.items():
+                with m.Case(key):
+                    m.d.comb += [known_space.eq(1), limit.eq(value),
+                                 word_bytes.eq(sizes[key])]
+        # Lane and threshold-index fields must name a real lane / threshold.
+        lane_ok = Signal(init=1)
+        m.d.comb += lane_ok.eq(1)
+        if lane_bits and (1 << lane_bits) != cols:
+            with m.Switch(space):
+                with m.Case(Space.REQUANT):
+                    m.d.comb += lane_ok.eq(target[:lane_bits] < cols)
+                with m.Case(Space.WEIGHT_TABLE, Space.THRESHOLD):
+                    m.d.comb += lane_ok.eq(target[8:8 + lane_bits] < cols)
+        m.d.comb += index_ok.eq(lane_ok)
+        if self._tables:
+            with m.If(space == Space.THRESHOLD):
+                m.d.comb += index_ok.eq(lane_ok & (target[:8] < (1 << self._threshold_bits) - 1))
+
+        with m.FSM(name="executor"):
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(~rx.done & ~tx.tx.valid)
+                m.d.sync += [ptr.eq(0), body_count.eq(0)]
+                with m.If(rx.done):
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                # The buffer read for ``ptr`` lands one cycle later.
+                with m.If(ptr != 0):
+                    m.d.sync += header[ptr - 1].eq(rx.rdata)
+                m.d.sync += ptr.eq(ptr + 1)
+                with m.If(ptr == _HEADER):
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(~rx.ok | rx.overflow | (rx.length < 6)):
+                    m.d.sync += status.eq(Mux(rx.overflow | (rx.length < 6), Status.LENGTH,
+                                              Status.CRC))
+                    m.next = "REPLY_SEQ"
+                with m.Elif(command == Command.INFO):
+                    m.d.sync += [status.eq(Status.OK), body_count.eq(len(info_bytes)),
+                                 body_index.eq(0)]
+                    m.next = "REPLY_SEQ"
+                with m.Elif(command == Command.WRITE):
+                    m.d.sync += [target.eq(addr), byte_index.eq(0), ptr.eq(7),
+                                 data_end.eq(rx.length - 4), status.eq(Status.OK)]
+                    with m.If(rx.length < 11):
+                        m.d.sync += status.eq(Status.LENGTH)
+                        m.next = "REPLY_SEQ"
+                    with m.Elif(~known_space):
+                        m.d.sync += status.eq(Status.SPACE)
+                        m.next = "REPLY_SEQ"
+                    with m.Else():
+                        m.next = "WRITE_FETCH"
+                with m.Elif(command == Command.READ):
+                    m.d.sync += [target.eq(addr), body_count.eq(count), body_index.eq(0),
+                                 status.eq(Status.OK)]
+                    with m.If(rx.length != 13):
+                        m.d.sync += status.eq(Status.LENGTH)
+                    with m.Elif(space != Space.ACT):
+                        m.d.sync += status.eq(Status.SPACE)
+                    with m.Elif((count * cols > info.max_payload) |
+                                (addr + count > (rows << depth_bits)) | (count == 0)):
+                        m.d.sync += status.eq(Status.RANGE)
+                    m.next = "REPLY_SEQ"
+                with m.Elif(command == Command.RUN):
+                    with m.If(rx.length != 6 + 20):
+                        m.d.sync += status.eq(Status.LENGTH)
+                        m.next = "REPLY_SEQ"
+                    with m.Else():
+                        fields = ["m_tiles", "n_tiles", "k_steps", "a_base", "a_stride"]
+                        for i, name in enumerate(fields):
+                            m.d.sync += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
+                        m.d.sync += [step.eq(header[12]), mode.eq(header[13])]
+                        for i, name in enumerate(["w_base", "out_base", "out_stride",
+                                                  "group_base"]):
+                            m.d.sync += desc[name].eq(Cat(header[14 + 2 * i],
+                                                          header[15 + 2 * i]))
+                        m.next = "RUN_CHECK"
+                with m.Else():
+                    m.d.sync += status.eq(Status.COMMAND)
+                    m.next = "REPLY_SEQ"
+            with m.State("RUN_CHECK"):
+                allowed_steps = [1] if not sparse_array else sorted(set(self._sparsity))
+                step_ok = 0
+                for value in allowed_steps:
+                    step_ok = step_ok | (step == value)
+                sparse_ok = ~mode[0] | (step == (self._sparsity[1] if sparse_array else 0))
+                tables_ok = (mode[1:4] == 0) if not self._tables else 1
+                zero = ((desc["m_tiles"] == 0) | (desc["n_tiles"] == 0)
+                        | (desc["k_steps"] == 0))
+                groups_ok = desc["group_base"] + desc["n_tiles"] <= self._groups
+                w_ok = desc["w_base"] + desc["n_tiles"] * desc["k_steps"] <= self._w_depth
+                with m.If(step_ok & sparse_ok & tables_ok & ~zero & groups_ok & w_ok):
+                    m.d.comb += start.eq(1)
+                    m.d.sync += status.eq(Status.OK)
+                    m.next = "RUN_WAIT"
+                with m.Else():
+                    m.d.sync += status.eq(Status.RANGE)
+                    m.next = "REPLY_SEQ"
+            with m.State("RUN_WAIT"):
+                with m.If(finished):
+                    m.d.sync += [body_count.eq(4), body_index.eq(0)]
+                    m.next = "REPLY_SEQ"
+            with m.State("WRITE_FETCH"):
+                with m.If(ptr == data_end):
+                    with m.If(byte_index != 0):
+                        m.d.sync += status.eq(Status.LENGTH)
+                    m.next = "REPLY_SEQ"
+                with m.Else():
+                    m.d.sync += ptr.eq(ptr + 1)
+                    m.next = "WRITE_BYTE"
+            with m.State("WRITE_BYTE"):
+                m.d.sync += word.word_select(byte_index, 8).eq(rx.rdata)
+                with m.If(byte_index == word_bytes - 1):
+                    m.d.sync += byte_index.eq(0)
+                    m.next = "WRITE_COMMIT"
+                with m.Else():
+                    m.d.sync += byte_index.eq(byte_index + 1)
+                    m.next = "WRITE_FETCH"
+                    with m.If(ptr != data_end):
+                        m.d.sync += ptr.eq(ptr + 1)
+                        m.next = "WRITE_BYTE"
+            with m.State("WRITE_COMMIT"):
+                with m.If((target < limit) & index_ok):
+                    m.d.comb += commit.eq(1)
+                    m.d.sync += target.eq(target + 1)
+                    m.next = "WRITE_FETCH"
+                with m.Else():
+                    m.d.sync += status.eq(Status.RANGE)
+                    m.next = "REPLY_SEQ"
+            with m.State("REPLY_SEQ"):
+                m.d.comb += [tx_byte.eq(seq), tx_valid.eq(1)]
+                with m.If(tx.i.ready):
+                    m.next = "REPLY_STATUS"
+            with m.State("REPLY_STATUS"):
+                no_body = (status != Status.OK) | (body_count == 0)
+                m.d.comb += [tx_byte.eq(status), tx_valid.eq(1), tx_last.eq(no_body)]
+                with m.If(tx.i.ready):
+                    with m.If(no_body):
+                        m.next = "DONE"
+                    with m.Elif(command == Command.READ):
+                        m.d.sync += [byte_index.eq(0)]
+                        m.next = "READ_ISSUE"
+                    with m.Else():
+                        m.next = "REPLY_BODY"
+            with m.State("REPLY_BODY"):
+                last_byte = body_index == body_count - 1
+                m.d.comb += [tx_byte.eq(Mux(command == Command.INFO, info_bytes[body_index],
+                                            cycle_bytes[body_index[:2]])),
+                             tx_valid.eq(1), tx_last.eq(last_byte)]
+                with m.If(tx.i.ready):
+                    m.d.sync += body_index.eq(body_index + 1)
+                    with m.If(last_byte):
+                        m.next = "DONE"
+            with m.State("READ_ISSUE"):
+                m.d.comb += [exec_reading.eq(1), exec_bank_addr.eq(target[:depth_bits])]
+                m.next = "READ_LATCH"
+            with m.State("READ_LATCH"):
+                bank_data = Array(read.data.as_value() for read, _ in banks)
+                bank = target[depth_bits:depth_bits + max(1, ceil_log2(rows))]
+                m.d.sync += [read_word.eq(bank_data[bank] if rows > 1 else banks[0][0].data),
+                             byte_index.eq(0)]
+                m.next = "READ_SEND"
+            with m.State("READ_SEND"):
+                last_word = body_index == body_count - 1
+                last_byte = byte_index == cols - 1
+                m.d.comb += [tx_byte.eq(read_word.as_value().word_select(byte_index, 8)),
+                             tx_valid.eq(1),
+                             tx_last.eq(last_word & last_byte)]
+                with m.If(tx.i.ready):
+                    m.d.sync += byte_index.eq(byte_index + 1)
+                    with m.If(last_byte):
+                        m.d.sync += [body_index.eq(body_index + 1), target.eq(target + 1)]
+                        m.next = "READ_NEXT"
+            with m.State("READ_NEXT"):
+                with m.If(body_index == body_count):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "READ_ISSUE"
+            with m.State("DONE"):
+                m.d.comb += rx.release.eq(1)
+                m.next = "IDLE"
+        return m

@@ -1,0 +1,190 @@
+"""Framed byte link to the host: SLIP framing and a CRC-32 on every frame.
+
+The protocol is defined in ``docs/protocol.md`` and mirrored by
+``sparqforge.sw.runtime.protocol``. Frames are delimited by ``END`` (0xC0); ``END`` and
+``ESC`` (0xDB) inside a frame are escaped, so a lost, corrupted or duplicated byte damages
+at most the frames around it and the next ``END`` resynchronises.
+"""
+
+__all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "FrameReceiver", "FrameTransmitter"]
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import crc, data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+
+
+class FrameReceiver(wiring.Component):
+    """Decodes SLIP frames from ``rx`` into a frame buffer and checks their CRC-32.
+
+    A completed non-empty frame raises ``done`` with its ``length`` (bytes, CRC included),
+    ``ok`` (its CRC-32 residue matched) and ``overflow`` (longer than the buffer; the excess
+    was dropped), and ``rx`` stalls until ``release`` is pulsed, so the executor reads a
+    frame that can no longer change. Empty frames (back-to-back ``END``) are skipped.
+
+    Parameters
+    ----------
+    size : int
+        Frame buffer bytes.
+
+    Attributes
+    ----------
+    rx : In(stream(8))
+        Bytes from the host.
+    addr, rdata :
+        Synchronous read port of the frame buffer (``rdata`` one cycle after ``addr``).
+    done, length, ok, overflow : Out
+        The held frame.
+    release : In(1)
+        Frees the buffer for the next frame.
+    """
+
+    def __init__(self, size):
+        self._size = size
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "addr": In(range(size)),
+            "rdata": Out(8),
+            "done": Out(1),
+            "length": Out(range(size + 1)),
+            "ok": Out(1),
+            "overflow": Out(1),
+            "release": In(1),
+        })
+
+    size = property(lambda self: self._size)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.buffer = buffer = Memory(shape=8, depth=self._size, init=[])
+        m.submodules.crc = checker = crc.Algorithm(
+            crc_width=32, polynomial=0x04C11DB7, initial_crc=0xFFFFFFFF, reflect_input=True,
+            reflect_output=True, xor_output=0xFFFFFFFF)(data_width=8).create()
+        write = buffer.write_port()
+        read = buffer.read_port()
+        m.d.comb += [read.addr.eq(self.addr), self.rdata.eq(read.data)]
+
+        escape = Signal()
+        byte = self.rx.payload
+        decoded = Signal(8)
+        store = Signal()
+        m.d.comb += [
+            decoded.eq(Mux(escape, Mux(byte == ESC_END, END, Mux(byte == ESC_ESC, ESC, byte)),
+                           byte)),
+            self.rx.ready.eq(~self.done),
+            store.eq(self.rx.valid & ~self.done & (escape | ((byte != END) & (byte != ESC)))),
+            write.addr.eq(self.length),
+            write.data.eq(decoded),
+            write.en.eq(store & (self.length < self._size)),
+            checker.data.eq(decoded),
+            checker.valid.eq(store & (self.length < self._size)),
+            checker.start.eq(self.release),
+        ]
+        with m.If(self.release):
+            m.d.sync += [self.done.eq(0), self.length.eq(0), self.overflow.eq(0),
+                         escape.eq(0)]
+        with m.Elif(self.rx.valid & ~self.done):
+            with m.If(store):
+                m.d.sync += escape.eq(0)
+                with m.If(self.length < self._size):
+                    m.d.sync += self.length.eq(self.length + 1)
+                with m.Else():
+                    m.d.sync += self.overflow.eq(1)
+            with m.Elif(byte == ESC):
+                m.d.sync += escape.eq(1)
+            with m.Else():  # END
+                m.d.sync += escape.eq(0)
+                with m.If((self.length != 0) | self.overflow):
+                    m.d.sync += [self.done.eq(1), self.ok.eq(checker.match_detected)]
+        return m
+
+
+class FrameTransmitter(wiring.Component):
+    """Appends a CRC-32 to the bytes of ``i`` (a frame ends at the beat with ``last``) and
+    sends the frame SLIP-encoded, ``END`` before and after, on ``tx``.
+
+    Attributes
+    ----------
+    i : In(stream)
+        ``data`` (a byte), ``last``.
+    tx : Out(stream(8))
+        Bytes to the host.
+    """
+
+    i: In(stream.Signature(data.StructLayout({"data": 8, "last": 1})))
+    tx: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = generator = crc.Algorithm(
+            crc_width=32, polynomial=0x04C11DB7, initial_crc=0xFFFFFFFF, reflect_input=True,
+            reflect_output=True, xor_output=0xFFFFFFFF)(data_width=8).create()
+        # ``byte`` is the frame byte being sent; ``second`` the escape code still owed.
+        byte = Signal(8)
+        crc_index = Signal(range(4))
+        crc_value = Signal(32)
+        second = Signal(8)
+        special = (byte == END) | (byte == ESC)
+        code = Mux(byte == END, ESC_END, ESC_ESC)
+        taken = self.tx.valid & self.tx.ready
+        m.d.comb += [generator.data.eq(self.i.payload.data), generator.start.eq(0)]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(self.i.valid)]
+                with m.If(taken):
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.comb += generator.valid.eq(1)
+                    m.d.sync += byte.eq(self.i.payload.data)
+                    with m.If(self.i.payload.last):
+                        m.next = "SEND_DATA_LAST"
+                    with m.Else():
+                        m.next = "SEND_DATA"
+            for state, after in (("SEND_DATA", "FETCH"), ("SEND_DATA_LAST", "CRC"),
+                                 ("SEND_CRC", "CRC")):
+                with m.State(state):
+                    m.d.comb += [self.tx.payload.eq(Mux(special, ESC, byte)),
+                                 self.tx.valid.eq(1)]
+                    with m.If(taken):
+                        with m.If(special):
+                            m.d.sync += second.eq(code)
+                            m.next = f"{state}_ESC"
+                        with m.Else():
+                            m.next = after
+                with m.State(f"{state}_ESC"):
+                    m.d.comb += [self.tx.payload.eq(second), self.tx.valid.eq(1)]
+                    with m.If(taken):
+                        m.next = after
+            with m.State("CRC"):
+                # The CRC register holds the whole frame's CRC once its last byte went in.
+                with m.If(crc_index == 0):
+                    m.d.sync += [crc_value.eq(generator.crc >> 8), byte.eq(generator.crc[:8])]
+                with m.Else():
+                    m.d.sync += [crc_value.eq(crc_value >> 8), byte.eq(crc_value[:8])]
+                m.d.sync += crc_index.eq(crc_index + 1)
+                m.next = "SEND_CRC"
+                with m.If(crc_index == 3):
+                    m.next = "SEND_CRC_FINAL"
+            with m.State("SEND_CRC_FINAL"):
+                m.d.comb += [self.tx.payload.eq(Mux(special, ESC, byte)), self.tx.valid.eq(1)]
+                with m.If(taken):
+                    with m.If(special):
+                        m.d.sync += second.eq(code)
+                        m.next = "SEND_CRC_FINAL_ESC"
+                    with m.Else():
+                        m.next = "CLOSE"
+            with m.State("SEND_CRC_FINAL_ESC"):
+                m.d.comb += [self.tx.payload.eq(second), self.tx.valid.eq(1)]
+                with m.If(taken):
+                    m.next = "CLOSE"
+            with m.State("CLOSE"):
+                m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(1)]
+                with m.If(taken):
+                    m.d.sync += crc_index.eq(0)
+                    m.d.comb += generator.start.eq(1)
+                    m.next = "IDLE"
+        return m

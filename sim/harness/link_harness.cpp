@@ -1,0 +1,90 @@
+// Byte-link harness for the Verilated accelerator top, driven by the host runtime through
+// pipes: all clocking and byte transfer happen here, Python only exchanges whole requests.
+//
+// Protocol on stdin / stdout (little-endian):
+//   request:  u32 length, u64 max_cycles, length bytes for the rx stream
+//   response: u8 status (0 ok, 1 max_cycles reached), u64 cycles simulated for this request,
+//             u64 total cycles, u64 loop nanoseconds (total), u32 n, n bytes from the tx stream
+// For each request the harness feeds the bytes into rx (one per cycle while rx.ready), keeps
+// tx.ready high, and runs until every byte is consumed and the top reports idle. The top
+// must have ports clk, rst, rx (stream of 8), tx (stream of 8) and idle.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "Vtop.h"
+#include "verilated.h"
+
+namespace {
+
+bool read_exact(void *buffer, size_t size) {
+    return std::fread(buffer, 1, size, stdin) == size;
+}
+
+void write_all(const void *buffer, size_t size) { std::fwrite(buffer, 1, size, stdout); }
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    auto context = std::make_unique<VerilatedContext>();
+    context->commandArgs(argc, argv);
+    auto top = std::make_unique<Vtop>(context.get());
+    top->clk = 0;
+    top->rst = 1;
+    top->rx___05Fvalid = 0;
+    top->tx___05Fready = 1;
+    for (int i = 0; i < 4; i++) {
+        top->clk = 0; top->eval();
+        top->clk = 1; top->eval();
+    }
+    top->rst = 0;
+    uint64_t total = 0;
+    int64_t loop_ns = 0;
+    std::vector<uint8_t> in, out;
+    for (;;) {
+        uint32_t length;
+        uint64_t max_cycles;
+        if (!read_exact(&length, 4) || !read_exact(&max_cycles, 8)) break;
+        in.resize(length);
+        if (length && !read_exact(in.data(), length)) break;
+        out.clear();
+        const auto started = std::chrono::steady_clock::now();
+        size_t next = 0;
+        uint64_t cycles = 0;
+        int quiet = 0;  // cycles in a row with nothing fed and the top idle
+        uint8_t status = 0;
+        while (true) {
+            top->rx___05Fvalid = next < length;
+            if (next < length) top->rx___05Fpayload = in[next];
+            top->clk = 0;
+            top->eval();
+            const bool fed = next < length && top->rx___05Fready;
+            if (top->tx___05Fvalid) out.push_back(top->tx___05Fpayload);
+            top->clk = 1;
+            top->eval();
+            cycles++;
+            if (fed) next++;
+            quiet = (!fed && next == length && top->idle) ? quiet + 1 : 0;
+            if (quiet >= 2) break;
+            if (cycles >= max_cycles) {
+                status = 1;
+                break;
+            }
+        }
+        loop_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - started).count();
+        total += cycles;
+        const uint32_t n = out.size();
+        write_all(&status, 1);
+        write_all(&cycles, 8);
+        write_all(&total, 8);
+        write_all(&loop_ns, 8);
+        write_all(&n, 4);
+        if (n) write_all(out.data(), n);
+        std::fflush(stdout);
+    }
+    top->final();
+    return 0;
+}

@@ -1,0 +1,215 @@
+"""The golden accelerator: the command protocol executed on NumPy with the golden model.
+
+It holds the same memories as ``hw.accelerator.Accelerator`` and gives every command the
+same meaning, computing a layer with :mod:`sparqforge.sw.golden` on whole matrices instead
+of tile by tile. The ``golden`` runtime backend talks to it through the same framed byte
+protocol as to the RTL, so the runtime, the protocol and the controller's addressing are
+all checked against an independent implementation.
+"""
+
+__all__ = ["DeviceModel"]
+
+import struct
+
+import numpy as np
+
+from .. import golden
+from . import layouts
+from .protocol import (Command, DeviceInfo, FrameError, RunDescriptor, Space, Status, frame,
+                       unframe)
+
+
+class DeviceModel:
+    """A golden accelerator with the configuration ``info`` (a :class:`DeviceInfo`)."""
+
+    def __init__(self, info):
+        self.info = info
+        r, c = info.rows, info.cols
+        self.act = np.zeros((r, info.act_depth, c), dtype=np.int64)
+        self.weights = np.zeros((info.w_depth, info.weight_bytes), dtype=np.uint8)
+        self.requant = {k: np.zeros((info.groups, c), dtype=np.int64)
+                        for k, _, _ in layouts.REQUANT_FIELDS}
+        self.act_table = np.zeros(256, dtype=np.int64)
+        self.weight_table = np.zeros((c, 256), dtype=np.int64)
+        count = (1 << info.threshold_bits) - 1
+        self.thresholds = np.zeros((info.groups, c, count), dtype=np.int64)
+        self.lane_bits = max(1, (c - 1).bit_length()) if c > 1 else 0
+
+    # -- protocol ---------------------------------------------------------------------
+    def handle(self, body):
+        """Execute one received frame body; return the reply body (or ``None`` when the
+        frame is empty)."""
+        if not body:
+            return None
+        try:
+            seq, command, payload = unframe(body)
+        except FrameError:
+            seq = body[0]
+            return frame(seq, Status.LENGTH if len(body) < 6 else Status.CRC)
+        try:
+            status, data = self._execute(command, payload)
+        except _Reject as exc:
+            status, data = exc.status, b""
+        return frame(seq, status, data)
+
+    def _execute(self, command, payload):
+        if command == Command.INFO:
+            return Status.OK, self.info.pack()
+        if command == Command.WRITE:
+            if len(payload) < 5:
+                raise _Reject(Status.LENGTH)
+            space, addr = payload[0], struct.unpack_from("<I", payload, 1)[0]
+            self.write(space, addr, payload[5:])
+            return Status.OK, b""
+        if command == Command.READ:
+            if len(payload) != 7:
+                raise _Reject(Status.LENGTH)
+            space, addr, count = payload[0], *struct.unpack_from("<IH", payload, 1)
+            return Status.OK, self.read(space, addr, count)
+        if command == Command.RUN:
+            if len(payload) != RunDescriptor.SIZE:
+                raise _Reject(Status.LENGTH)
+            self.run(RunDescriptor.unpack(payload))
+            return Status.OK, struct.pack("<I", 0)
+        raise _Reject(Status.COMMAND)
+
+    # -- memories -----------------------------------------------------------------------
+    def _word_bytes(self, space):
+        info = self.info
+        sizes = {Space.ACT: info.cols, Space.WEIGHT: info.weight_bytes,
+                 Space.REQUANT: layouts.REQUANT_BYTES, Space.ACT_TABLE: 1,
+                 Space.WEIGHT_TABLE: 1, Space.THRESHOLD: 4}
+        if space not in sizes or (not info.tables and space in (
+                Space.ACT_TABLE, Space.WEIGHT_TABLE, Space.THRESHOLD)):
+            raise _Reject(Status.SPACE)
+        return sizes[space]
+
+    def _limit(self, space):
+        info = self.info
+        lanes = 1 << self.lane_bits
+        return {Space.ACT: info.rows << info.act_depth_bits, Space.WEIGHT: info.w_depth,
+                Space.REQUANT: info.groups * lanes, Space.ACT_TABLE: 256,
+                Space.WEIGHT_TABLE: lanes * 256,
+                Space.THRESHOLD: info.groups * lanes * 256}[space]
+
+    def write(self, space, addr, data):
+        size = self._word_bytes(space)
+        if len(data) % size:
+            raise _Reject(Status.LENGTH)
+        words = np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, size)
+        count = len(words)
+        if addr + count > self._limit(space):
+            raise _Reject(Status.RANGE)
+        info, addrs = self.info, addr + np.arange(count)
+        if space == Space.ACT:
+            bank, word = addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)
+            if np.any(bank >= info.rows):
+                raise _Reject(Status.RANGE)
+            self.act[bank, word] = words
+        elif space == Space.WEIGHT:
+            self.weights[addrs] = words
+        elif space == Space.REQUANT:
+            lane, group = addrs & ((1 << self.lane_bits) - 1), addrs >> self.lane_bits
+            for key, value in layouts.unpack_requant(words).items():
+                self.requant[key][group, lane] = value
+        elif space == Space.ACT_TABLE:
+            self.act_table[addrs] = _reinterpret(words[:, 0], info.a_bits, False)
+        elif space == Space.WEIGHT_TABLE:
+            lane = (addrs >> 8) & ((1 << self.lane_bits) - 1)
+            self.weight_table[lane, addrs & 0xFF] = _reinterpret(words[:, 0], info.w_bits, True)
+        elif space == Space.THRESHOLD:
+            index = addrs & 0xFF
+            lane = (addrs >> 8) & ((1 << self.lane_bits) - 1)
+            group = addrs >> (8 + self.lane_bits)
+            if np.any(index >= self.thresholds.shape[2]) or np.any(group >= info.groups):
+                raise _Reject(Status.RANGE)
+            values = words.view("<i4")[:, 0].astype(np.int64)
+            self.thresholds[group, lane, index] = values
+
+    def read(self, space, addr, count):
+        if space != Space.ACT:
+            raise _Reject(Status.SPACE)
+        info = self.info
+        if count * info.cols > info.max_payload or addr + count > self._limit(space):
+            raise _Reject(Status.RANGE)
+        addrs = addr + np.arange(count)
+        words = self.act[addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)]
+        return words.astype(np.uint8).tobytes()
+
+    # -- a layer ------------------------------------------------------------------------
+    def run(self, d):
+        info = self.info
+        rows, cols = info.rows, info.cols
+        sparse_array = info.m != 0
+        n_kept = info.n if sparse_array else 1
+        if (d.step not in ((1,) if not sparse_array else (info.n, info.m))
+                or cols % d.step or d.group_base + d.n_tiles > info.groups):
+            raise _Reject(Status.RANGE)
+        sparse = bool(d.mode & RunDescriptor.MODE_SPARSE)
+        if sparse and (not sparse_array or d.step != info.m):
+            raise _Reject(Status.RANGE)
+        k_dim = d.k_steps * d.step
+        # Activations A[m, k]: bank m % rows, word a_base + (m // rows) * a_stride + k // cols.
+        mt = np.arange(d.m_tiles)[:, None, None]
+        r = np.arange(rows)[None, :, None]
+        k = np.arange(k_dim)[None, None, :]
+        bank, word, lane = np.broadcast_arrays(r, d.a_base + mt * d.a_stride + k // cols,
+                                               k % cols)
+        if np.any(word >= info.act_depth):
+            raise _Reject(Status.RANGE)
+        codes = self.act[bank, word, lane]
+        a = codes.reshape(d.m_tiles * rows, k_dim)
+        a = (self.act_table[a] if d.mode & RunDescriptor.MODE_ACT_TABLE
+             else _reinterpret(a, info.a_bits, False))
+        # Weight beats [n_tiles, k_steps, cols, n_kept].
+        first = d.w_base
+        last = d.w_base + d.n_tiles * d.k_steps
+        if last > info.w_depth:
+            raise _Reject(Status.RANGE)
+        w_codes, w_index = layouts.unpack_weight_words(self.weights[first:last], info)
+        w_codes = w_codes.reshape(d.n_tiles, d.k_steps, cols, n_kept)
+        w_index = w_index.reshape(d.n_tiles, d.k_steps, cols, n_kept)
+        if d.mode & RunDescriptor.MODE_WEIGHT_TABLE:
+            lane = np.arange(cols)[None, None, :, None]
+            w_vals = self.weight_table[np.broadcast_to(lane, w_codes.shape), w_codes & 0xFF]
+        else:
+            w_vals = w_codes
+        # Reduction position of each kept weight: index (sparse) or its slot (dense).
+        slot = w_index if sparse else np.arange(n_kept)[None, None, None, :]
+        k_pos = np.arange(d.k_steps)[None, :, None, None] * d.step + slot
+        acc = np.zeros((d.m_tiles * rows, d.n_tiles, cols), dtype=np.int64)
+        for j in range(n_kept):
+            # gathered[m, nt, s, c] = a[m, k_pos[nt, s, c, j]]
+            gathered = a[:, np.broadcast_to(k_pos[..., j], w_vals.shape[:3])]
+            acc += np.einsum("mtsc,tsc->mtc", gathered, w_vals[..., j])
+        acc = golden.wrap_signed(acc, info.acc_bits)
+        groups = d.group_base + np.arange(d.n_tiles)
+        if d.mode & RunDescriptor.MODE_THRESHOLD:
+            if not info.tables:
+                raise _Reject(Status.RANGE)
+            t = self.thresholds[groups]                                  # [nt, cols, L]
+            out = (t[None] <= acc[..., None]).sum(axis=-1)
+        else:
+            p = {key: value[groups][None] for key, value in self.requant.items()}
+            out = golden.requantize_layer(acc, bias=p["bias"], multiplier=p["multiplier"],
+                                          shift=p["shift"], zero_point=p["zero_point"],
+                                          relu=p["relu"].astype(bool), out_bits=8,
+                                          out_signed=False)
+        # Row m of channel tile nt -> bank m % rows, word out_base + (m // rows) * stride + nt.
+        m = np.arange(d.m_tiles * rows)
+        words = d.out_base + (m[:, None] // rows) * d.out_stride + np.arange(d.n_tiles)[None]
+        if np.any(words >= info.act_depth):
+            raise _Reject(Status.RANGE)
+        self.act[(m % rows)[:, None], words] = out
+
+
+class _Reject(Exception):
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+def _reinterpret(values, bits, is_signed):
+    """Low ``bits`` of stored bytes as the MAC operand type."""
+    v = np.asarray(values, dtype=np.int64) & ((1 << bits) - 1)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v) if is_signed else v
