@@ -3,14 +3,14 @@ array core. The same top serves Verilator and the boards."""
 
 __all__ = ["Accelerator", "PROTOCOL_VERSION"]
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..sw.runtime.protocol import Command, DeviceInfo, Space, Status
+from ..sw.runtime.protocol import WEIGHT_TABLE_ALL_BIT, Command, DeviceInfo, Space, Status
 from .array_core import ArrayCore
 from .host_link import FrameReceiver, FrameTransmitter
 
@@ -18,6 +18,7 @@ PROTOCOL_VERSION = 1
 _HEADER = 22          # seq, command, and at most a 20-byte RUN descriptor
 _REQUANT_BYTES = 10
 _FIFO_DEPTH = 4
+_SETTLE = 32          # idle cycles after which the core's registers no longer change
 
 
 def _positive(name, value, low=1, high=1 << 16):
@@ -58,6 +59,12 @@ class Accelerator(wiring.Component):
         Words per activation bank (a power of two) and weight words.
     frame_bytes : int
         Receive buffer; the largest frame the host may send.
+    gated : bool
+        Put the command executor with the memories, and the feeder with the array core and
+        writeback, into clock domains ``exec`` and ``core`` of their own (the same clock as
+        ``sync`` in hardware). A simulation top stops each while its ``active`` bit is low,
+        which skips idle work without changing any result: a domain is only reported idle
+        after ``_SETTLE`` cycles without work, by which time none of its registers changes.
 
     Attributes
     ----------
@@ -65,11 +72,13 @@ class Accelerator(wiring.Component):
         The host link.
     idle : Out(1)
         No frame is being received, executed or answered.
+    active : Out(exec, core)
+        The ``exec`` / ``core`` domain has work or has not yet settled since its last work.
     """
 
     def __init__(self, *, rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
                  threshold_bits=4, act_depth=1024, w_depth=2048, groups=16, max_depth=4096,
-                 frame_bytes=1088):
+                 frame_bytes=1088, gated=False):
         _positive("Activation depth", act_depth, 2, 1 << 16)
         if act_depth & (act_depth - 1):
             raise TypeError(f"Activation depth must be a power of two, not {act_depth}")
@@ -97,13 +106,16 @@ class Accelerator(wiring.Component):
         self._groups = groups
         self._max_depth = max_depth
         self._frame_bytes = frame_bytes
+        self._gated = gated
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "idle": Out(1),
+            "active": Out(data.StructLayout({"exec": 1, "core": 1})),
         })
 
     core = property(lambda self: self._core)
+    gated = property(lambda self: self._gated)
 
     @property
     def code_bits(self):
@@ -145,9 +157,15 @@ class Accelerator(wiring.Component):
         lane_bits = ceil_log2(cols)
         depth_bits = info.act_depth_bits
 
+        # The link always ticks; with ``gated`` the executor and the core get clock domains
+        # of their own that a simulation may stop while they are settled (see ``active``).
+        exec_domain = "exec" if self._gated else "sync"
+        core_domain = "core" if self._gated else "sync"
         m.submodules.receiver = rx = FrameReceiver(self._frame_bytes)
         m.submodules.transmitter = tx = FrameTransmitter()
-        m.submodules.core = core = self._core
+        core = self._core
+        m.submodules.core = (core if core_domain == "sync"
+                             else DomainRenamer({"sync": core_domain})(core))
         wiring.connect(m, wiring.flipped(self.rx), rx.rx)
         wiring.connect(m, tx.tx, wiring.flipped(self.tx))
 
@@ -156,10 +174,12 @@ class Accelerator(wiring.Component):
         for r in range(rows):
             bank = Memory(shape=data.ArrayLayout(8, cols), depth=self._act_depth, init=[])
             m.submodules[f"act_bank_{r}"] = bank
-            banks.append((bank.read_port(), bank.write_port()))
+            banks.append((bank.read_port(domain=exec_domain),
+                          bank.write_port(domain=exec_domain)))
         m.submodules.weights = weights = Memory(shape=self.weight_bits, depth=self._w_depth,
                                                 init=[])
-        w_read, w_write = weights.read_port(), weights.write_port()
+        w_read = weights.read_port(domain=exec_domain)
+        w_write = weights.write_port(domain=exec_domain)
 
         # ---- RUN descriptor and controller state --------------------------------------
         desc = {name: Signal(16, name=f"run_{name}") for name in (
@@ -174,10 +194,17 @@ class Accelerator(wiring.Component):
 
         # ---- feeder: memories -> FIFOs -> core ------------------------------------------
         a_width = rows * a_elems * 8
-        m.submodules.a_fifo = a_fifo = SyncFIFOBuffered(width=a_width, depth=_FIFO_DEPTH)
-        w_layout = data.StructLayout({"word": self.weight_bits, "tag": core.tag_bits,
-                                      "last": 1})
-        m.submodules.w_fifo = w_fifo = SyncFIFOBuffered(width=w_layout.size, depth=_FIFO_DEPTH)
+        def in_core(fifo):
+            return fifo if core_domain == "sync" else DomainRenamer({"sync": core_domain})(fifo)
+        a_fifo = SyncFIFOBuffered(width=a_width, depth=_FIFO_DEPTH)
+        m.submodules.a_fifo = in_core(a_fifo)
+        # Weight words and their tag / last bits travel in two FIFOs pushed and popped
+        # together, so the (often 64-bit) word FIFO is not widened past a machine word.
+        w_fifo = SyncFIFOBuffered(width=self.weight_bits, depth=_FIFO_DEPTH)
+        m.submodules.w_fifo = in_core(w_fifo)
+        side_layout = data.StructLayout({"tag": core.tag_bits, "last": 1})
+        side_fifo = SyncFIFOBuffered(width=side_layout.size, depth=_FIFO_DEPTH)
+        m.submodules.side_fifo = in_core(side_fifo)
 
         issuing = Signal()
         nt, mt, s = Signal(16), Signal(16), Signal(16)
@@ -193,10 +220,13 @@ class Accelerator(wiring.Component):
 
         exec_bank_addr = Signal(depth_bits)
         exec_reading = Signal()
+        # Memories are read only when a beat is issued or the host reads; otherwise they
+        # hold their last output (saving simulation work and BRAM power).
         for r, (read, _) in enumerate(banks):
-            m.d.comb += read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word))
-        m.d.comb += w_read.addr.eq(w_addr)
-        m.d.sync += [pending.eq(issue), pending_lane.eq(lane_off),
+            m.d.comb += [read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word)),
+                         read.en.eq(issue | exec_reading)]
+        m.d.comb += [w_read.addr.eq(w_addr), w_read.en.eq(issue)]
+        m.d[core_domain] += [pending.eq(issue), pending_lane.eq(lane_off),
                      pending_tag.eq(desc["group_base"] + nt),
                      pending_last.eq(s == desc["k_steps"] - 1)]
 
@@ -208,47 +238,47 @@ class Accelerator(wiring.Component):
                 index = pending_lane + e
                 m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
                                                if cols > 1 else read.data[0], 0))
-        w_entry = Signal(w_layout)
-        m.d.comb += [w_entry.word.eq(w_read.data), w_entry.tag.eq(pending_tag),
-                     w_entry.last.eq(pending_last),
+        side_entry = Signal(side_layout)
+        m.d.comb += [side_entry.tag.eq(pending_tag), side_entry.last.eq(pending_last),
                      a_fifo.w_data.eq(a_beat), a_fifo.w_en.eq(pending),
-                     w_fifo.w_data.eq(w_entry), w_fifo.w_en.eq(pending)]
+                     w_fifo.w_data.eq(w_read.data), w_fifo.w_en.eq(pending),
+                     side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(pending)]
 
         with m.If(start):
-            m.d.sync += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
+            m.d[core_domain] += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
                          a_word.eq(desc["a_base"]), a_row.eq(desc["a_base"]),
                          w_addr.eq(desc["w_base"]), w_tile.eq(desc["w_base"])]
         with m.Elif(issue):
             with m.If(s == desc["k_steps"] - 1):
-                m.d.sync += [s.eq(0), lane_off.eq(0)]
+                m.d[core_domain] += [s.eq(0), lane_off.eq(0)]
                 with m.If(mt == desc["m_tiles"] - 1):
-                    m.d.sync += [mt.eq(0), a_row.eq(desc["a_base"]), a_word.eq(desc["a_base"]),
+                    m.d[core_domain] += [mt.eq(0), a_row.eq(desc["a_base"]), a_word.eq(desc["a_base"]),
                                  nt.eq(nt + 1), w_tile.eq(w_tile + desc["k_steps"]),
                                  w_addr.eq(w_tile + desc["k_steps"])]
                     with m.If(nt == desc["n_tiles"] - 1):
-                        m.d.sync += issuing.eq(0)
+                        m.d[core_domain] += issuing.eq(0)
                 with m.Else():
-                    m.d.sync += [mt.eq(mt + 1), a_row.eq(a_row + desc["a_stride"]),
+                    m.d[core_domain] += [mt.eq(mt + 1), a_row.eq(a_row + desc["a_stride"]),
                                  a_word.eq(a_row + desc["a_stride"]), w_addr.eq(w_tile)]
             with m.Else():
-                m.d.sync += [s.eq(s + 1), w_addr.eq(w_addr + 1)]
+                m.d[core_domain] += [s.eq(s + 1), w_addr.eq(w_addr + 1)]
                 with m.If(lane_off + step == cols):
-                    m.d.sync += [lane_off.eq(0), a_word.eq(a_word + 1)]
+                    m.d[core_domain] += [lane_off.eq(0), a_word.eq(a_word + 1)]
                 with m.Else():
-                    m.d.sync += lane_off.eq(lane_off + step)
+                    m.d[core_domain] += lane_off.eq(lane_off + step)
 
         # FIFO heads -> core streams.
         a_head = data.View(a_beat.shape(), a_fifo.r_data)
-        w_head = data.View(w_layout, w_fifo.r_data)
+        side_head = data.View(side_layout, side_fifo.r_data)
         m.d.comb += [core.a.valid.eq(a_fifo.r_rdy), a_fifo.r_en.eq(core.a.ready),
                      core.w.valid.eq(w_fifo.r_rdy), w_fifo.r_en.eq(core.w.ready),
-                     core.mode.eq(mode[1])]
+                     side_fifo.r_en.eq(core.w.ready), core.mode.eq(mode[1])]
         for r in range(rows):
             for e in range(a_elems):
                 target = core.a.payload.data[r][e] if sparse_array else core.a.payload.data[r]
                 m.d.comb += target.eq(a_head[r][e])
-        m.d.comb += [core.w.payload.data.eq(w_head.word), core.w.payload.tag.eq(w_head.tag),
-                     core.w.payload.last.eq(w_head.last)]
+        m.d.comb += [core.w.payload.data.eq(w_fifo.r_data),
+                     core.w.payload.tag.eq(side_head.tag), core.w.payload.last.eq(side_head.last)]
         if sparse_array:
             m.d.comb += core.w.payload.dense.eq(~mode[0])
         if self._tables:
@@ -270,25 +300,50 @@ class Accelerator(wiring.Component):
         with m.If(core.o.valid):
             m.d.comb += wb_en.eq(1 << out_r)
         with m.If(start):
-            m.d.sync += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0), out_row.eq(desc["out_base"]),
-                         out_word.eq(desc["out_base"]), running.eq(1), cycles.eq(0)]
+            m.d[core_domain] += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0),
+                                 out_row.eq(desc["out_base"]), out_word.eq(desc["out_base"])]
+            m.d[exec_domain] += [running.eq(1), cycles.eq(0)]
         with m.Elif(running):
-            m.d.sync += cycles.eq(cycles + 1)
+            m.d[exec_domain] += cycles.eq(cycles + 1)
         with m.If(core.o.valid):
             with m.If(out_r == rows - 1):
-                m.d.sync += out_r.eq(0)
+                m.d[core_domain] += out_r.eq(0)
                 with m.If(out_mt == desc["m_tiles"] - 1):
-                    m.d.sync += [out_mt.eq(0), out_nt.eq(out_nt + 1),
-                                 out_row.eq(desc["out_base"]),
-                                 out_word.eq(desc["out_base"] + out_nt + 1)]
+                    m.d[core_domain] += [out_mt.eq(0), out_nt.eq(out_nt + 1),
+                                         out_row.eq(desc["out_base"]),
+                                         out_word.eq(desc["out_base"] + out_nt + 1)]
                     with m.If(out_nt == desc["n_tiles"] - 1):
-                        m.d.sync += running.eq(0)
+                        m.d[exec_domain] += running.eq(0)
                         m.d.comb += finished.eq(1)
                 with m.Else():
-                    m.d.sync += [out_mt.eq(out_mt + 1), out_row.eq(out_row + desc["out_stride"]),
-                                 out_word.eq(out_row + desc["out_stride"] + out_nt)]
+                    m.d[core_domain] += [out_mt.eq(out_mt + 1),
+                                         out_row.eq(out_row + desc["out_stride"]),
+                                         out_word.eq(out_row + desc["out_stride"] + out_nt)]
             with m.Else():
-                m.d.sync += out_r.eq(out_r + 1)
+                m.d[core_domain] += out_r.eq(out_r + 1)
+
+        # The core domain only has work while a layer runs or a table is written; after it
+        # has been idle long enough for every pipeline register to settle (the deepest holds
+        # a value for at most ``_SETTLE`` cycles) it may stop ticking without any visible
+        # difference. Simulation uses ``core_active`` to gate the core clock.
+        settle = Signal(range(_SETTLE + 1), init=_SETTLE)
+        busy = Signal()
+        with m.If(busy):
+            m.d[exec_domain] += settle.eq(0)
+        with m.Elif(settle != _SETTLE):
+            m.d[exec_domain] += settle.eq(settle + 1)
+        exec_settle = Signal(range(_SETTLE + 1), init=_SETTLE)
+        working = Signal()
+        with m.If(working):
+            m.d[exec_domain] += exec_settle.eq(0)
+        with m.Elif(exec_settle != _SETTLE):
+            m.d[exec_domain] += exec_settle.eq(exec_settle + 1)
+        m.d.comb += [
+            self.active.core.eq(busy | (settle != _SETTLE)),
+            # A frame waiting for the executor wakes it; it then runs until settled.
+            self.active.exec.eq(rx.done | working | (exec_settle != _SETTLE)
+                                | self.active.core),
+        ]
 
         # ---- command executor ---------------------------------------------------------
         header = Array(Signal(8, name=f"header_{i}") for i in range(_HEADER))
@@ -339,7 +394,8 @@ class Accelerator(wiring.Component):
                 act_cfg.payload.value.eq(word[:8]),
                 w_cfg.valid.eq(commit & (space == Space.WEIGHT_TABLE)),
                 w_cfg.payload.lane.eq(target[8:8 + lane_bits] if lane_bits else 0),
-                w_cfg.payload.all.eq(0), w_cfg.payload.code.eq(target[:8]),
+                w_cfg.payload.all.eq(target[WEIGHT_TABLE_ALL_BIT]),
+                w_cfg.payload.code.eq(target[:8]),
                 w_cfg.payload.value.eq(word[:8]),
                 t_cfg.valid.eq(commit & (space == Space.THRESHOLD)),
                 t_cfg.payload.index.eq(target[:8]),
@@ -347,7 +403,8 @@ class Accelerator(wiring.Component):
                 t_cfg.payload.group.eq(target[8 + lane_bits:]),
                 t_cfg.payload.value.eq(word[:32].as_signed()),
             ]
-            limits.update({Space.ACT_TABLE: 256, Space.WEIGHT_TABLE: 256 << lane_bits,
+            limits.update({Space.ACT_TABLE: 256,
+                           Space.WEIGHT_TABLE: (1 << WEIGHT_TABLE_ALL_BIT) + 256,
                            Space.THRESHOLD: self._groups << (8 + lane_bits)})
         sizes = {Space.ACT: cols, Space.WEIGHT: -(-self.weight_bits // 8),
                  Space.REQUANT: _REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
@@ -367,75 +424,80 @@ class Accelerator(wiring.Component):
             with m.Switch(space):
                 with m.Case(Space.REQUANT):
                     m.d.comb += lane_ok.eq(target[:lane_bits] < cols)
-                with m.Case(Space.WEIGHT_TABLE, Space.THRESHOLD):
+                with m.Case(Space.WEIGHT_TABLE):
+                    m.d.comb += lane_ok.eq((target[8:8 + lane_bits] < cols)
+                                           & (target[8 + lane_bits:WEIGHT_TABLE_ALL_BIT] == 0))
+                with m.Case(Space.THRESHOLD):
                     m.d.comb += lane_ok.eq(target[8:8 + lane_bits] < cols)
         m.d.comb += index_ok.eq(lane_ok)
         if self._tables:
             with m.If(space == Space.THRESHOLD):
                 m.d.comb += index_ok.eq(lane_ok & (target[:8] < (1 << self._threshold_bits) - 1))
 
-        with m.FSM(name="executor"):
+        m.d.comb += working.eq(1)  # every state but IDLE (which overrides it)
+        with m.FSM(name="executor", domain=exec_domain):
             with m.State("IDLE"):
-                m.d.comb += self.idle.eq(~rx.done & ~tx.tx.valid)
-                m.d.sync += [ptr.eq(0), body_count.eq(0)]
+                m.d.comb += [self.idle.eq(~rx.done & ~tx.tx.valid), working.eq(0)]
+                m.d[exec_domain] += [ptr.eq(0), body_count.eq(0)]
                 with m.If(rx.done):
                     m.next = "FETCH"
             with m.State("FETCH"):
                 # The buffer read for ``ptr`` lands one cycle later.
                 with m.If(ptr != 0):
-                    m.d.sync += header[ptr - 1].eq(rx.rdata)
-                m.d.sync += ptr.eq(ptr + 1)
+                    m.d[exec_domain] += header[ptr - 1].eq(rx.rdata)
+                m.d[exec_domain] += ptr.eq(ptr + 1)
                 with m.If(ptr == _HEADER):
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(~rx.ok | rx.overflow | (rx.length < 6)):
-                    m.d.sync += status.eq(Mux(rx.overflow | (rx.length < 6), Status.LENGTH,
+                    m.d[exec_domain] += status.eq(Mux(rx.overflow | (rx.length < 6), Status.LENGTH,
                                               Status.CRC))
                     m.next = "REPLY_SEQ"
                 with m.Elif(command == Command.INFO):
-                    m.d.sync += [status.eq(Status.OK), body_count.eq(len(info_bytes)),
+                    m.d[exec_domain] += [status.eq(Status.OK), body_count.eq(len(info_bytes)),
                                  body_index.eq(0)]
                     m.next = "REPLY_SEQ"
                 with m.Elif(command == Command.WRITE):
-                    m.d.sync += [target.eq(addr), byte_index.eq(0), ptr.eq(7),
+                    m.d[exec_domain] += [target.eq(addr), byte_index.eq(0), ptr.eq(7),
                                  data_end.eq(rx.length - 4), status.eq(Status.OK)]
                     with m.If(rx.length < 11):
-                        m.d.sync += status.eq(Status.LENGTH)
+                        m.d[exec_domain] += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
                     with m.Elif(~known_space):
-                        m.d.sync += status.eq(Status.SPACE)
+                        m.d[exec_domain] += status.eq(Status.SPACE)
                         m.next = "REPLY_SEQ"
                     with m.Else():
                         m.next = "WRITE_FETCH"
                 with m.Elif(command == Command.READ):
-                    m.d.sync += [target.eq(addr), body_count.eq(count), body_index.eq(0),
+                    m.d[exec_domain] += [target.eq(addr), body_count.eq(count), body_index.eq(0),
                                  status.eq(Status.OK)]
                     with m.If(rx.length != 13):
-                        m.d.sync += status.eq(Status.LENGTH)
+                        m.d[exec_domain] += status.eq(Status.LENGTH)
                     with m.Elif(space != Space.ACT):
-                        m.d.sync += status.eq(Status.SPACE)
+                        m.d[exec_domain] += status.eq(Status.SPACE)
                     with m.Elif((count * cols > info.max_payload) |
                                 (addr + count > (rows << depth_bits)) | (count == 0)):
-                        m.d.sync += status.eq(Status.RANGE)
+                        m.d[exec_domain] += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
                 with m.Elif(command == Command.RUN):
                     with m.If(rx.length != 6 + 20):
-                        m.d.sync += status.eq(Status.LENGTH)
+                        m.d[exec_domain] += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
                     with m.Else():
                         fields = ["m_tiles", "n_tiles", "k_steps", "a_base", "a_stride"]
                         for i, name in enumerate(fields):
-                            m.d.sync += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
-                        m.d.sync += [step.eq(header[12]), mode.eq(header[13])]
+                            m.d[exec_domain] += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
+                        m.d[exec_domain] += [step.eq(header[12]), mode.eq(header[13])]
                         for i, name in enumerate(["w_base", "out_base", "out_stride",
                                                   "group_base"]):
-                            m.d.sync += desc[name].eq(Cat(header[14 + 2 * i],
+                            m.d[exec_domain] += desc[name].eq(Cat(header[14 + 2 * i],
                                                           header[15 + 2 * i]))
                         m.next = "RUN_CHECK"
                 with m.Else():
-                    m.d.sync += status.eq(Status.COMMAND)
+                    m.d[exec_domain] += status.eq(Status.COMMAND)
                     m.next = "REPLY_SEQ"
             with m.State("RUN_CHECK"):
+                m.d.comb += busy.eq(1)
                 allowed_steps = [1] if not sparse_array else sorted(set(self._sparsity))
                 step_ok = 0
                 for value in allowed_steps:
@@ -448,41 +510,44 @@ class Accelerator(wiring.Component):
                 w_ok = desc["w_base"] + desc["n_tiles"] * desc["k_steps"] <= self._w_depth
                 with m.If(step_ok & sparse_ok & tables_ok & ~zero & groups_ok & w_ok):
                     m.d.comb += start.eq(1)
-                    m.d.sync += status.eq(Status.OK)
+                    m.d[exec_domain] += status.eq(Status.OK)
                     m.next = "RUN_WAIT"
                 with m.Else():
-                    m.d.sync += status.eq(Status.RANGE)
+                    m.d[exec_domain] += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
             with m.State("RUN_WAIT"):
+                m.d.comb += busy.eq(1)
                 with m.If(finished):
-                    m.d.sync += [body_count.eq(4), body_index.eq(0)]
+                    m.d[exec_domain] += [body_count.eq(4), body_index.eq(0)]
                     m.next = "REPLY_SEQ"
             with m.State("WRITE_FETCH"):
                 with m.If(ptr == data_end):
                     with m.If(byte_index != 0):
-                        m.d.sync += status.eq(Status.LENGTH)
+                        m.d[exec_domain] += status.eq(Status.LENGTH)
                     m.next = "REPLY_SEQ"
                 with m.Else():
-                    m.d.sync += ptr.eq(ptr + 1)
+                    m.d[exec_domain] += ptr.eq(ptr + 1)
                     m.next = "WRITE_BYTE"
             with m.State("WRITE_BYTE"):
-                m.d.sync += word.word_select(byte_index, 8).eq(rx.rdata)
+                m.d[exec_domain] += word.word_select(byte_index, 8).eq(rx.rdata)
                 with m.If(byte_index == word_bytes - 1):
-                    m.d.sync += byte_index.eq(0)
+                    m.d[exec_domain] += byte_index.eq(0)
                     m.next = "WRITE_COMMIT"
                 with m.Else():
-                    m.d.sync += byte_index.eq(byte_index + 1)
+                    m.d[exec_domain] += byte_index.eq(byte_index + 1)
                     m.next = "WRITE_FETCH"
                     with m.If(ptr != data_end):
-                        m.d.sync += ptr.eq(ptr + 1)
+                        m.d[exec_domain] += ptr.eq(ptr + 1)
                         m.next = "WRITE_BYTE"
             with m.State("WRITE_COMMIT"):
+                # Only tables inside the core need its clock; memories are the executor's.
+                m.d.comb += busy.eq((space != Space.ACT) & (space != Space.WEIGHT))
                 with m.If((target < limit) & index_ok):
                     m.d.comb += commit.eq(1)
-                    m.d.sync += target.eq(target + 1)
+                    m.d[exec_domain] += target.eq(target + 1)
                     m.next = "WRITE_FETCH"
                 with m.Else():
-                    m.d.sync += status.eq(Status.RANGE)
+                    m.d[exec_domain] += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
             with m.State("REPLY_SEQ"):
                 m.d.comb += [tx_byte.eq(seq), tx_valid.eq(1)]
@@ -495,7 +560,7 @@ class Accelerator(wiring.Component):
                     with m.If(no_body):
                         m.next = "DONE"
                     with m.Elif(command == Command.READ):
-                        m.d.sync += [byte_index.eq(0)]
+                        m.d[exec_domain] += [byte_index.eq(0)]
                         m.next = "READ_ISSUE"
                     with m.Else():
                         m.next = "REPLY_BODY"
@@ -505,7 +570,7 @@ class Accelerator(wiring.Component):
                                             cycle_bytes[body_index[:2]])),
                              tx_valid.eq(1), tx_last.eq(last_byte)]
                 with m.If(tx.i.ready):
-                    m.d.sync += body_index.eq(body_index + 1)
+                    m.d[exec_domain] += body_index.eq(body_index + 1)
                     with m.If(last_byte):
                         m.next = "DONE"
             with m.State("READ_ISSUE"):
@@ -514,7 +579,7 @@ class Accelerator(wiring.Component):
             with m.State("READ_LATCH"):
                 bank_data = Array(read.data.as_value() for read, _ in banks)
                 bank = target[depth_bits:depth_bits + max(1, ceil_log2(rows))]
-                m.d.sync += [read_word.eq(bank_data[bank] if rows > 1 else banks[0][0].data),
+                m.d[exec_domain] += [read_word.eq(bank_data[bank] if rows > 1 else banks[0][0].data),
                              byte_index.eq(0)]
                 m.next = "READ_SEND"
             with m.State("READ_SEND"):
@@ -524,9 +589,9 @@ class Accelerator(wiring.Component):
                              tx_valid.eq(1),
                              tx_last.eq(last_word & last_byte)]
                 with m.If(tx.i.ready):
-                    m.d.sync += byte_index.eq(byte_index + 1)
+                    m.d[exec_domain] += byte_index.eq(byte_index + 1)
                     with m.If(last_byte):
-                        m.d.sync += [body_index.eq(body_index + 1), target.eq(target + 1)]
+                        m.d[exec_domain] += [body_index.eq(body_index + 1), target.eq(target + 1)]
                         m.next = "READ_NEXT"
             with m.State("READ_NEXT"):
                 with m.If(body_index == body_count):

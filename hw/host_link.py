@@ -6,14 +6,28 @@ The protocol is defined in ``docs/protocol.md`` and mirrored by
 at most the frames around it and the next ``END`` resynchronises.
 """
 
-__all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "FrameReceiver", "FrameTransmitter"]
+__all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "crc32_update", "FrameReceiver",
+           "FrameTransmitter"]
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import crc, data, stream, wiring
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+#: zlib's CRC-32 (reflected polynomial), its register's initial value, and the register
+#: value after a body followed by its own CRC (little-endian).
+CRC_POLY, CRC_INIT, CRC_RESIDUE = 0xEDB88320, 0xFFFFFFFF, 0xDEBB20E3
+
+
+def crc32_update(crc, byte):
+    """The CRC-32 register after one more byte (bitwise, LSB first; zlib's CRC is the
+    complement of the register). Written as eight word-wide steps, which synthesis turns
+    into the usual XOR network and a simulator runs as a few word operations."""
+    value = crc ^ byte
+    for _ in range(8):
+        value = (value >> 1) ^ Mux(value[0], CRC_POLY, 0)
+    return value[:32]
 
 
 class FrameReceiver(wiring.Component):
@@ -59,9 +73,7 @@ class FrameReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.buffer = buffer = Memory(shape=8, depth=self._size, init=[])
-        m.submodules.crc = checker = crc.Algorithm(
-            crc_width=32, polynomial=0x04C11DB7, initial_crc=0xFFFFFFFF, reflect_input=True,
-            reflect_output=True, xor_output=0xFFFFFFFF)(data_width=8).create()
+        crc = Signal(32, init=CRC_INIT)
         write = buffer.write_port()
         read = buffer.read_port()
         m.d.comb += [read.addr.eq(self.addr), self.rdata.eq(read.data)]
@@ -78,18 +90,16 @@ class FrameReceiver(wiring.Component):
             write.addr.eq(self.length),
             write.data.eq(decoded),
             write.en.eq(store & (self.length < self._size)),
-            checker.data.eq(decoded),
-            checker.valid.eq(store & (self.length < self._size)),
-            checker.start.eq(self.release),
         ]
         with m.If(self.release):
             m.d.sync += [self.done.eq(0), self.length.eq(0), self.overflow.eq(0),
-                         escape.eq(0)]
+                         escape.eq(0), crc.eq(CRC_INIT)]
         with m.Elif(self.rx.valid & ~self.done):
             with m.If(store):
                 m.d.sync += escape.eq(0)
                 with m.If(self.length < self._size):
-                    m.d.sync += self.length.eq(self.length + 1)
+                    m.d.sync += [self.length.eq(self.length + 1),
+                                 crc.eq(crc32_update(crc, decoded))]
                 with m.Else():
                     m.d.sync += self.overflow.eq(1)
             with m.Elif(byte == ESC):
@@ -97,7 +107,7 @@ class FrameReceiver(wiring.Component):
             with m.Else():  # END
                 m.d.sync += escape.eq(0)
                 with m.If((self.length != 0) | self.overflow):
-                    m.d.sync += [self.done.eq(1), self.ok.eq(checker.match_detected)]
+                    m.d.sync += [self.done.eq(1), self.ok.eq(crc == CRC_RESIDUE)]
         return m
 
 
@@ -118,9 +128,7 @@ class FrameTransmitter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = generator = crc.Algorithm(
-            crc_width=32, polynomial=0x04C11DB7, initial_crc=0xFFFFFFFF, reflect_input=True,
-            reflect_output=True, xor_output=0xFFFFFFFF)(data_width=8).create()
+        crc = Signal(32, init=CRC_INIT)
         # ``byte`` is the frame byte being sent; ``second`` the escape code still owed.
         byte = Signal(8)
         crc_index = Signal(range(4))
@@ -129,7 +137,6 @@ class FrameTransmitter(wiring.Component):
         special = (byte == END) | (byte == ESC)
         code = Mux(byte == END, ESC_END, ESC_ESC)
         taken = self.tx.valid & self.tx.ready
-        m.d.comb += [generator.data.eq(self.i.payload.data), generator.start.eq(0)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(self.i.valid)]
@@ -138,8 +145,8 @@ class FrameTransmitter(wiring.Component):
             with m.State("FETCH"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.comb += generator.valid.eq(1)
-                    m.d.sync += byte.eq(self.i.payload.data)
+                    m.d.sync += [byte.eq(self.i.payload.data),
+                                 crc.eq(crc32_update(crc, self.i.payload.data))]
                     with m.If(self.i.payload.last):
                         m.next = "SEND_DATA_LAST"
                     with m.Else():
@@ -160,9 +167,10 @@ class FrameTransmitter(wiring.Component):
                     with m.If(taken):
                         m.next = after
             with m.State("CRC"):
-                # The CRC register holds the whole frame's CRC once its last byte went in.
+                # The CRC register holds the whole frame once its last byte went in; zlib's
+                # CRC is its complement.
                 with m.If(crc_index == 0):
-                    m.d.sync += [crc_value.eq(generator.crc >> 8), byte.eq(generator.crc[:8])]
+                    m.d.sync += [crc_value.eq(~crc >> 8), byte.eq(~crc[:8])]
                 with m.Else():
                     m.d.sync += [crc_value.eq(crc_value >> 8), byte.eq(crc_value[:8])]
                 m.d.sync += crc_index.eq(crc_index + 1)
@@ -184,7 +192,6 @@ class FrameTransmitter(wiring.Component):
             with m.State("CLOSE"):
                 m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(1)]
                 with m.If(taken):
-                    m.d.sync += crc_index.eq(0)
-                    m.d.comb += generator.start.eq(1)
+                    m.d.sync += [crc_index.eq(0), crc.eq(CRC_INIT)]
                     m.next = "IDLE"
         return m

@@ -2,7 +2,7 @@
 
 __all__ = ["MacArray"]
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -237,10 +237,10 @@ class MacArray(wiring.Component):
                   for r in range(rows)]
         shadow_tag = Signal(self.tag_bits)
 
+        # Rows leave the shadow bank through a row multiplexer rather than a shift chain, so
+        # draining moves one row, not the whole bank, per beat.
         with m.If(acc_stream.valid & acc_stream.ready):
             m.d.sync += drain_left.eq(drain_left - 1)
-            for r in range(rows - 1):
-                m.d.sync += [shadow[r][c].eq(shadow[r + 1][c]) for c in range(cols)]
         with m.If(valid_2):
             m.d.sync += first.eq(last_2)
             with m.If(last_2):
@@ -253,7 +253,8 @@ class MacArray(wiring.Component):
                 product = Signal.like(contribution, name=f"prod_{r}_{c}")
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
                 total = Mux(first, 0, acc) + product
-                m.d.sync += product.eq(contribution)
+                with m.If(valid_1):
+                    m.d.sync += product.eq(contribution)
                 with m.If(valid_2):
                     m.d.sync += acc.eq(total)
                     with m.If(last_2):
@@ -264,7 +265,11 @@ class MacArray(wiring.Component):
             acc_stream.payload.tag.eq(shadow_tag),
             acc_stream.payload.last.eq(drain_left == 1),
         ]
-        m.d.comb += [acc_stream.payload.data[c].eq(shadow[0][c]) for c in range(cols)]
+        row = Signal(range(rows), name="drain_row")
+        m.d.comb += row.eq(rows - drain_left)
+        for c in range(cols):
+            column = Array(shadow[r][c] for r in range(rows))
+            m.d.comb += acc_stream.payload.data[c].eq(column[row] if rows > 1 else shadow[0][c])
 
         if self._requant:
             m.submodules.requantizer = requantizer = Requantizer(

@@ -110,7 +110,10 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         stages = self.latency
-        en, _ = stall_pipeline(m, self.i, self.o, stages)
+        en, valid = stall_pipeline(m, self.i, self.o, stages)
+        # ``moves[s]``: a beat advances out of stage s (s = 0: the input). Registers only load
+        # real beats, so an idle pipeline does no work (in simulation and in toggle power).
+        moves = [en & self.i.valid] + [en & valid[s] for s in range(stages - 1)]
         m.d.comb += self.cfg.ready.eq(1)
 
         tags = [Signal(self.tag_bits, name=f"tag_{s}") for s in range(stages)]
@@ -122,27 +125,34 @@ class Requantizer(wiring.Component):
         m.d.comb += self.o.payload.last.eq(lasts[-1])
 
         qmin, qmax = operand_range(self._out_bits, self._out_signed)
-        layout = requant_param_layout(self._out_bits)
+        # Each lane keeps its parameters in three narrow tables, one per pipeline stage that
+        # reads them, each addressed by the tag one stage ahead of its use: the parameters
+        # travel with the beat without being copied down the pipeline, and no table word is
+        # wider than 64 bits (which simulators handle much faster).
+        param = self.cfg.payload.param
+        layouts = [
+            ("bias", data.StructLayout({"bias": signed(32), "shift": signed(6)}),
+             {"bias": param.bias, "shift": param.shift}),
+            ("mult", data.StructLayout({"multiplier": unsigned(MULTIPLIER_BITS)}),
+             {"multiplier": param.multiplier}),
+            ("zero", data.StructLayout({"zero_point": signed(self._out_bits + 1),
+                                        "relu": unsigned(1)}),
+             {"zero_point": param.zero_point, "relu": param.relu}),
+        ]
+        addresses = {"bias": self.i.payload.tag, "mult": tags[1], "zero": tags[5]}
         for lane in range(self._lanes):
-            table = Memory(shape=layout, depth=self._groups, init=[])
-            m.submodules[f"params_{lane}"] = table
-            wr = table.write_port()
-            m.d.comb += [
-                wr.addr.eq(self.cfg.payload.group),
-                wr.data.eq(self.cfg.payload.param),
-                wr.en.eq(self.cfg.valid & (self.cfg.payload.lane == lane)),
-            ]
-            # Three read ports, each addressed by the tag one stage ahead of its use, so the
-            # parameters travel with the beat without being copied down the pipeline.
-            rd_bias = table.read_port()
-            rd_mult = table.read_port()
-            rd_zero = table.read_port()
-            m.d.comb += [
-                rd_bias.en.eq(en), rd_bias.addr.eq(self.i.payload.tag),
-                rd_mult.en.eq(en), rd_mult.addr.eq(tags[1]),
-                rd_zero.en.eq(en), rd_zero.addr.eq(tags[5]),
-            ]
-            p_bias, p_mult, p_zero = rd_bias.data, rd_mult.data, rd_zero.data
+            reads = {}
+            for part, shape, fields in layouts:
+                table = Memory(shape=shape, depth=self._groups, init=[])
+                m.submodules[f"{part}_{lane}"] = table
+                wr = table.write_port()
+                m.d.comb += [wr.addr.eq(self.cfg.payload.group),
+                             wr.en.eq(self.cfg.valid & (self.cfg.payload.lane == lane))]
+                m.d.comb += [getattr(wr.data, name).eq(value) for name, value in fields.items()]
+                rd = table.read_port()
+                m.d.comb += [rd.en.eq(en), rd.addr.eq(addresses[part])]
+                reads[part] = rd.data
+            p_bias, p_mult, p_zero = reads["bias"], reads["mult"], reads["zero"]
 
             acc = Signal(signed(self._acc_bits), name=f"acc_{lane}")
             biased = Signal(signed(32), name=f"biased_{lane}")
@@ -160,29 +170,31 @@ class Requantizer(wiring.Component):
             left = Mux(shift[0] < 0, 0, shift[0][:5])
             right = Mux(shift[4] < 0, -shift[4], 0)[:5]
             multiplier = p_mult.multiplier
-            nudged = product + Mux(product >= 0, 1 << 30, 1 - (1 << 30))
+            # |product| < 2**62, so the nudged product still fits 64 bits (narrower than the
+            # 65 bits Amaranth would infer, which simulators handle as a wide word).
+            nudged = Signal(signed(64), name=f"nudged_{lane}")
+            m.d.comb += nudged.eq(product + Mux(product >= 0, 1 << 30, 1 - (1 << 30)))
             mask = (Const(1, 32) << right) - 1
             remainder = high & mask
             threshold = (mask >> 1) + (high < 0)
             with_zero = rounded + p_zero.zero_point
             low = Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin)
-            with m.If(en):
-                m.d.sync += [
-                    acc.eq(self.i.payload.data[lane]),
-                    biased.eq(_saturate32(acc + p_bias.bias)),
-                    shift[0].eq(p_bias.shift),
-                    scaled.eq(_saturate32(biased << left)),
-                    shift[1].eq(shift[0]),
-                    part_lo.eq(scaled * multiplier[:16]),
-                    part_hi.eq(scaled * multiplier[16:]),
-                    shift[2].eq(shift[1]),
-                    product.eq(part_lo + (part_hi << 16)),
-                    shift[3].eq(shift[2]),
-                    # C division by 2**31 truncates toward zero.
-                    high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1)) >> 31, nudged >> 31)),
-                    shift[4].eq(shift[3]),
-                    rounded.eq((high >> right) + (remainder > threshold)),
-                    out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero))),
-                ]
+            steps = [
+                [acc.eq(self.i.payload.data[lane])],
+                [biased.eq(_saturate32(acc + p_bias.bias)), shift[0].eq(p_bias.shift)],
+                [scaled.eq(_saturate32(biased << left)), shift[1].eq(shift[0])],
+                [part_lo.eq(scaled * multiplier[:16]), part_hi.eq(scaled * multiplier[16:]),
+                 shift[2].eq(shift[1])],
+                [product.eq(part_lo + (part_hi << 16)), shift[3].eq(shift[2])],
+                # C division by 2**31 truncates toward zero.
+                [high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1))[:64].as_signed() >> 31,
+                             nudged >> 31)),
+                 shift[4].eq(shift[3])],
+                [rounded.eq((high >> right) + (remainder > threshold))],
+                [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
+            ]
+            for move, statements in zip(moves, steps):
+                with m.If(move):
+                    m.d.sync += statements
             m.d.comb += self.o.payload.data[lane].eq(out)
         return m

@@ -23,15 +23,17 @@ class LinkModel:
     Parameters
     ----------
     top : wiring.Component
-        The top to simulate.
+        The design to simulate; it is wrapped in a
+        :class:`~sparqforge.hw.link_top.LinkTop` (clock and reset ports).
     name : str
-        Its module name.
+        Module name of the simulated top.
     """
 
     def __init__(self, top, name="accelerator", *, jobs=2):
         from ..hw.emit import to_verilog
+        from ..hw.link_top import LinkTop
 
-        self._verilog = to_verilog(top, name)
+        self._verilog = to_verilog(LinkTop(top), name)
         self._name = name
         self._jobs = jobs
         self.info = getattr(top, "info", None)

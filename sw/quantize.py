@@ -1141,6 +1141,16 @@ class QuantizedModel:
         return f"QuantizedModel(\n{inner}\n)"
 
 
+def _per_layer(value, names, what):
+    """A setting for every Linear/Conv2d: one value for all, or a list with one per layer."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"{what} lists {len(value)} values for {len(names)} "
+                             f"Linear/Conv2d layers")
+        return dict(zip(names, value))
+    return {name: value for name in names}
+
+
 def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uniform",
                    calib=None, act_calib=None, per_channel=True, steps=_STEPS):
     """Quantize every Linear/Conv2d of an ``nn.Sequential``, layer by layer.
@@ -1157,10 +1167,12 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
         AvgPool2d.
     bits, method : int, str
         Weight code width and method (``"power"`` or ``"uniform"``, symmetric).
-    act_bits : int or None
-        Input activation width of every Linear/Conv2d; ``None`` keeps activations float.
-    act_method : {"uniform", "power"}
-        Activation quantizer (power needs non-negative inputs: pixels, post-ReLU).
+    act_bits : int or None, or a list of them
+        Input activation width of every Linear/Conv2d (or one per layer, in order);
+        ``None`` keeps activations float.
+    act_method : {"uniform", "power"}, or a list of them
+        Activation quantizer, for all layers or one per layer (power needs non-negative
+        inputs: pixels, post-ReLU).
     calib : torch.Tensor, optional
         Model inputs for data-driven quantization (and activation calibration).
     act_calib : torch.Tensor, optional
@@ -1196,11 +1208,16 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
         raise ValueError("Pass calib (data-driven) or act_calib (activation ranges only), "
                          "not both")
     data = calib if calib is not None else act_calib
-    if act_bits is not None and data is None:
+    quantized_acts = (any(b is not None for b in act_bits)
+                      if isinstance(act_bits, (list, tuple)) else act_bits is not None)
+    if quantized_acts and data is None:
         raise ValueError("Activation quantization needs calibration inputs: pass calib= "
                          "(data-driven) or act_calib= (data-free weights), or act_bits=None "
                          "to keep activations float")
     model = copy.deepcopy(model).eval()
+    matmuls = [n for n, mod in model.named_children() if isinstance(mod, (nn.Linear, nn.Conv2d))]
+    per_layer_bits = _per_layer(act_bits, matmuls, "act_bits")
+    per_layer_method = _per_layer(act_method, matmuls, "act_method")
     layers = {}
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = None if data is None else _as_float_tensor(data, "Calibration inputs").to(dtype)
@@ -1211,8 +1228,9 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
                     x = module(x)
                 continue
             quantizer = None
-            if act_bits is not None:
-                quantizer = ActivationQuantizer(act_bits, act_method).calibrate(x)
+            if per_layer_bits[name] is not None:
+                quantizer = ActivationQuantizer(per_layer_bits[name],
+                                                per_layer_method[name]).calibrate(x)
                 x = quantizer.fake_quant(x)
             inputs = unfold_inputs(module, x) if calib is not None else None
             with torch.enable_grad():

@@ -7,11 +7,15 @@
 //             u64 total cycles, u64 loop nanoseconds (total), u32 n, n bytes from the tx stream
 // For each request the harness feeds the bytes into rx (one per cycle while rx.ready), keeps
 // tx.ready high, and runs until every byte is consumed and the top reports idle. The top
-// must have ports clk, rst, rx (stream of 8), tx (stream of 8) and idle.
+// must have ports clk, exec_clk, core_clk, rst, rx (stream of 8), tx (stream of 8), idle,
+// exec_active and core_active. exec_clk / core_clk tick with clk while exec_active /
+// core_active was high after the previous edge (a clock gate that latches its enable while
+// the clock is low); with the argument --no-gating they tick every cycle.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "Vtop.h"
@@ -28,6 +32,9 @@ void write_all(const void *buffer, size_t size) { std::fwrite(buffer, 1, size, s
 }  // namespace
 
 int main(int argc, char **argv) {
+    bool gating = true;
+    for (int i = 1; i < argc; i++)
+        if (std::string(argv[i]) == "--no-gating") gating = false;
     auto context = std::make_unique<VerilatedContext>();
     context->commandArgs(argc, argv);
     auto top = std::make_unique<Vtop>(context.get());
@@ -36,10 +43,16 @@ int main(int argc, char **argv) {
     top->rx___05Fvalid = 0;
     top->tx___05Fready = 1;
     for (int i = 0; i < 4; i++) {
-        top->clk = 0; top->eval();
-        top->clk = 1; top->eval();
+        top->clk = 0; top->exec_clk = 0; top->core_clk = 0; top->eval();
+        top->clk = 1; top->exec_clk = 1; top->core_clk = 1; top->eval();
     }
     top->rst = 0;
+    // Every domain ticks a few cycles after reset so that each reset synchronizer releases.
+    for (int i = 0; i < 8; i++) {
+        top->clk = 0; top->exec_clk = 0; top->core_clk = 0; top->eval();
+        top->clk = 1; top->exec_clk = 1; top->core_clk = 1; top->eval();
+    }
+    bool exec_tick = true, core_tick = true;
     uint64_t total = 0;
     int64_t loop_ns = 0;
     std::vector<uint8_t> in, out;
@@ -59,11 +72,17 @@ int main(int argc, char **argv) {
             top->rx___05Fvalid = next < length;
             if (next < length) top->rx___05Fpayload = in[next];
             top->clk = 0;
+            top->exec_clk = 0;
+            top->core_clk = 0;
             top->eval();
             const bool fed = next < length && top->rx___05Fready;
             if (top->tx___05Fvalid) out.push_back(top->tx___05Fpayload);
             top->clk = 1;
+            top->exec_clk = exec_tick;
+            top->core_clk = core_tick;
             top->eval();
+            exec_tick = !gating || top->exec_active;
+            core_tick = !gating || top->core_active;
             cycles++;
             if (fed) next++;
             quiet = (!fed && next == length && top->idle) ? quiet + 1 : 0;

@@ -16,5 +16,8 @@ from .sparse_mac_array import __all__ as _sparse_mac_array_all
 from .power import *  # noqa: F401,F403
 from .power import __all__ as _power_all
 
+from .network import *  # noqa: F401,F403
+from .network import __all__ as _network_all
+
 __all__ = [*_numerics_all, *_requant_all, *_mac_array_all, *_sparse_mac_array_all,
-           *_power_all]
+           *_power_all, *_network_all]

@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import golden
 from . import layouts
-from .protocol import (Command, DeviceInfo, FrameError, RunDescriptor, Space, Status, frame,
-                       unframe)
+from .protocol import (WEIGHT_TABLE_ALL_BIT, Command, DeviceInfo, FrameError, RunDescriptor,
+                       Space, Status, frame, unframe)
 
 
 class DeviceModel:
@@ -89,7 +89,7 @@ class DeviceModel:
         lanes = 1 << self.lane_bits
         return {Space.ACT: info.rows << info.act_depth_bits, Space.WEIGHT: info.w_depth,
                 Space.REQUANT: info.groups * lanes, Space.ACT_TABLE: 256,
-                Space.WEIGHT_TABLE: lanes * 256,
+                Space.WEIGHT_TABLE: (1 << WEIGHT_TABLE_ALL_BIT) + 256,
                 Space.THRESHOLD: info.groups * lanes * 256}[space]
 
     def write(self, space, addr, data):
@@ -115,8 +115,14 @@ class DeviceModel:
         elif space == Space.ACT_TABLE:
             self.act_table[addrs] = _reinterpret(words[:, 0], info.a_bits, False)
         elif space == Space.WEIGHT_TABLE:
-            lane = (addrs >> 8) & ((1 << self.lane_bits) - 1)
-            self.weight_table[lane, addrs & 0xFF] = _reinterpret(words[:, 0], info.w_bits, True)
+            values = _reinterpret(words[:, 0], info.w_bits, True)
+            every = (addrs >> WEIGHT_TABLE_ALL_BIT) & 1
+            lane = addrs >> 8
+            if np.any(~every.astype(bool) & (lane >= info.cols)):
+                raise _Reject(Status.RANGE)
+            for address, value, all_lanes in zip(addrs, values, every):
+                lanes = slice(None) if all_lanes else (address >> 8) & ((1 << self.lane_bits) - 1)
+                self.weight_table[lanes, address & 0xFF] = value
         elif space == Space.THRESHOLD:
             index = addrs & 0xFF
             lane = (addrs >> 8) & ((1 << self.lane_bits) - 1)

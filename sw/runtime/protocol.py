@@ -7,7 +7,7 @@ it and the next ``END`` resynchronises. A frame body is
 CRC-32 over everything before it.
 """
 
-__all__ = ["END", "ESC", "CRC_RESIDUE", "Command", "Status", "Space", "RunDescriptor",
+__all__ = ["END", "ESC", "CRC_RESIDUE", "WEIGHT_TABLE_ALL_BIT", "Command", "Status", "Space", "RunDescriptor",
            "DeviceInfo", "slip_encode", "SlipDecoder", "frame", "unframe", "FrameError"]
 
 import enum
@@ -42,8 +42,12 @@ class Space(enum.IntEnum):
     WEIGHT = 1         # weight beats, weight_bytes a word
     REQUANT = 2        # (group << lane_bits) | lane, 10-byte requantization records
     ACT_TABLE = 3      # code, one byte (every lane)
-    WEIGHT_TABLE = 4   # ((group << lane_bits) | lane) << 8 | code, one byte
+    WEIGHT_TABLE = 4   # lane << 8 | code (bit 15 set: every lane), one byte
     THRESHOLD = 5      # ((group << lane_bits) | lane) << 8 | index, 4 bytes
+
+
+#: WEIGHT_TABLE address bit that writes the entry into every lane's table.
+WEIGHT_TABLE_ALL_BIT = 15
 
 
 class FrameError(ValueError):
