@@ -145,7 +145,60 @@ def synth_power_units(quiet=False):
     return report
 
 
-GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power}
+def bench_runtime(quiet=False):
+    """Whole networks on the Verilated 8x8 int8 accelerator (``int8`` preset): the digits
+    MLP and CNN (uniform W8A8) over the test split, checked against the golden model.
+
+    ``runtime.sim_cycles_per_s`` is simulated clock cycles per second of the compiled
+    harness loop, ``runtime.wall_cycles_per_s`` the same over the whole wall time including
+    the host runtime (compiling, im2col, packing, pipes).
+    """
+    import time as _time
+
+    from .accel import PRESETS, open_device
+    from .models import quantize_and_export, train
+    from .sw import golden
+    from .sw.runtime.runner import Runner
+
+    report = {}
+    device = open_device("verilator", PRESETS["int8"], quiet=quiet,
+                         log=lambda m: _log(quiet, m))
+    transport = device.transport
+    total_cycles = total_loop = total_wall = 0.0
+    try:
+        for kind in ("mlp", "cnn"):
+            model, data = train(kind)
+            bundle, _ = quantize_and_export(kind, model, data, "uniform-w8a8")
+            codes = bundle.quantize_input(data[2].numpy())
+            reference = golden.run_network(bundle.layers, codes)
+            runner = Runner(bundle, device)
+            runner.load()
+            cycles0, loop0 = transport.cycles, transport.loop_seconds
+            _log(quiet, f"runtime: {kind} over {len(codes)} images in Verilator...")
+            start = _time.monotonic()
+            out = runner.infer(codes, batch=64)
+            wall = _time.monotonic() - start
+            cycles = transport.cycles - cycles0
+            loop = transport.loop_seconds - loop0
+            total_cycles += cycles
+            total_loop += loop
+            total_wall += wall
+            report[f"runtime.{kind}.bit_exact"] = bool(np.array_equal(out, reference))
+            report[f"runtime.{kind}.accuracy"] = float(
+                (out.argmax(1) == data[3].numpy()).mean())
+            report[f"runtime.{kind}.compute_cycles_per_inference"] = runner.cycles / len(codes)
+            report[f"runtime.{kind}.simulated_cycles_per_inference"] = cycles / len(codes)
+            report[f"runtime.{kind}.sim_cycles_per_s"] = cycles / loop
+            report[f"runtime.{kind}.inferences_per_s_wall"] = len(codes) / wall
+    finally:
+        device.close()
+    report["runtime.sim_cycles_per_s"] = total_cycles / total_loop
+    report["runtime.wall_cycles_per_s"] = total_cycles / total_wall
+    return report
+
+
+GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power,
+          "runtime": bench_runtime}
 
 
 def run_benchmarks(group, quiet=False):

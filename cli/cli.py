@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .accel import BACKENDS
 from .blocks import ArrayConfig, parse_shape, parse_sparsity
 from .errors import ConfigError, SparqforgeError
+from .models import SCHEMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,14 +134,95 @@ def cmd_bench(args):
 
 
 def cmd_demo(args):
-    from .check import check_array
+    from .demo import format_table, run_demo
 
-    print("sparqforge demo: an 8x8 int8 MAC array runs a 64x256x64 integer matmul with "
-          "requantization in Verilator and is compared with the golden model.")
-    report = check_array(ArrayConfig(rows=8, cols=8, max_depth=256), (64, 256, 64), seed=0)
-    _print_report({k: report[k] for k in ("bit_exact", "mismatches", "cycles",
-                                          "macs_per_cycle", "utilization")}, False)
-    return 0 if report["bit_exact"] else 1
+    rows = run_demo(out_dir=args.out, backend=args.backend, clock_mhz=args.clock_mhz,
+                    quiet=args.json)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+        print(f"cycles/inf: accelerator cycles per image spent in RUN commands (host link "
+              f"transfers excluded); inf/s: at {args.clock_mhz:g} MHz from those cycles. "
+              f"Bundles and Verilog in {args.out}/.")
+    return 0 if all(r["bit_exact"] for r in rows) else 1
+
+
+def cmd_export(args):
+    from .models import quantize_and_export, train
+    from .sw import bundle as bundle_io
+
+    model, data = train(args.model)
+    bundle, accuracy = quantize_and_export(args.model, model, data, args.quant)
+    out = Path(args.output)
+    if out.parent and not out.parent.exists():
+        raise ConfigError(f"Directory {out.parent} does not exist; create it or choose -o")
+    bundle_io.save(bundle, out)
+    print(f"wrote {out} ({args.model}, {args.quant}; quantized test accuracy "
+          f"{100 * accuracy:.2f} %)")
+    return 0
+
+
+def _load_inputs(args, bundle):
+    import numpy as np
+
+    if args.digits:
+        from .sw import digits
+        _, _, x, y = digits.load_digits()
+        return x.numpy(), y.numpy()
+    if args.inputs is None:
+        raise ConfigError("Give --inputs FILE.npy (float inputs) or --digits")
+    try:
+        x = np.load(args.inputs, allow_pickle=False)
+        y = None if args.labels is None else np.load(args.labels, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read inputs: {exc}") from None
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise ConfigError(f"Inputs in {args.inputs} must be finite numbers")
+    per_item = int(np.prod(bundle.input["shape"]))
+    if x.size % per_item:
+        raise ConfigError(f"Inputs in {args.inputs} have {x.size} values, not a multiple of "
+                          f"the model's input size {per_item}")
+    return x, y
+
+
+def cmd_infer(args):
+    import numpy as np
+
+    from .accel import load_accelerator_config, open_device
+    from .sw import bundle as bundle_io
+    from .sw.runtime.runner import Runner, progress_bar
+
+    bundle = bundle_io.load(args.bundle)
+    x, y = _load_inputs(args, bundle)
+    params = load_accelerator_config(args.accel)
+    device = open_device(args.backend, params, quiet=args.json,
+                         log=lambda m: print(m, file=sys.stderr))
+    try:
+        runner = Runner(bundle, device)
+        runner.load()
+        codes = bundle.quantize_input(x)
+        out = runner.infer(codes, batch=64,
+                           progress=None if args.json else progress_bar("infer"))
+    finally:
+        device.close()
+    predictions = out.argmax(axis=1)
+    report = {"bundle": str(args.bundle), "backend": args.backend, "images": len(codes),
+              "predictions": predictions.tolist(), "logit_codes": out.tolist(),
+              "logits": bundle.dequantize_output(out).tolist(),
+              "cycles_per_inference": runner.cycles / len(codes) if runner.cycles else None}
+    if y is not None:
+        report["accuracy"] = float((predictions == np.asarray(y)).mean())
+    if args.json:
+        print(json.dumps(report))
+    else:
+        summary = {"images": report["images"], "predictions": " ".join(
+            map(str, predictions[:20])) + (" ..." if len(predictions) > 20 else "")}
+        for key in ("accuracy", "cycles_per_inference"):
+            if report.get(key) is not None:
+                summary[key] = report[key]
+        _print_report(summary, False)
+    return 0
 
 
 def build_parser():
@@ -173,8 +256,38 @@ def build_parser():
     chk.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="the main job on a built-in example",
-                          description="Run sparqforge's main job on a built-in example.")
+                          description="Train digits classifiers (MLP, CNN), quantize each "
+                                      "three ways, export bundles, generate the accelerator "
+                                      "and run the test split on the RTL and the golden "
+                                      "model; print a table.")
+    demo.add_argument("--out", default="build/demo", help="output directory (build/demo)")
+    demo.add_argument("--backend", default="verilator", help=f"backend: {BACKENDS}")
+    demo.add_argument("--clock-mhz", type=float, default=100.0,
+                      help="clock for the inferences/s column (default 100)")
+    demo.add_argument("--json", action="store_true", help="print the rows as JSON")
     demo.set_defaults(func=cmd_demo)
+
+    export = sub.add_parser("export", help="train, quantize and export a digits model",
+                            description="Train a digits classifier, quantize it and write a "
+                                        "bundle (see examples/ for the Python API).")
+    export.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    export.add_argument("--quant", choices=sorted(SCHEMES), default="uniform-w8a8")
+    export.add_argument("-o", "--output", required=True, metavar="FILE", help="bundle file")
+    export.set_defaults(func=cmd_export)
+
+    infer = sub.add_parser("infer", help="run a bundle on a backend",
+                           description="Run a bundle on the golden model, the Verilated "
+                                       "accelerator or a board, on a file of inputs.")
+    infer.add_argument("bundle", help="bundle file (.npz)")
+    infer.add_argument("--backend", default="golden", help=f"{BACKENDS} (default golden)")
+    infer.add_argument("--accel", default="demo",
+                       help="accelerator: a preset (demo, int8) or a JSON file (default demo)")
+    infer.add_argument("--inputs", help="float inputs (.npy), one item per row or image")
+    infer.add_argument("--labels", help="integer labels (.npy) to report accuracy")
+    infer.add_argument("--digits", action="store_true",
+                       help="use the digits test split as inputs and labels")
+    infer.add_argument("--json", action="store_true", help="print the report as JSON")
+    infer.set_defaults(func=cmd_infer)
 
     bench = sub.add_parser("bench", help="run benchmarks (measured, never assumed)",
                            description="Run a benchmark group and print its measurements.")

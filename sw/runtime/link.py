@@ -25,6 +25,11 @@ class Transport:
     #: Simulated cycles so far, for transports that count them (else ``None``).
     cycles = None
 
+    def budget(self, cycles):
+        """The ``exchange`` budget for a request that keeps the device busy for about
+        ``cycles`` clock cycles (a simulator counts cycles; a board needs seconds)."""
+        return cycles
+
     def exchange(self, data, *, budget):
         """Send ``data``; return every byte received until the device has answered (or the
         ``budget`` ran out: seconds on a real link, cycles in a simulator).
@@ -99,7 +104,7 @@ class PipeTransport(Transport):
 class SerialTransport(Transport):
     """A board on a serial port (pyserial), at ``baud`` 8N1."""
 
-    def __init__(self, port, baud=115200):
+    def __init__(self, port, baud=115200, *, clock_hz=100e6):
         try:
             import serial
         except ImportError:
@@ -108,7 +113,12 @@ class SerialTransport(Transport):
             self._port = serial.Serial(port, baud, timeout=0.05)
         except (serial.SerialException, OSError) as exc:
             raise LinkError(f"Cannot open serial port {port}: {exc}") from None
-        self._decoder_probe = SlipDecoder()
+        self._baud = baud
+        self._clock_hz = clock_hz
+
+    def budget(self, cycles):
+        # Seconds: the device's work with a wide margin, plus a full frame each way.
+        return 0.5 + 4 * cycles / self._clock_hz + 2 * 4096 * 10 / self._baud
 
     def exchange(self, data, *, budget):
         self._port.reset_input_buffer()
@@ -142,6 +152,9 @@ class FaultyTransport(Transport):
     @property
     def cycles(self):
         return self._inner.cycles
+
+    def budget(self, cycles):
+        return self._inner.budget(cycles)
 
     def _damage(self, data):
         out = bytearray()
@@ -179,14 +192,14 @@ class Device:
     Parameters
     ----------
     transport : Transport
-    budget : float
-        Per-request budget for the transport (seconds, or cycles for a simulator); RUN
-        scales it up with the layer size.
+    budget_cycles : int
+        Per-request budget in device cycles (the transport turns it into seconds for a
+        board); RUN takes the budget its caller computes from the layer size.
     """
 
-    def __init__(self, transport, *, budget=2.0, retries=8):
+    def __init__(self, transport, *, budget_cycles=2_000_000, retries=8):
         self._transport = transport
-        self._budget = budget
+        self._budget = transport.budget(budget_cycles)
         self._retries = retries
         self._seq = 0
         self.retransmissions = 0
@@ -254,8 +267,10 @@ class Device:
             parts.append(np.frombuffer(data, dtype=np.uint8).reshape(n, info.cols))
         return np.concatenate(parts) if parts else np.zeros((0, info.cols), np.uint8)
 
-    def run(self, descriptor, *, budget=None):
-        """Execute one layer; return the device's cycle count (0 from the golden model)."""
+    def run(self, descriptor, *, cycles=None):
+        """Execute one layer expected to take at most about ``cycles`` cycles; return the
+        device's cycle count (0 from the golden model)."""
+        budget = None if cycles is None else self._transport.budget(cycles)
         data = self._ok(Command.RUN, descriptor.pack(), budget=budget)
         return struct.unpack("<I", data)[0]
 

@@ -253,9 +253,9 @@ class Runner:
                     a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
                     w_base=plan.w_base, out_base=dst, out_stride=plan.n_tiles,
                     group_base=plan.group_base)
-                budget = 64 * (m_tiles * plan.n_tiles * (plan.k_steps + info.rows + 16)) \
-                    + 100_000
-                self.cycles += self.device.run(descriptor, budget=budget)
+                # Generous: a stalled or broken device times out instead of hanging.
+                expected = m_tiles * plan.n_tiles * (plan.k_steps + info.rows + 16)
+                self.cycles += self.device.run(descriptor, cycles=64 * expected + 100_000)
                 self.runs += 1
                 src = dst
             last = plans[-1]

@@ -1,0 +1,104 @@
+"""``sparqforge demo``: the main job on the built-in example.
+
+Trains an MLP and a CNN on scikit-learn's digits, quantizes each three ways, exports the
+bundles, generates the accelerator, runs the whole test split on the Verilated RTL and on
+the golden model, and prints one table.
+"""
+
+__all__ = ["run_demo", "format_table"]
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .accel import PRESETS, make_accelerator, open_device
+from .models import SCHEMES, quantize_and_export, train
+
+
+def _log(message, quiet):
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_demo(*, out_dir="build/demo", models=("mlp", "cnn"), schemes=tuple(SCHEMES),
+             backend="verilator", clock_mhz=100.0, quiet=False):
+    """Run the main job; return a list of result rows (dicts)."""
+    from .hw.emit import to_verilog
+    from .sw import bundle as bundle_io
+    from .sw import golden
+    from .sw.runtime.runner import Runner, progress_bar
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = PRESETS["demo"]
+    (out / "accelerator.v").write_text(to_verilog(make_accelerator(params), "accelerator"))
+    _log(f"accelerator: 8x8 int8 array with 2:4 sparsity and power-exponent units "
+         f"(Verilog in {out / 'accelerator.v'})", quiet)
+    device = open_device(backend, params, quiet=quiet, log=lambda m: _log(m, quiet))
+    rows = []
+    try:
+        for kind in models:
+            start = time.monotonic()
+            model, data = train(kind)
+            from .sw import digits
+            float_acc = digits.evaluate(model, data[2], data[3])
+            _log(f"{kind}: trained in {time.monotonic() - start:.1f} s, float test accuracy "
+                 f"{100 * float_acc:.2f} %", quiet)
+            labels = data[3].numpy()
+            for scheme in schemes:
+                start = time.monotonic()
+                bundle, fake_acc = quantize_and_export(kind, model, data, scheme)
+                path = bundle_io.save(bundle, out / f"{kind}-{scheme}.npz")
+                bundle = bundle_io.load(path)
+                _log(f"{kind} {scheme}: exported {path} in {time.monotonic() - start:.1f} s",
+                     quiet)
+                codes = bundle.quantize_input(data[2].numpy())
+                reference = golden.run_network(bundle.layers, codes)
+                runner = Runner(bundle, device)
+                runner.load()
+                transport = device.transport
+                cycles_before = transport.cycles or 0
+                start = time.monotonic()
+                bar = None if quiet else progress_bar(f"  {backend:9s}")
+                result = runner.infer(codes, batch=64, progress=bar)
+                seconds = time.monotonic() - start
+                simulated = (transport.cycles or 0) - cycles_before
+                count = len(codes)
+                compute = runner.cycles / count if runner.cycles else None
+                rows.append({
+                    "model": kind, "quantization": scheme, "bundle": str(path),
+                    "float_acc": float_acc, "fake_quant_acc": fake_acc,
+                    "golden_acc": float((reference.argmax(1) == labels).mean()),
+                    "rtl_acc": float((result.argmax(1) == labels).mean()),
+                    "bit_exact": bool(np.array_equal(result, reference)),
+                    "images": count,
+                    "compute_cycles_per_inference": compute,
+                    "simulated_cycles_per_inference": simulated / count if simulated else None,
+                    "inferences_per_s": (clock_mhz * 1e6 / compute) if compute else None,
+                    "sim_cycles_per_s": simulated / seconds if simulated else None,
+                    "backend": backend, "clock_mhz": clock_mhz,
+                })
+    finally:
+        device.close()
+    return rows
+
+
+def format_table(rows):
+    """The demo's result table as text."""
+    head = ["model", "quantization", "float", "golden", "RTL", "RTL==golden",
+            "cycles/inf", "inf/s @ %g MHz" % rows[0]["clock_mhz"] if rows else "inf/s"]
+    lines = []
+    for r in rows:
+        cycles = r["compute_cycles_per_inference"]
+        rate = r["inferences_per_s"]
+        lines.append([r["model"], r["quantization"], f"{100 * r['float_acc']:.2f} %",
+                      f"{100 * r['golden_acc']:.2f} %", f"{100 * r['rtl_acc']:.2f} %",
+                      "yes" if r["bit_exact"] else "NO",
+                      f"{cycles:.0f}" if cycles else "-", f"{rate:,.0f}" if rate else "-"])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths))
+            for line in [head] + lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
