@@ -450,8 +450,8 @@ class Accelerator(wiring.Component):
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(~rx.ok | rx.overflow | (rx.length < 6)):
-                    m.d[exec_domain] += status.eq(Mux(rx.overflow | (rx.length < 6), Status.LENGTH,
-                                              Status.CRC))
+                    # Damaged or cut frames are retried by the host; too long ones are not.
+                    m.d[exec_domain] += status.eq(Mux(rx.overflow, Status.LENGTH, Status.CRC))
                     m.next = "REPLY_SEQ"
                 with m.Elif(command == Command.INFO):
                     m.d[exec_domain] += [status.eq(Status.OK), body_count.eq(len(info_bytes)),

@@ -44,8 +44,7 @@ class DeviceModel:
         try:
             seq, command, payload = unframe(body)
         except FrameError:
-            seq = body[0]
-            return frame(seq, Status.LENGTH if len(body) < 6 else Status.CRC)
+            return frame(body[0], Status.CRC)
         try:
             status, data = self._execute(command, payload)
         except _Reject as exc:

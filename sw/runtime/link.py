@@ -64,9 +64,9 @@ class LoopbackTransport(Transport):
 class PipeTransport(Transport):
     """A compiled Verilator harness (``sim/harness/link_harness.cpp``) over pipes."""
 
-    def __init__(self, executable):
+    def __init__(self, executable, args=()):
         try:
-            self._proc = subprocess.Popen([str(executable)], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen([str(executable), *args], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE)
         except OSError as exc:
             raise ToolError(f"Cannot start the Verilator model {executable}: {exc}") from None
@@ -225,8 +225,8 @@ class Device:
                     continue
                 if got_seq != seq:
                     continue  # a late reply to an earlier attempt
-                if status in (Status.CRC, Status.LENGTH):
-                    last_problem = f"the device received a damaged frame ({Status(status).name})"
+                if status == Status.CRC:
+                    last_problem = "the device received damaged frames"
                     break
                 return Status(status), data
             self.retransmissions += 1

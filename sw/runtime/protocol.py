@@ -29,8 +29,8 @@ class Command(enum.IntEnum):
 
 class Status(enum.IntEnum):
     OK = 0
-    CRC = 1          # checksum mismatch: the frame was damaged
-    LENGTH = 2       # frame too short, too long, or fields of the wrong size
+    CRC = 1          # the frame was damaged or cut short (checksum mismatch): send it again
+    LENGTH = 2       # frame longer than the device's buffer, or fields of the wrong size
     COMMAND = 3      # unknown command
     RANGE = 4        # address, count or descriptor out of range
     SPACE = 5        # unknown or read-only address space

@@ -1,0 +1,112 @@
+"""The runtime on the golden device model: compiled programs equal the golden network,
+the protocol survives dropped, corrupted and duplicated bytes, and errors are clear."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from sparqforge.accel import PRESETS, device_info
+from sparqforge.errors import LinkError
+from sparqforge.sw import golden
+from sparqforge.sw.runtime.device_model import DeviceModel
+from sparqforge.sw.runtime.link import Device, FaultyTransport, LoopbackTransport
+from sparqforge.sw.runtime.protocol import (Command, RunDescriptor, Space, Status, frame,
+                                            slip_encode, SlipDecoder, unframe)
+from sparqforge.sw.runtime.runner import CompileError, Runner
+
+
+@pytest.fixture(scope="module")
+def demo_info():
+    return device_info(PRESETS["demo"])
+
+
+def golden_device(info):
+    return Device(LoopbackTransport(DeviceModel(info)))
+
+
+@pytest.mark.parametrize("kind,scheme", [("mlp", "uniform-w8a8"), ("mlp", "power-w4"),
+                                         ("mlp", "sparse24-w4"), ("cnn", "uniform-w8a8"),
+                                         ("cnn", "power-w4")])
+def test_compiled_program_equals_golden_network(kind, scheme, bundles, trained, demo_info):
+    bundle = bundles(kind, scheme)
+    codes = bundle.quantize_input(trained[1][2][:120].numpy())
+    runner = Runner(bundle, golden_device(demo_info))
+    runner.load()
+    got = runner.infer(codes, batch=50)
+    assert np.array_equal(got, golden.run_network(bundle.layers, codes))
+    if scheme == "sparse24-w4":
+        assert all(plan.sparse for plan in runner.plans.values())
+
+
+def test_small_activation_banks_split_batches_into_chunks(bundles, trained):
+    bundle = bundles("mlp", "uniform-w8a8")
+    info = device_info(dict(PRESETS["int8"], act_depth=32))
+    codes = bundle.quantize_input(trained[1][2][:100].numpy())
+    runner = Runner(bundle, golden_device(info))
+    runner.load()
+    assert np.array_equal(runner.infer(codes), golden.run_network(bundle.layers, codes))
+    assert runner.runs > 3  # 16 words per half bank: 8 images of 8 words per chunk
+
+
+# Host-to-device frames are up to a kilobyte; replies are mostly six bytes.
+@pytest.mark.parametrize("directions,rate", [(("out",), 0.0005), (("in",), 0.01),
+                                             (("out", "in"), 0.0005)])
+def test_faults_are_detected_and_retried(directions, rate, bundles, trained, demo_info):
+    bundle = bundles("mlp", "uniform-w8a8")
+    codes = bundle.quantize_input(trained[1][2][:64].numpy())
+    faulty = FaultyTransport(LoopbackTransport(DeviceModel(demo_info)), rate=rate, seed=3,
+                             directions=directions)
+    device = Device(faulty, retries=20)
+    runner = Runner(bundle, device)
+    runner.load()
+    assert np.array_equal(runner.infer(codes), golden.run_network(bundle.layers, codes))
+    assert faulty.injected > 0 and device.retransmissions > 0
+
+
+def test_a_dead_link_raises_instead_of_hanging(demo_info):
+    device = Device(FaultyTransport(LoopbackTransport(DeviceModel(demo_info)), rate=0.9,
+                                    seed=1), retries=4)
+    with pytest.raises(LinkError, match="INFO failed after 4 attempts"):
+        device.info()
+
+
+def reply(model, body):
+    seq, status, data = unframe(model.handle(body))
+    return Status(status), data
+
+
+def test_device_model_statuses(demo_info):
+    model = DeviceModel(demo_info)
+    assert reply(model, frame(1, Command.INFO))[0] == Status.OK
+    assert reply(model, frame(2, 0x7E))[0] == Status.COMMAND
+    assert reply(model, frame(3, Command.WRITE, struct.pack("<BI", 9, 0) + b"x"))[0] \
+        == Status.SPACE
+    assert reply(model, frame(4, Command.WRITE, struct.pack("<BI", Space.WEIGHT, 1 << 20)
+                              + bytes(demo_info.weight_bytes)))[0] == Status.RANGE
+    assert reply(model, frame(5, Command.WRITE, struct.pack("<BI", Space.ACT, 0) + b"abc"))[0] \
+        == Status.LENGTH
+    bad_step = RunDescriptor(1, 1, 1, 0, 1, 3, 0, 0, 0, 1, 0)
+    assert reply(model, frame(6, Command.RUN, bad_step.pack()))[0] == Status.RANGE
+    damaged = bytearray(frame(7, Command.INFO))
+    damaged[1] ^= 4
+    assert reply(model, bytes(damaged)) == (Status.CRC, b"")
+
+
+def test_slip_framing_survives_special_bytes():
+    body = bytes(range(256)) * 3
+    framed = frame(9, Command.WRITE, body)
+    assert SlipDecoder().feed(slip_encode(framed)) == [framed]
+
+
+def test_compile_errors_name_the_layer_and_the_fix(bundles):
+    no_tables = device_info(PRESETS["int8"])
+    with pytest.raises(CompileError, match="uses power-exponent tables or thresholds; generate "
+                                           "the accelerator with tables"):
+        Runner(bundles("mlp", "power-w4"), golden_device(no_tables))
+    few_groups = device_info(dict(PRESETS["int8"], groups=4))
+    with pytest.raises(CompileError, match="need 14 channel groups; the accelerator holds 4"):
+        Runner(bundles("mlp", "uniform-w8a8"), golden_device(few_groups))
+    small = device_info(dict(PRESETS["int8"], w_depth=100))
+    with pytest.raises(CompileError, match="weight words; the accelerator holds 100"):
+        Runner(bundles("mlp", "uniform-w8a8"), golden_device(small))
