@@ -5,7 +5,7 @@ reads the results once, so a Verilated block runs at the speed of the compiled m
 are cached by a hash of the Verilog, the port description and the harness source.
 """
 
-__all__ = ["cache_dir", "StreamHarness"]
+__all__ = ["cache_dir", "VerilatedBinary", "StreamHarness"]
 
 import hashlib
 import json
@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,94 @@ def ports_header(desc):
     return "\n".join(lines) + "\n"
 
 
+class VerilatedBinary:
+    """A Verilog design compiled by Verilator together with a C++ harness, cached.
+
+    The cache key covers the Verilog, the harness source, extra files and every flag, and
+    the CPU model (``-march=native`` binaries only run where they were built).
+
+    Parameters
+    ----------
+    verilog : str
+        The design.
+    top : str
+        Its top module.
+    harness : str
+        File name of the harness in ``sim/harness/``.
+    kind : str
+        Cache subfolder (``harness``, ``link``, ``uart``).
+    extra_files : dict
+        More files for the build directory (``{name: text}``), e.g. generated headers.
+    cflags : str
+        Extra C++ flags (``-I`` of the build directory is added).
+    prefix : str
+        Verilator's class prefix the harness includes (``Vtop.h``, ``Vdut.h``).
+    """
+
+    def __init__(self, verilog, top, harness, *, kind, extra_files=None, cflags="",
+                 prefix="Vtop", jobs=2):
+        self._verilog = verilog
+        self._top = top
+        self._harness = harness
+        self._extra = dict(extra_files or {})
+        self._cflags = f"{CXX_OPT} {cflags}".strip()
+        self._prefix = prefix
+        self._jobs = jobs
+        source = (HARNESS_DIR / harness).read_text()
+        key = hashlib.sha256("\0".join([verilog, source, json.dumps(self._extra, sort_keys=True),
+                                        " ".join(VERILATOR_FLAGS), self._cflags, _cpu_model(),
+                                        platform.machine()]).encode()).hexdigest()[:20]
+        self._dir = cache_dir() / kind / f"{top}-{key}"
+        self.build_seconds = 0.0
+
+    @property
+    def executable(self):
+        return self._dir / "Vsim"
+
+    def build(self):
+        """Compile unless a matching build is cached; return the executable.
+
+        Raises
+        ------
+        ToolError
+            When Verilator is missing or the build fails (the message holds its output).
+        """
+        if self.executable.is_file():
+            return self.executable
+        start = time.monotonic()
+        info = ensure_verilator()
+        self._dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=self._dir.name + ".", dir=self._dir.parent))
+        try:
+            (work / "design.v").write_text(self._verilog)
+            for name, text in self._extra.items():
+                (work / name).write_text(text)
+            shutil.copy(HARNESS_DIR / self._harness, work / self._harness)
+            cmd = [info.executable, "--cc", "--exe", "--build", "-j", str(self._jobs),
+                   "--prefix", self._prefix, "--top-module", self._top, *VERILATOR_FLAGS,
+                   "-CFLAGS", f"{self._cflags} -I{work}", "-MAKEFLAGS", "OPT_FAST=-O3",
+                   "-MAKEFLAGS", "OPT_SLOW=-O1", "-Mdir", str(work / "obj"),
+                   "-o", str(work / "Vsim"), str(work / "design.v"), str(work / self._harness)]
+            cache_flags = ["harness", *VERILATOR_FLAGS, CXX_OPT, _cpu_model()]
+            for option in objcache.prime(work / "obj", cache_dir(), cache_flags):
+                cmd[1:1] = ["-MAKEFLAGS", option]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ToolError(f"Verilator build of {self._top} failed:\n"
+                                + proc.stdout[-4000:] + proc.stderr[-4000:])
+            objcache.store(work / "obj", cache_dir(), cache_flags)
+            shutil.rmtree(work / "obj", ignore_errors=True)
+            if self._dir.exists():
+                shutil.rmtree(work)
+            else:
+                work.rename(self._dir)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        self.build_seconds = time.monotonic() - start
+        return self.executable
+
+
 class StreamHarness:
     """A Verilated block with the compiled stream harness, built on first use.
 
@@ -103,59 +192,23 @@ class StreamHarness:
     """
 
     def __init__(self, verilog, desc, *, jobs=2):
-        self._verilog = verilog
         self._desc = desc
-        self._jobs = jobs
-        source = (HARNESS_DIR / "stream_harness.cpp").read_text()
-        # A model built with -march=native only runs on this kind of CPU: key it too.
-        key = hashlib.sha256("\0".join([verilog, json.dumps(desc, sort_keys=True), source,
-                                        " ".join(VERILATOR_FLAGS), CXX_OPT, _cpu_model(),
-                                        platform.machine()]).encode()).hexdigest()[:20]
-        self._dir = cache_dir() / "harness" / f"{desc['name']}-{key}"
-        self.build_seconds = 0.0
+        self._binary = VerilatedBinary(verilog, desc["name"], "stream_harness.cpp",
+                                       kind="harness",
+                                       extra_files={"ports.h": ports_header(desc)},
+                                       prefix="Vdut", jobs=jobs)
 
     @property
     def executable(self):
-        return self._dir / "Vharness"
+        return self._binary.executable
+
+    @property
+    def build_seconds(self):
+        return self._binary.build_seconds
 
     def build(self):
         """Compile the model unless a matching build is cached; return the executable."""
-        if self.executable.is_file():
-            return self.executable
-        import time
-        start = time.monotonic()
-        info = ensure_verilator()
-        self._dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=self._dir.name + ".", dir=self._dir.parent))
-        try:
-            (work / "design.v").write_text(self._verilog)
-            (work / "ports.h").write_text(ports_header(self._desc))
-            shutil.copy(HARNESS_DIR / "stream_harness.cpp", work / "stream_harness.cpp")
-            cmd = [info.executable, "--cc", "--exe", "--build", "-j", str(self._jobs),
-                   "--prefix", "Vdut", "--top-module", self._desc["name"], *VERILATOR_FLAGS,
-                   "-CFLAGS", f"{CXX_OPT} -I{work}", "-MAKEFLAGS", "OPT_FAST=-O3",
-                   "-MAKEFLAGS", "OPT_SLOW=-O1", "-Mdir", str(work / "obj"),
-                   "-o", str(work / "Vharness"), str(work / "design.v"),
-                   str(work / "stream_harness.cpp")]
-            cache_flags = ["harness", *VERILATOR_FLAGS, CXX_OPT, _cpu_model()]
-            for option in objcache.prime(work / "obj", cache_dir(), cache_flags):
-                cmd[1:1] = ["-MAKEFLAGS", option]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode == 0:
-                objcache.store(work / "obj", cache_dir(), cache_flags)
-            if proc.returncode != 0:
-                raise ToolError(f"Verilator build of {self._desc['name']} failed:\n"
-                                + proc.stdout[-4000:] + proc.stderr[-4000:])
-            shutil.rmtree(work / "obj", ignore_errors=True)
-            if self._dir.exists():
-                shutil.rmtree(work)
-            else:
-                work.rename(self._dir)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        self.build_seconds = time.monotonic() - start
-        return self.executable
+        return self._binary.build()
 
     def run(self, inputs, expect, *, stall=0.0, phases=None, seed=1, max_cycles=None):
         """Run one simulation.
