@@ -54,11 +54,7 @@ def check_array(config, shape, *, seed=0, stall=0.3, quiet=False):
     valid/ready stalls of probability ``stall`` on every stream. Sparse arrays run the
     same N:M layer in sparse mode and in dense mode.
     """
-    from .hw.emit import description, to_verilog
-    from .sim.check import compare
-    from .sim.harness import StreamHarness
     from .sim.mac_array.schedule import dense_schedule, sparse_dense_schedule, sparse_schedule
-    from .sim.run import run_schedule
     from .sw import golden, nm_format
 
     config = sized_for(config, shape)

@@ -3,7 +3,7 @@ array core. The same top serves Verilator and the boards."""
 
 __all__ = ["Accelerator", "PROTOCOL_VERSION"]
 
-from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory

@@ -159,9 +159,9 @@ def chain(*schedules):
         phases.update(schedule.phases)
         for name, fields in schedule.inputs.items():
             merged = inputs.setdefault(name, {})
-            for field, value in fields.items():
-                merged[field] = (value if field not in merged
-                                 else np.concatenate([merged[field], value]))
+            for leaf, value in fields.items():
+                merged[leaf] = (value if leaf not in merged
+                                else np.concatenate([merged[leaf], value]))
     bounds = np.cumsum([0] + [s.out_beats for s in schedules])
 
     def assemble(fields):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import golden
 from . import layouts
-from .protocol import (WEIGHT_TABLE_ALL_BIT, Command, DeviceInfo, FrameError, RunDescriptor,
+from .protocol import (WEIGHT_TABLE_ALL_BIT, Command, FrameError, RunDescriptor,
                        Space, Status, frame, unframe)
 
 

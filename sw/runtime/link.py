@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ...errors import LinkError, ToolError
-from .protocol import (Command, DeviceInfo, FrameError, RunDescriptor, SlipDecoder, Space,
+from .protocol import (Command, DeviceInfo, FrameError, SlipDecoder, Space,
                        Status, frame, slip_encode, unframe)
 
 

@@ -6,7 +6,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from sparqforge.errors import BundleError, UnsupportedLayerError
