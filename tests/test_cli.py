@@ -27,7 +27,10 @@ def test_generate_writes_verilog_rtlil_and_description(tmp_path):
     desc = json.loads((tmp_path / "out" / "mac_array.json").read_text())
     assert desc["params"]["rows"] == 3 and desc["params"]["w_signed"] is False
     # products in [-8 * 7, 7 * 7]; 100 of them span [-5600, 4900]: 14 bits
-    assert desc["acc_bits"] == 14 and desc["latency"] == 11
+    from sparqforge.hw.mac_array import MacArray
+    from sparqforge.hw.requantizer import Requantizer
+    assert desc["acc_bits"] == 14
+    assert desc["latency"] == MacArray.core_latency + Requantizer.latency
     assert set(desc["ports"]) == {"a", "w", "o", "cfg"}
     assert "module mac_array" in (tmp_path / "out" / "mac_array.v").read_text()
     assert "module \\mac_array" in (tmp_path / "out" / "mac_array.il").read_text()
