@@ -2,13 +2,25 @@
 
 __all__ = ["MacArray"]
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for
 from .requantizer import Requantizer, requant_param_layout
+
+
+def _register(m, value, enable, name):
+    """A register copy of ``value`` (a value, a view, or a tuple / list of them), loaded
+    while ``enable``."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_register(m, v, enable, f"{name}_{i}") for i, v in enumerate(value))
+    shape = value.shape() if hasattr(value, "shape") else Value.cast(value).shape()
+    copy = Signal(shape, name=name)
+    with m.If(enable):
+        m.d.sync += copy.eq(value)
+    return copy
 
 
 def _check_count(name, value, limit):
@@ -38,7 +50,7 @@ class MacArray(wiring.Component):
     the int32 bias add and left shift, clamp at the end).
 
     Throughput: ``rows * cols`` MACs per cycle with no bubble between reduction steps or
-    between tiles while the streams are ready and every tile has at least ``rows + 3`` beats
+    between tiles while the streams are ready and every tile has at least ``rows + 4`` beats
     (the drain of one tile overlaps the next; a shorter tile waits for the drain).
     Latency: :attr:`latency` cycles from accepting a tile's last beat to its first output
     row.
@@ -161,7 +173,7 @@ class MacArray(wiring.Component):
         return ceil_log2(self._groups)
 
     #: Cycles from accepting a tile's last beat to its first accumulator row.
-    core_latency = 3
+    core_latency = 4
 
     @property
     def latency(self):
@@ -207,27 +219,31 @@ class MacArray(wiring.Component):
         m = Module()
         rows, cols = self._rows, self._cols
 
-        # Stage 1 registers the beats so the broadcast to a whole row / column of elements
-        # starts from a flip-flop; stage 2 registers the products; stage 3 accumulates.
+        # Stage 1 registers the beats; stage 2 copies each element's operands into registers
+        # of its own, so that the broadcast to a whole row / column and the route to a
+        # multiplier far across the device (an 8x8 array spans every DSP column of an ECP5)
+        # each get a cycle; stage 3 registers the products; stage 4 accumulates.
         a_reg = Signal(self._a_layout())
         w_reg = Signal(self._w_layout())
-        valid_1, valid_2 = Signal(), Signal()
-        last_1, last_2 = Signal(), Signal()
-        tag_2 = Signal(self.tag_bits)
+        valid_1, valid_op, valid_2 = Signal(), Signal(), Signal()
+        last_1, last_op, last_2 = Signal(), Signal(), Signal()
+        tag_op, tag_2 = Signal(self.tag_bits), Signal(self.tag_bits)
 
         acc_stream = stream.Signature(self._acc_layout()).create()
         drain_left = Signal(range(rows + 1))
         # The accumulate stage never stalls: a tile's last beat is only accepted once the
         # shadow bank is free and no other last beat is on its way to it.
-        shadow_free = (drain_left == 0) & ~(valid_1 & last_1) & ~(valid_2 & last_2)
+        shadow_free = ((drain_left == 0) & ~(valid_1 & last_1) & ~(valid_op & last_op)
+                       & ~(valid_2 & last_2))
         accept = ~self.w.payload.last | shadow_free
         fire = self.a.valid & self.w.valid & accept
         m.d.comb += [
             self.a.ready.eq(self.w.valid & accept),
             self.w.ready.eq(self.a.valid & accept),
         ]
-        m.d.sync += [valid_1.eq(fire), valid_2.eq(valid_1), last_2.eq(last_1),
-                     tag_2.eq(w_reg.tag)]
+        m.d.sync += [valid_1.eq(fire), valid_op.eq(valid_1), valid_2.eq(valid_op),
+                     last_op.eq(last_1), last_2.eq(last_op),
+                     tag_op.eq(w_reg.tag), tag_2.eq(tag_op)]
         with m.If(fire):
             m.d.sync += [a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
                          last_1.eq(self.w.payload.last)]
@@ -249,11 +265,13 @@ class MacArray(wiring.Component):
         for c in range(cols):
             terms = self._column_terms(m, w_reg, c)
             for r in range(rows):
-                contribution = self._contribution(a_reg, terms, r)
+                a_op = _register(m, a_reg[r], valid_1, f"a_op_{r}_{c}")
+                terms_op = _register(m, terms, valid_1, f"w_op_{r}_{c}")
+                contribution = self._contribution({r: a_op}, terms_op, r)
                 product = Signal.like(contribution, name=f"prod_{r}_{c}")
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
                 total = Mux(first, 0, acc) + product
-                with m.If(valid_1):
+                with m.If(valid_op):
                     m.d.sync += product.eq(contribution)
                 with m.If(valid_2):
                     m.d.sync += acc.eq(total)

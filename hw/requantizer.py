@@ -61,10 +61,11 @@ class Requantizer(wiring.Component):
         Always ready; ``lane``, ``group`` and ``param`` (:func:`requant_param_layout`).
 
     Latency is :attr:`latency` cycles, throughput one beat per cycle; a stalled output holds
-    the whole pipeline.
+    the whole pipeline. Every stage has at most one carry chain of 64 bits or one barrel
+    shifter or one multiplier behind its registers (about 100 MHz on an ECP5-6).
     """
 
-    latency = 8
+    latency = 13
 
     def __init__(self, *, lanes, acc_bits, out_bits=8, out_signed=True, groups=1):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
@@ -139,7 +140,10 @@ class Requantizer(wiring.Component):
                                         "relu": unsigned(1)}),
              {"zero_point": param.zero_point, "relu": param.relu}),
         ]
-        addresses = {"bias": self.i.payload.tag, "mult": tags[1], "zero": tags[5]}
+        # A table read for the beat in stage ``s`` is ready for the statements of step
+        # ``s + 2`` (the read port is synchronous): bias at step 1, multiplier at step 4,
+        # zero point at step 12.
+        addresses = {"bias": self.i.payload.tag, "mult": tags[2], "zero": tags[10]}
         for lane in range(self._lanes):
             reads = {}
             for part, shape, fields in layouts:
@@ -156,43 +160,70 @@ class Requantizer(wiring.Component):
 
             acc = Signal(signed(self._acc_bits), name=f"acc_{lane}")
             biased = Signal(signed(32), name=f"biased_{lane}")
-            shift = [Signal(signed(6), name=f"shift_{lane}_{s}") for s in (2, 3, 4, 5, 6)]
+            # The shift travels with the beat: ``shift[s]`` belongs to the beat in stage s.
+            shift = [Signal(signed(6), name=f"shift_{lane}_{s}") for s in range(stages)]
+            shifted_left = Signal(signed(63), name=f"shifted_left_{lane}")
             scaled = Signal(signed(32), name=f"scaled_{lane}")
-            # The 32 x 31 product is split into two 32 x 16 partial products so that each maps
-            # onto 18x18 multipliers with a register behind it.
+            # The 32 x 31 product is built from four 16 x 16 products, each one 18x18
+            # multiplier with a register behind it, then two 32 x 16 partial products.
+            quarters = {(a, b): Signal(signed(34), name=f"quarter_{lane}_{a}{b}")
+                        for a in ("lo", "hi") for b in ("lo", "hi")}
+            # Each multiplier gets its operands from registers of its own, which the placer
+            # can put beside it (the multipliers sit far apart on the device).
+            operands = {(a, b): (Signal(unsigned(16) if a == "lo" else signed(16),
+                                        name=f"op_{lane}_{a}{b}_x"),
+                                 Signal(16, name=f"op_{lane}_{a}{b}_m"))
+                        for a in ("lo", "hi") for b in ("lo", "hi")}
             part_lo = Signal(signed(49), name=f"part_lo_{lane}")
             part_hi = Signal(signed(48), name=f"part_hi_{lane}")
             product = Signal(signed(64), name=f"product_{lane}")
+            nudged = Signal(signed(64), name=f"nudged_{lane}")
             high = Signal(signed(32), name=f"high_{lane}")
+            shifted = Signal(signed(32), name=f"shifted_{lane}")
+            remainder = Signal(32, name=f"remainder_{lane}")
+            threshold = Signal(33, name=f"threshold_{lane}")
             rounded = Signal(signed(32), name=f"rounded_{lane}")
             out = Signal.like(self.o.payload.data[lane], name=f"out_{lane}")
 
-            left = Mux(shift[0] < 0, 0, shift[0][:5])
-            right = Mux(shift[4] < 0, -shift[4], 0)[:5]
+            left = Mux(shift[1] < 0, 0, shift[1][:5])
+            # The right shift and its mask are decoded a stage early, beside ``high``.
+            right = Signal(5, name=f"right_{lane}")
+            mask = Signal(32, name=f"mask_{lane}")
+            right_next = Mux(shift[8] < 0, -shift[8], 0)[:5]
             multiplier = p_mult.multiplier
             # |product| < 2**62, so the nudged product still fits 64 bits (narrower than the
             # 65 bits Amaranth would infer, which simulators handle as a wide word).
-            nudged = Signal(signed(64), name=f"nudged_{lane}")
-            m.d.comb += nudged.eq(product + Mux(product >= 0, 1 << 30, 1 - (1 << 30)))
-            mask = (Const(1, 32) << right) - 1
-            remainder = high & mask
-            threshold = (mask >> 1) + (high < 0)
+            nudge = Mux(product >= 0, 1 << 30, 1 - (1 << 30))
             with_zero = rounded + p_zero.zero_point
             low = Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin)
             steps = [
                 [acc.eq(self.i.payload.data[lane])],
-                [biased.eq(_saturate32(acc + p_bias.bias)), shift[0].eq(p_bias.shift)],
-                [scaled.eq(_saturate32(biased << left)), shift[1].eq(shift[0])],
-                [part_lo.eq(scaled * multiplier[:16]), part_hi.eq(scaled * multiplier[16:]),
-                 shift[2].eq(shift[1])],
-                [product.eq(part_lo + (part_hi << 16)), shift[3].eq(shift[2])],
+                [biased.eq(_saturate32(acc + p_bias.bias)), shift[1].eq(p_bias.shift)],
+                [shifted_left.eq(biased << left)],
+                [scaled.eq(_saturate32(shifted_left))],
+                # scaled * m = (scaled[16:] * 2**16 + scaled[:16]) * m, scaled[:16] unsigned.
+                [operands[a, b][i].eq(value)
+                 for a, part in (("lo", scaled[:16]), ("hi", scaled[16:].as_signed()))
+                 for b, factor in (("lo", multiplier[:16]), ("hi", multiplier[16:]))
+                 for i, value in enumerate((part, factor))],
+                [quarters[a, b].eq(x * f) for (a, b), (x, f) in operands.items()],
+                [part_lo.eq(quarters["lo", "lo"] + (quarters["hi", "lo"] << 16)),
+                 part_hi.eq(quarters["lo", "hi"] + (quarters["hi", "hi"] << 16))],
+                [product.eq(part_lo + (part_hi << 16))],
+                [nudged.eq(product + nudge)],
                 # C division by 2**31 truncates toward zero.
                 [high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1))[:64].as_signed() >> 31,
                              nudged >> 31)),
-                 shift[4].eq(shift[3])],
-                [rounded.eq((high >> right) + (remainder > threshold))],
+                 right.eq(right_next), mask.eq((Const(1, 32) << right_next) - 1)],
+                # RoundingDivideByPOT in two steps: shift, remainder and threshold first...
+                [shifted.eq(high >> right), remainder.eq(high & mask),
+                 threshold.eq((mask >> 1) + (high < 0))],
+                # ... then the rounding increment.
+                [rounded.eq(shifted + (remainder > threshold))],
                 [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
             ]
+            for s in range(2, stages):
+                steps[s].append(shift[s].eq(shift[s - 1]))
             for move, statements in zip(moves, steps):
                 with m.If(move):
                     m.d.sync += statements
