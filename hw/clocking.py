@@ -5,7 +5,7 @@ __all__ = ["Ecp5PllParams", "ecp5_pll_params", "BoardClock"]
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
@@ -68,9 +68,9 @@ def ecp5_pll_params(f_in, f_out, *, tolerance=0.005):
 
 
 class BoardClock(Elaboratable):
-    """Creates the ``sync`` domain at ``f_out`` from the board oscillator resource
-    ``clock`` (at ``f_in``), through a PLL when they differ, and resets it while the PLL is
-    unlocked or the board's reset input (when there is one) is active.
+    """Clocks the ``sync`` domain (defined by its parent) at ``f_out`` from the board
+    oscillator resource ``clock`` (at ``f_in``), through a PLL when they differ, and resets
+    it while the PLL is unlocked or the board's reset input (when there is one) is active.
 
     Supported PLLs: ECP5 (EHXPLLL). Other families run at the oscillator frequency.
 
@@ -119,7 +119,6 @@ class BoardClock(Elaboratable):
         else:
             board_reset = Const(0)
 
-        m.domains.sync = ClockDomain("sync")
         if self._pll is None:
             m.d.comb += ClockSignal("sync").eq(clk_buf.i)
             locked = Const(1)
@@ -143,7 +142,8 @@ class BoardClock(Elaboratable):
                 i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
                 i_ENCLKOP=Const(0),
                 o_CLKOP=pll_clk, o_LOCK=locked)
+            # nextpnr-ecp5 derives the output's constraint from the oscillator's and the
+            # dividers (an explicit one on ``pll_clk`` would not survive flattening).
             m.d.comb += ClockSignal("sync").eq(pll_clk)
-            platform.add_clock_constraint(pll_clk, p.f_out)
         m.submodules.reset_sync = ResetSynchronizer(board_reset | ~locked, domain="sync")
         return m

@@ -1,4 +1,7 @@
-"""Shared, cached digits bundles for the runtime and bundle tests."""
+"""Shared, cached digits bundles for the runtime and bundle tests; ``slow`` tests run only
+when selected (``-m slow``) or with ``SLOW=1``."""
+
+import os
 
 import pytest
 import torch
@@ -6,6 +9,16 @@ import torch
 from sparqforge.sw import digits
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SLOW") == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow (complete place and route): run with -m slow or "
+                                   "SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

