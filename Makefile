@@ -7,7 +7,7 @@ STAMP := $(VENV)/.sparqforge-installed
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test sim bench clean
+.PHONY: venv demo test sim bench bitstream clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 sim: $(STAMP)
 	$(PY) -m pytest -m sim $(PYTEST_ARGS)
+
+# make bitstream BOARD=ulx3s-85f [CONFIG=file.json]: see docs/boards.md.
+BOARD ?= ulx3s-85f
+bitstream: $(STAMP)
+	$(VENV)/bin/sparqforge build --board $(BOARD) $(if $(CONFIG),--config $(CONFIG))
 
 bench: $(STAMP)
 	$(VENV)/bin/sparqforge bench all --json

@@ -25,18 +25,29 @@ BACKENDS = "golden, verilator or serial:PORT[@BAUD]"
 
 
 def load_accelerator_config(name_or_path):
-    """A preset name or a JSON file of Accelerator parameters -> parameter dict."""
+    """A preset name, a board name (its reference configuration) or a JSON file of
+    Accelerator parameters (a board configuration file's ``clk_freq``, ``baud`` and
+    ``rx_fifo`` are ignored) -> parameter dict."""
+    from .boards.catalog import BOARDS
+    from .boards.config import SOC_KEYS
+
     if name_or_path in PRESETS:
         return dict(PRESETS[name_or_path])
+    board = str(name_or_path).replace("_", "-").lower()
+    if board in BOARDS:
+        return {**PRESETS["int8"], **{key: value for key, value in BOARDS[board].config.items()
+                                      if key in _KEYS}}
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"Accelerator config {name_or_path!r} is neither a preset "
-                          f"({', '.join(PRESETS)}) nor a file")
+                          f"({', '.join(PRESETS)}), a board ({', '.join(BOARDS)}) nor a file")
     try:
         params = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"Accelerator config {path} is not valid JSON: {exc}") from None
     params = params.get("accelerator", params) if isinstance(params, dict) else params
+    if isinstance(params, dict):
+        params = {key: value for key, value in params.items() if key not in SOC_KEYS}
     if not isinstance(params, dict) or not set(params) <= _KEYS:
         unknown = sorted(set(params) - _KEYS) if isinstance(params, dict) else params
         raise ConfigError(f"Accelerator config {path} has unknown keys {unknown}; known: "

@@ -225,6 +225,43 @@ def cmd_infer(args):
     return 0
 
 
+def _board_report(report, as_json):
+    from .boards.build import summary
+
+    if as_json:
+        print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
+    else:
+        print(summary(report))
+
+
+def cmd_build(args):
+    from .boards.build import build_board
+
+    _board_report(build_board(args.board, args.config, args.out), args.json)
+    return 0
+
+
+def cmd_synth(args):
+    from .boards.build import build_board, synth_board
+
+    run = build_board if args.place else synth_board
+    _board_report(run(args.board, args.config, args.out), args.json)
+    return 0
+
+
+def _add_board_options(parser):
+    from .boards.catalog import BOARDS
+
+    parser.add_argument("--board", required=True, metavar="BOARD",
+                        help=f"one of: {', '.join(BOARDS)} (or with _ for -)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="JSON configuration: accelerator parameters plus clk_freq and "
+                             "baud (default: the board's reference configuration; see "
+                             "docs/boards.md)")
+    parser.add_argument("--out", metavar="DIR", help="build directory (default build/BOARD)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
 def build_parser():
     parser = _Parser(prog="sparqforge",
                      description="Generate and verify low-bit, N:M-sparse and power-exponent "
@@ -281,13 +318,33 @@ def build_parser():
     infer.add_argument("bundle", help="bundle file (.npz)")
     infer.add_argument("--backend", default="golden", help=f"{BACKENDS} (default golden)")
     infer.add_argument("--accel", default="demo",
-                       help="accelerator: a preset (demo, int8) or a JSON file (default demo)")
+                       help="accelerator for the golden and verilator backends: a preset "
+                            "(demo, int8), a board name (its reference configuration) or a "
+                            "JSON file (default demo); a board reports its own")
     infer.add_argument("--inputs", help="float inputs (.npy), one item per row or image")
     infer.add_argument("--labels", help="integer labels (.npy) to report accuracy")
     infer.add_argument("--digits", action="store_true",
                        help="use the digits test split as inputs and labels")
     infer.add_argument("--json", action="store_true", help="print the report as JSON")
     infer.set_defaults(func=cmd_infer)
+
+    build = sub.add_parser("build", help="build a board's bitstream with open tools",
+                           description="Elaborate the board system (accelerator, UART, clock, "
+                                       "LEDs) and run the open flow as far as the installed "
+                                       "tools go: the whole ECP5 / iCE40 flow (YoWASP), yosys "
+                                       "for Xilinx (nextpnr-xilinx and prjxray when found). "
+                                       "Prints utilization and fmax.")
+    _add_board_options(build)
+    build.set_defaults(func=cmd_build)
+
+    synth = sub.add_parser("synth", help="resource report of a board's design",
+                           description="Synthesize the board system with yosys and report "
+                                       "LUT, FF, DSP and BRAM use; with --place also place "
+                                       "and route (as `build` does) and report fmax.")
+    _add_board_options(synth)
+    synth.add_argument("--place", action="store_true",
+                       help="also place, route and pack where the tools are installed")
+    synth.set_defaults(func=cmd_synth)
 
     bench = sub.add_parser("bench", help="run benchmarks (measured, never assumed)",
                            description="Run a benchmark group and print its measurements.")

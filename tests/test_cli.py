@@ -15,7 +15,8 @@ def run_cli(*args):
                           text=True)
 
 
-@pytest.mark.parametrize("command", ["generate", "check", "bench", "demo"])
+@pytest.mark.parametrize("command", ["generate", "check", "bench", "demo", "export", "infer",
+                                     "build", "synth"])
 def test_help_on_every_command(command):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "usage: sparqforge" in proc.stdout
@@ -54,6 +55,25 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("sparqforge: error:")
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("config,message", [
+    (None, "Unknown board 'arty'; choose one of arty-a7-35"),
+    ({"rows": 0}, "Impossible configuration: Row count must be an integer in 1..64, not 0"),
+    ({"rows": 4, "colums": 4}, "has unknown keys ['colums']"),
+    ({"clk_freq": 24e6}, "set clk_freq to 1.2e+07, not 2.4e+07"),
+])
+def test_board_commands_reject_bad_input_before_writing(tmp_path, config, message):
+    out = tmp_path / "never"
+    args = ["synth", "--board", "arty" if config is None else "icebreaker", "--out", str(out)]
+    if config is not None:
+        (tmp_path / "c.json").write_text(json.dumps(config))
+        args += ["--config", str(tmp_path / "c.json")]
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists()
 
 
 @pytest.mark.sim
