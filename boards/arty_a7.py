@@ -4,7 +4,7 @@ __all__ = ["ArtyA7_35", "ArtyA7_100", "ARTY_A7_35", "ARTY_A7_100"]
 
 from amaranth_boards.arty_a7 import ArtyA7_35Platform, ArtyA7_100Platform
 
-from .board import Board
+from .board import Board, int8_reference
 from .xray import XrayPlatform
 
 
@@ -26,13 +26,9 @@ _PROGRAM = "openFPGALoader -b arty top.bit"
 ARTY_A7_35 = Board(
     name="arty-a7-35", title="Digilent Arty A7-35T", platform=ArtyA7_35, family="xilinx",
     uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=dict(rows=8, cols=4, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                clk_freq=100e6, baud=115200))
+    config=int8_reference(cols=4))
 
 ARTY_A7_100 = Board(
     name="arty-a7-100", title="Digilent Arty A7-100T", platform=ArtyA7_100, family="xilinx",
     uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=dict(rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                clk_freq=100e6, baud=115200))
+    config=int8_reference())

@@ -15,7 +15,7 @@ from amaranth_boards.resources import (ButtonResources, Display7SegResource, LED
                                        PS2Resource, SwitchResources, UARTResource,
                                        VGAResource)
 
-from .board import Board
+from .board import Board, int8_reference
 from .xray import XrayPlatform
 
 _IO = Attrs(IOSTANDARD="LVCMOS33")
@@ -72,6 +72,4 @@ BASYS3 = Board(
     uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the PROG/UART micro-USB port; btnC (centre button) is the reset.",
     program="openFPGALoader -b basys3 top.bit",
-    config=dict(rows=8, cols=4, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                clk_freq=100e6, baud=115200))
+    config=int8_reference(cols=4))

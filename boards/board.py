@@ -1,8 +1,16 @@
 """What the build flow needs to know about a board, besides its Amaranth platform."""
 
-__all__ = ["Board"]
+__all__ = ["Board", "int8_reference"]
 
 from dataclasses import dataclass, field
+
+
+def int8_reference(**changes):
+    """A board's reference configuration: a dense 8x8 int8 accelerator with the digits
+    networks' buffers at 100 MHz and 115200 baud, with ``changes`` applied."""
+    return {**dict(rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
+                   act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
+                   clk_freq=100e6, baud=115200), **changes}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ __all__ = ["ICEBreaker", "ICEBREAKER"]
 
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-from .board import Board
+from .board import Board, int8_reference
 
 
 class ICEBreaker(ICEBreakerPlatform):
@@ -27,6 +27,5 @@ ICEBREAKER = Board(
     notes=("USB-UART on the FTDI's second channel (the same USB port as programming). LEDs: "
            "green heartbeat, red busy, snap-off Pmod LEDs 2 and 3 receiving / sending."),
     program="iceprog top.bin", overrides={"synth_opts": "-dsp"},
-    config=dict(rows=4, cols=1, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=256, w_depth=1024, groups=32, max_depth=1024, frame_bytes=512,
-                clk_freq=12e6, baud=115200))
+    config=int8_reference(rows=4, cols=1, act_depth=256, w_depth=1024, max_depth=1024,
+                          frame_bytes=512, clk_freq=12e6))

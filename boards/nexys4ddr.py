@@ -4,7 +4,7 @@ __all__ = ["Nexys4DDR", "NEXYS4DDR"]
 
 from amaranth_boards.nexys4ddr import Nexys4DDRPlatform
 
-from .board import Board
+from .board import Board, int8_reference
 from .xray import XrayPlatform
 
 
@@ -17,6 +17,4 @@ NEXYS4DDR = Board(
     family="xilinx", uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the PROG/UART micro-USB port; reset is the CPU RESET button.",
     program="openFPGALoader -b nexys_a7_100 top.bit",
-    config=dict(rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                clk_freq=100e6, baud=115200))
+    config=int8_reference())

@@ -13,7 +13,7 @@ from amaranth_boards.orangecrab_r0_2 import (OrangeCrabR0_2_25FPlatform,
                                              OrangeCrabR0_2_85FPlatform)
 from amaranth_boards.resources import UARTResource
 
-from .board import Board
+from .board import Board, int8_reference
 
 _UART = UARTResource(0, rx="0", tx="1", conn=("io", 0), attrs=Attrs(IO_TYPE="LVCMOS33"))
 
@@ -55,13 +55,9 @@ _PROGRAM = "dfu-suffix -v 1209 -p 5af0 -a top.bit && dfu-util -D top.bit"
 ORANGECRAB_25F = Board(
     name="orangecrab-25f", title="OrangeCrab r0.2 (LFE5U-25F)", platform=OrangeCrab25F,
     family="ecp5", uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=dict(rows=8, cols=2, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=512, w_depth=2048, groups=64, max_depth=4096, frame_bytes=1088,
-                clk_freq=48e6, baud=115200))
+    config=int8_reference(cols=2, act_depth=512, groups=64, clk_freq=48e6))
 
 ORANGECRAB_85F = Board(
     name="orangecrab-85f", title="OrangeCrab r0.2 (LFE5U-85F)", platform=OrangeCrab85F,
     family="ecp5", uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=dict(rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                clk_freq=48e6, baud=115200))
+    config=int8_reference(clk_freq=48e6))

@@ -4,7 +4,7 @@ __all__ = ["ULX3S_85F", "ULX3S"]
 
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-from .board import Board
+from .board import Board, int8_reference
 
 
 class ULX3S_85F(ULX3S_85F_Platform):
@@ -20,6 +20,4 @@ ULX3S = Board(
     uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the US1 micro-USB port (the FTDI); no reset button is used.",
     program="openFPGALoader -b ulx3s top.bit",
-    config=dict(rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                clk_freq=100e6, baud=115200))
+    config=int8_reference())

@@ -97,19 +97,40 @@ def bench_sparse(quiet=False, size=256, synth=True):
     return report
 
 
+def _sparse_only(config):
+    """The N:M array of ``config`` without its dense mode (the index multiplexers that force
+    ``0..N-1``), built only to measure what the mode costs."""
+    from .hw.sparse_mac_array import SparseMacArray
+
+    class SparseOnly(SparseMacArray):
+        def _column_terms(self, m, w, col):
+            return [(w.data[col][j].index, w.data[col][j].value) for j in range(self._n)]
+
+    return SparseOnly(**build_array(config).params)
+
+
 def synth_arrays(quiet=False):
-    """yosys ``synth_xilinx`` resources of 8x8 dense, 2:4 and 2:8 arrays at 4 and 8 bits."""
+    """yosys ``synth_xilinx`` resources of 8x8 dense, 2:4 and 2:8 arrays at 4 and 8 bits,
+    and what the 2:4 array's dense mode costs (``sparse.synth.mode_cost.*``: the 2:4 array
+    minus the same array without the mode)."""
     from .boards.synth import synth_xilinx
 
     report = {}
     for bits in (4, 8):
-        for label, sparsity in (("dense", None), ("2_4", (2, 4)), ("2_8", (2, 8))):
+        for label, sparsity in (("dense", None), ("2_4", (2, 4)), ("2_8", (2, 8)),
+                                ("2_4_sparse_only", (2, 4))):
             config = ArrayConfig(rows=8, cols=8, a_bits=bits, w_bits=bits, max_depth=256,
                                  groups=8, sparsity=sparsity)
             _log(quiet, f"sparse: yosys synth_xilinx of the 8x8 {label} array at {bits} bits...")
-            stats = synth_xilinx(build_array(config), "mac_array")
+            array = (_sparse_only(config) if label.endswith("sparse_only")
+                     else build_array(config))
+            stats = synth_xilinx(array, "mac_array")
             for resource in ("lut", "ff", "carry4", "dsp48e1"):
                 report[f"sparse.synth.{label}.w{bits}.{resource}"] = stats[resource]
+        for resource in ("lut", "ff"):
+            report[f"sparse.synth.mode_cost.w{bits}.{resource}"] = (
+                report[f"sparse.synth.2_4.w{bits}.{resource}"]
+                - report[f"sparse.synth.2_4_sparse_only.w{bits}.{resource}"])
     return report
 
 
