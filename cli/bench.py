@@ -106,7 +106,7 @@ def _sparse_only(config):
         def _column_terms(self, m, w, col):
             return [(w.data[col][j].index, w.data[col][j].value) for j in range(self._n)]
 
-    return SparseOnly(**build_array(config).params)
+    return build_array(config, sparse_class=SparseOnly)
 
 
 def synth_arrays(quiet=False):

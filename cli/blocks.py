@@ -38,8 +38,9 @@ class ArrayConfig:
         return "mac_array" if self.sparsity is None else "sparse_mac_array"
 
 
-def build_array(config):
-    """Generate the block for ``config``.
+def build_array(config, *, sparse_class=None):
+    """Generate the block for ``config`` (an N:M array as ``sparse_class``, by default
+    :class:`~sparqforge.hw.sparse_mac_array.SparseMacArray`).
 
     Raises
     ------
@@ -69,7 +70,7 @@ def build_array(config):
         if config.sparsity is None:
             return MacArray(**kw)
         n, m = config.sparsity
-        return SparseMacArray(n=n, m=m, **kw)
+        return (sparse_class or SparseMacArray)(n=n, m=m, **kw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 

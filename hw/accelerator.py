@@ -185,6 +185,11 @@ class Accelerator(wiring.Component):
         desc = {name: Signal(16, name=f"run_{name}") for name in (
             "m_tiles", "n_tiles", "k_steps", "a_base", "a_stride", "w_base", "out_base",
             "out_stride", "group_base")}
+        w_words = Signal(32)   # n_tiles * k_steps, registered in RUN_SIZE
+        # The loop bounds minus one, registered in RUN_SIZE: the feeder's loop tests become
+        # equality compares instead of a subtraction and a compare each.
+        k_last, m_last, n_last = Signal(16), Signal(16), Signal(16)
+        run_ok = Signal()      # every check of the RUN command passed, registered in RUN_CHECK
         step = Signal(8)
         mode = Signal(8)
         start = Signal()     # pulse: begin the layer in ``desc``
@@ -228,7 +233,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [w_read.addr.eq(w_addr), w_read.en.eq(issue)]
         m.d[core_domain] += [pending.eq(issue), pending_lane.eq(lane_off),
                      pending_tag.eq(desc["group_base"] + nt),
-                     pending_last.eq(s == desc["k_steps"] - 1)]
+                     pending_last.eq(s == k_last)]
 
         # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word.
         a_beat = Signal(data.ArrayLayout(data.ArrayLayout(8, a_elems), rows))
@@ -249,13 +254,13 @@ class Accelerator(wiring.Component):
                          a_word.eq(desc["a_base"]), a_row.eq(desc["a_base"]),
                          w_addr.eq(desc["w_base"]), w_tile.eq(desc["w_base"])]
         with m.Elif(issue):
-            with m.If(s == desc["k_steps"] - 1):
+            with m.If(s == k_last):
                 m.d[core_domain] += [s.eq(0), lane_off.eq(0)]
-                with m.If(mt == desc["m_tiles"] - 1):
+                with m.If(mt == m_last):
                     m.d[core_domain] += [mt.eq(0), a_row.eq(desc["a_base"]), a_word.eq(desc["a_base"]),
                                  nt.eq(nt + 1), w_tile.eq(w_tile + desc["k_steps"]),
                                  w_addr.eq(w_tile + desc["k_steps"])]
-                    with m.If(nt == desc["n_tiles"] - 1):
+                    with m.If(nt == n_last):
                         m.d[core_domain] += issuing.eq(0)
                 with m.Else():
                     m.d[core_domain] += [mt.eq(mt + 1), a_row.eq(a_row + desc["a_stride"]),
@@ -308,11 +313,11 @@ class Accelerator(wiring.Component):
         with m.If(core.o.valid):
             with m.If(out_r == rows - 1):
                 m.d[core_domain] += out_r.eq(0)
-                with m.If(out_mt == desc["m_tiles"] - 1):
+                with m.If(out_mt == m_last):
                     m.d[core_domain] += [out_mt.eq(0), out_nt.eq(out_nt + 1),
                                          out_row.eq(desc["out_base"]),
                                          out_word.eq(desc["out_base"] + out_nt + 1)]
-                    with m.If(out_nt == desc["n_tiles"] - 1):
+                    with m.If(out_nt == n_last):
                         m.d[exec_domain] += running.eq(0)
                         m.d.comb += finished.eq(1)
                 with m.Else():
@@ -434,6 +439,11 @@ class Accelerator(wiring.Component):
             with m.If(space == Space.THRESHOLD):
                 m.d.comb += index_ok.eq(lane_ok & (target[:8] < (1 << self._threshold_bits) - 1))
 
+        # Whether ``target`` may be written, registered: it changes only in WRITE_COMMIT and
+        # DECODE, each at least two cycles before the next WRITE_COMMIT reads this.
+        target_ok = Signal()
+        m.d[exec_domain] += target_ok.eq((target < limit) & index_ok)
+
         m.d.comb += working.eq(1)  # every state but IDLE (which overrides it)
         with m.FSM(name="executor", domain=exec_domain):
             with m.State("IDLE"):
@@ -492,10 +502,19 @@ class Accelerator(wiring.Component):
                                                   "group_base"]):
                             m.d[exec_domain] += desc[name].eq(Cat(header[14 + 2 * i],
                                                           header[15 + 2 * i]))
-                        m.next = "RUN_CHECK"
+                        m.next = "RUN_SIZE"
                 with m.Else():
                     m.d[exec_domain] += status.eq(Status.COMMAND)
                     m.next = "REPLY_SEQ"
+            with m.State("RUN_SIZE"):
+                # The layer's weight words, registered: a multiplier then an adder and a
+                # compare in one cycle would be the slowest path of the whole system.
+                m.d.comb += busy.eq(1)
+                m.d[exec_domain] += [w_words.eq(desc["n_tiles"] * desc["k_steps"]),
+                                     k_last.eq(desc["k_steps"] - 1),
+                                     m_last.eq(desc["m_tiles"] - 1),
+                                     n_last.eq(desc["n_tiles"] - 1)]
+                m.next = "RUN_CHECK"
             with m.State("RUN_CHECK"):
                 m.d.comb += busy.eq(1)
                 allowed_steps = [1] if not sparse_array else sorted(set(self._sparsity))
@@ -507,8 +526,14 @@ class Accelerator(wiring.Component):
                 zero = ((desc["m_tiles"] == 0) | (desc["n_tiles"] == 0)
                         | (desc["k_steps"] == 0))
                 groups_ok = desc["group_base"] + desc["n_tiles"] <= self._groups
-                w_ok = desc["w_base"] + desc["n_tiles"] * desc["k_steps"] <= self._w_depth
-                with m.If(step_ok & sparse_ok & tables_ok & ~zero & groups_ok & w_ok):
+                w_ok = desc["w_base"] + w_words <= self._w_depth
+                m.d[exec_domain] += run_ok.eq(step_ok & sparse_ok & tables_ok & ~zero
+                                              & groups_ok & w_ok)
+                m.next = "RUN_GO"
+            with m.State("RUN_GO"):
+                # The checks' verdict, registered: ``start`` resets the whole controller.
+                m.d.comb += busy.eq(1)
+                with m.If(run_ok):
                     m.d.comb += start.eq(1)
                     m.d[exec_domain] += status.eq(Status.OK)
                     m.next = "RUN_WAIT"
@@ -542,7 +567,7 @@ class Accelerator(wiring.Component):
             with m.State("WRITE_COMMIT"):
                 # Only tables inside the core need its clock; memories are the executor's.
                 m.d.comb += busy.eq((space != Space.ACT) & (space != Space.WEIGHT))
-                with m.If((target < limit) & index_ok):
+                with m.If(target_ok):
                     m.d.comb += commit.eq(1)
                     m.d[exec_domain] += target.eq(target + 1)
                     m.next = "WRITE_FETCH"

@@ -137,6 +137,12 @@ class FrameTransmitter(wiring.Component):
         special = (byte == END) | (byte == ESC)
         code = Mux(byte == END, ESC_END, ESC_ESC)
         taken = self.tx.valid & self.tx.ready
+        # The CRC takes in a byte the cycle after FETCH registered it (every send state
+        # lasts at least a cycle), so the sender's byte multiplexer and the CRC's XOR tree
+        # are never in one path.
+        fresh = Signal()
+        with m.If(fresh):
+            m.d.sync += [crc.eq(crc32_update(crc, byte)), fresh.eq(0)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(self.i.valid)]
@@ -145,8 +151,7 @@ class FrameTransmitter(wiring.Component):
             with m.State("FETCH"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [byte.eq(self.i.payload.data),
-                                 crc.eq(crc32_update(crc, self.i.payload.data))]
+                    m.d.sync += [byte.eq(self.i.payload.data), fresh.eq(1)]
                     with m.If(self.i.payload.last):
                         m.next = "SEND_DATA_LAST"
                     with m.Else():

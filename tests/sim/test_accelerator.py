@@ -95,6 +95,11 @@ def test_protocol_errors_match_the_golden_device():
         (Command.WRITE, struct.pack("<BI", 9, 0) + b"x"),
         (Command.WRITE, struct.pack("<BI", Space.WEIGHT, 1 << 20) + bytes(info.weight_bytes)),
         (Command.WRITE, struct.pack("<BI", Space.ACT, 0) + b"abc"),
+        # The first word fits, the second runs past the end of the weight memory.
+        (Command.WRITE, struct.pack("<BI", Space.WEIGHT, info.w_depth - 1)
+         + bytes(2 * info.weight_bytes)),
+        (Command.WRITE, struct.pack("<BI", Space.REQUANT, info.groups * info.cols - 1)
+         + bytes(2 * 10)),
         (Command.WRITE, struct.pack("<BI", Space.THRESHOLD, 0) + bytes(4)),
         (Command.READ, struct.pack("<BIH", Space.WEIGHT, 0, 1)),
         (Command.READ, struct.pack("<BIH", Space.ACT, 0, 4000)),
