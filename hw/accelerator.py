@@ -185,7 +185,8 @@ class Accelerator(wiring.Component):
         desc = {name: Signal(16, name=f"run_{name}") for name in (
             "m_tiles", "n_tiles", "k_steps", "a_base", "a_stride", "w_base", "out_base",
             "out_stride", "group_base")}
-        w_words = Signal(32)   # n_tiles * k_steps, registered in RUN_SIZE
+        w_words = Signal(32)   # n_tiles * k_steps, accumulated in RUN_SIZE
+        mul_a, mul_b = Signal(32), Signal(16)
         # The loop bounds minus one, registered in RUN_SIZE: the feeder's loop tests become
         # equality compares instead of a subtraction and a compare each.
         k_last, m_last, n_last = Signal(16), Signal(16), Signal(16)
@@ -498,6 +499,10 @@ class Accelerator(wiring.Component):
                         for i, name in enumerate(fields):
                             m.d[exec_domain] += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
                         m.d[exec_domain] += [step.eq(header[12]), mode.eq(header[13])]
+                        # n_tiles * k_steps by shift and add in RUN_SIZE.
+                        m.d[exec_domain] += [mul_a.eq(Cat(header[4], header[5])),
+                                             mul_b.eq(Cat(header[6], header[7])),
+                                             w_words.eq(0)]
                         for i, name in enumerate(["w_base", "out_base", "out_stride",
                                                   "group_base"]):
                             m.d[exec_domain] += desc[name].eq(Cat(header[14 + 2 * i],
@@ -507,14 +512,19 @@ class Accelerator(wiring.Component):
                     m.d[exec_domain] += status.eq(Status.COMMAND)
                     m.next = "REPLY_SEQ"
             with m.State("RUN_SIZE"):
-                # The layer's weight words, registered: a multiplier then an adder and a
-                # compare in one cycle would be the slowest path of the whole system.
+                # The layer's weight words n_tiles * k_steps, one bit of k_steps per cycle
+                # (at most 16): a multiplier would take a DSP block (the iCE40UP5K's eight
+                # are all in the datapath) and, in one cycle with the checks after it, be
+                # the slowest path of the whole system.
                 m.d.comb += busy.eq(1)
-                m.d[exec_domain] += [w_words.eq(desc["n_tiles"] * desc["k_steps"]),
-                                     k_last.eq(desc["k_steps"] - 1),
+                m.d[exec_domain] += [k_last.eq(desc["k_steps"] - 1),
                                      m_last.eq(desc["m_tiles"] - 1),
-                                     n_last.eq(desc["n_tiles"] - 1)]
-                m.next = "RUN_CHECK"
+                                     n_last.eq(desc["n_tiles"] - 1),
+                                     mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
+                with m.If(mul_b[0]):
+                    m.d[exec_domain] += w_words.eq(w_words + mul_a)
+                with m.If(mul_b == 0):
+                    m.next = "RUN_CHECK"
             with m.State("RUN_CHECK"):
                 m.d.comb += busy.eq(1)
                 allowed_steps = [1] if not sparse_array else sorted(set(self._sparsity))
