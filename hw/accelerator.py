@@ -440,6 +440,11 @@ class Accelerator(wiring.Component):
             with m.If(space == Space.THRESHOLD):
                 m.d.comb += index_ok.eq(lane_ok & (target[:8] < (1 << self._threshold_bits) - 1))
 
+        # A READ's range check, registered from the header (complete in HEADER_DONE).
+        read_range_bad = Signal()
+        m.d[exec_domain] += read_range_bad.eq((count * cols > info.max_payload)
+                                              | (addr + count > (rows << depth_bits))
+                                              | (count == 0))
         # Whether ``target`` may be written, registered: it changes only in WRITE_COMMIT and
         # DECODE, each at least two cycles before the next WRITE_COMMIT reads this.
         target_ok = Signal()
@@ -458,7 +463,10 @@ class Accelerator(wiring.Component):
                     m.d[exec_domain] += header[ptr - 1].eq(rx.rdata)
                 m.d[exec_domain] += ptr.eq(ptr + 1)
                 with m.If(ptr == _HEADER):
-                    m.next = "DECODE"
+                    m.next = "HEADER_DONE"
+            with m.State("HEADER_DONE"):
+                # The header is complete; ``read_range_bad`` is registered from it here.
+                m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(~rx.ok | rx.overflow | (rx.length < 6)):
                     # Damaged or cut frames are retried by the host; too long ones are not.
@@ -486,8 +494,7 @@ class Accelerator(wiring.Component):
                         m.d[exec_domain] += status.eq(Status.LENGTH)
                     with m.Elif(space != Space.ACT):
                         m.d[exec_domain] += status.eq(Status.SPACE)
-                    with m.Elif((count * cols > info.max_payload) |
-                                (addr + count > (rows << depth_bits)) | (count == 0)):
+                    with m.Elif(read_range_bad):
                         m.d[exec_domain] += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
                 with m.Elif(command == Command.RUN):

@@ -2,7 +2,7 @@
 
 __all__ = ["MacArray"]
 
-from amaranth.hdl import Array, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -11,15 +11,14 @@ from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for
 from .requantizer import Requantizer, requant_param_layout
 
 
-def _register(m, value, enable, name):
+def _register(m, value, name):
     """A register copy of ``value`` (a value, a view, or a tuple / list of them), loaded
-    while ``enable``."""
+    every cycle."""
     if isinstance(value, (tuple, list)):
-        return type(value)(_register(m, v, enable, f"{name}_{i}") for i, v in enumerate(value))
+        return type(value)(_register(m, v, f"{name}_{i}") for i, v in enumerate(value))
     shape = value.shape() if hasattr(value, "shape") else Value.cast(value).shape()
     copy = Signal(shape, name=name)
-    with m.If(enable):
-        m.d.sync += copy.eq(value)
+    m.d.sync += copy.eq(value)
     return copy
 
 
@@ -248,43 +247,45 @@ class MacArray(wiring.Component):
             m.d.sync += [a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
                          last_1.eq(self.w.payload.last)]
 
-        first = Signal(init=1)
         shadow = [[Signal(signed(self._acc_bits), name=f"shadow_{r}_{c}") for c in range(cols)]
                   for r in range(rows)]
         shadow_tag = Signal(self.tag_bits)
 
         # Rows leave the shadow bank through a row multiplexer rather than a shift chain, so
         # draining moves one row, not the whole bank, per beat.
+        # ``row``: the shadow row being drained, a register of its own (not ``rows -
+        # drain_left``) because it selects in every column's multiplexer.
+        row = Signal(range(rows), name="drain_row")
         with m.If(acc_stream.valid & acc_stream.ready):
-            m.d.sync += drain_left.eq(drain_left - 1)
-        with m.If(valid_2):
-            m.d.sync += first.eq(last_2)
-            with m.If(last_2):
-                m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_2)]
+            m.d.sync += [drain_left.eq(drain_left - 1), row.eq(row + 1)]
+        with m.If(valid_2 & last_2):
+            m.d.sync += [drain_left.eq(rows), row.eq(0), shadow_tag.eq(tag_2)]
 
         for c in range(cols):
             terms = self._column_terms(m, w_reg, c)
             for r in range(rows):
-                a_op = _register(m, a_reg[r], valid_1, f"a_op_{r}_{c}")
-                terms_op = _register(m, terms, valid_1, f"w_op_{r}_{c}")
+                # Operand copies and products load every cycle (the valid bits say which
+                # hold beats); only the accumulators have an enable.
+                a_op = _register(m, a_reg[r], f"a_op_{r}_{c}")
+                terms_op = _register(m, terms, f"w_op_{r}_{c}")
                 contribution = self._contribution({r: a_op}, terms_op, r)
                 product = Signal.like(contribution, name=f"prod_{r}_{c}")
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
-                total = Mux(first, 0, acc) + product
-                with m.If(valid_op):
-                    m.d.sync += product.eq(contribution)
+                total = acc + product
+                m.d.sync += product.eq(contribution)
+                # A tile's last beat moves its sum to the shadow bank and clears the
+                # accumulator for the next tile.
                 with m.If(valid_2):
-                    m.d.sync += acc.eq(total)
                     with m.If(last_2):
-                        m.d.sync += shadow[r][c].eq(total)
+                        m.d.sync += [shadow[r][c].eq(total), acc.eq(0)]
+                    with m.Else():
+                        m.d.sync += acc.eq(total)
 
         m.d.comb += [
             acc_stream.valid.eq(drain_left != 0),
             acc_stream.payload.tag.eq(shadow_tag),
             acc_stream.payload.last.eq(drain_left == 1),
         ]
-        row = Signal(range(rows), name="drain_row")
-        m.d.comb += row.eq(rows - drain_left)
         for c in range(cols):
             column = Array(shadow[r][c] for r in range(rows))
             m.d.comb += acc_stream.payload.data[c].eq(column[row] if rows > 1 else shadow[0][c])

@@ -112,9 +112,11 @@ class Requantizer(wiring.Component):
         m = Module()
         stages = self.latency
         en, valid = stall_pipeline(m, self.i, self.o, stages)
-        # ``moves[s]``: a beat advances out of stage s (s = 0: the input). Registers only load
-        # real beats, so an idle pipeline does no work (in simulation and in toggle power).
-        moves = [en & self.i.valid] + [en & valid[s] for s in range(stages - 1)]
+        # ``moves[s]``: a beat advances out of stage s (s = 0: the input). Every stage loads
+        # whenever the pipeline advances, bubbles included (``valid`` says which stages hold
+        # beats): a per-stage valid enable would fan out to every register of every lane,
+        # which on an 8-lane ECP5 build was slower than the logic it gates.
+        moves = [en] * stages
         m.d.comb += self.cfg.ready.eq(1)
 
         tags = [Signal(self.tag_bits, name=f"tag_{s}") for s in range(stages)]
