@@ -5,7 +5,7 @@ reads the results once, so a Verilated block runs at the speed of the compiled m
 are cached by a hash of the Verilog, the port description and the harness source.
 """
 
-__all__ = ["cache_dir", "VerilatedBinary", "StreamHarness"]
+__all__ = ["cache_dir", "VerilatedBinary", "StreamHarness", "pipe_io_header"]
 
 import hashlib
 import json
@@ -89,6 +89,12 @@ def ports_header(desc):
                      + ", ".join(table) + "};")
         lines.append(f"static const size_t N_{direction.upper()}_PORTS = {len(entries)};")
     return "\n".join(lines) + "\n"
+
+
+def pipe_io_header():
+    """``{"pipe_io.h": text}``: the pipe protocol the link and UART harnesses share, as an
+    extra file for :class:`VerilatedBinary`."""
+    return {"pipe_io.h": (HARNESS_DIR / "pipe_io.h").read_text()}
 
 
 class VerilatedBinary:

@@ -2,7 +2,7 @@
 
 __all__ = ["LinkModel"]
 
-from .harness import VerilatedBinary
+from .harness import VerilatedBinary, pipe_io_header
 
 
 class LinkModel:
@@ -24,7 +24,8 @@ class LinkModel:
 
         self.info = getattr(top, "info", None)
         self._binary = VerilatedBinary(to_verilog(LinkTop(top), name), name,
-                                       "link_harness.cpp", kind="link", jobs=jobs)
+                                       "link_harness.cpp", kind="link",
+                                       extra_files=pipe_io_header(), jobs=jobs)
 
     @property
     def executable(self):

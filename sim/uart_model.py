@@ -2,7 +2,7 @@
 
 __all__ = ["UartLinkModel"]
 
-from .harness import VerilatedBinary
+from .harness import VerilatedBinary, pipe_io_header
 
 
 class UartLinkModel:
@@ -32,7 +32,7 @@ class UartLinkModel:
         self.info = soc.info
         self._binary = VerilatedBinary(to_verilog(SocTop(soc), name), name, "uart_harness.cpp",
                                        kind="uart", cflags=f"-DUART_DIVISOR={soc.divisor}",
-                                       jobs=jobs)
+                                       extra_files=pipe_io_header(), jobs=jobs)
 
     @property
     def executable(self):

@@ -19,17 +19,8 @@
 #include <vector>
 
 #include "Vtop.h"
+#include "pipe_io.h"
 #include "verilated.h"
-
-namespace {
-
-bool read_exact(void *buffer, size_t size) {
-    return std::fread(buffer, 1, size, stdin) == size;
-}
-
-void write_all(const void *buffer, size_t size) { std::fwrite(buffer, 1, size, stdout); }
-
-}  // namespace
 
 int main(int argc, char **argv) {
     bool gating = true;
@@ -57,11 +48,9 @@ int main(int argc, char **argv) {
     int64_t loop_ns = 0;
     std::vector<uint8_t> in, out;
     for (;;) {
-        uint32_t length;
         uint64_t max_cycles;
-        if (!read_exact(&length, 4) || !read_exact(&max_cycles, 8)) break;
-        in.resize(length);
-        if (length && !read_exact(in.data(), length)) break;
+        if (!pipe_io::read_request(in, max_cycles)) break;
+        const uint32_t length = in.size();
         out.clear();
         const auto started = std::chrono::steady_clock::now();
         size_t next = 0;
@@ -95,14 +84,7 @@ int main(int argc, char **argv) {
         loop_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
             std::chrono::steady_clock::now() - started).count();
         total += cycles;
-        const uint32_t n = out.size();
-        write_all(&status, 1);
-        write_all(&cycles, 8);
-        write_all(&total, 8);
-        write_all(&loop_ns, 8);
-        write_all(&n, 4);
-        if (n) write_all(out.data(), n);
-        std::fflush(stdout);
+        pipe_io::write_reply(status, cycles, total, loop_ns, out);
     }
     top->final();
     return 0;

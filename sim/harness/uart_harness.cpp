@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "Vtop.h"
+#include "pipe_io.h"
 #include "verilated.h"
 
 #ifndef UART_DIVISOR
@@ -31,11 +32,6 @@ namespace {
 
 constexpr uint32_t kDivisor = UART_DIVISOR;
 
-bool read_exact(void *buffer, size_t size) {
-    return std::fread(buffer, 1, size, stdin) == size;
-}
-
-void write_all(const void *buffer, size_t size) { std::fwrite(buffer, 1, size, stdout); }
 
 // Decodes 8N1 characters from a line sampled once per clock cycle.
 struct Receiver {
@@ -92,11 +88,9 @@ int main(int argc, char **argv) {
     int64_t loop_ns = 0;
     std::vector<uint8_t> in, out;
     for (;;) {
-        uint32_t length;
         uint64_t max_cycles;
-        if (!read_exact(&length, 4) || !read_exact(&max_cycles, 8)) break;
-        in.resize(length);
-        if (length && !read_exact(in.data(), length)) break;
+        if (!pipe_io::read_request(in, max_cycles)) break;
+        const uint32_t length = in.size();
         out.clear();
         receiver.framing_error = false;
         const auto started = std::chrono::steady_clock::now();
@@ -136,14 +130,7 @@ int main(int argc, char **argv) {
         loop_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
             std::chrono::steady_clock::now() - started).count();
         total += cycles;
-        const uint32_t n = out.size();
-        write_all(&status, 1);
-        write_all(&cycles, 8);
-        write_all(&total, 8);
-        write_all(&loop_ns, 8);
-        write_all(&n, 4);
-        if (n) write_all(out.data(), n);
-        std::fflush(stdout);
+        pipe_io::write_reply(status, cycles, total, loop_ns, out);
     }
     top->final();
     return 0;
