@@ -122,10 +122,21 @@ def _tool_env():
     return env
 
 
+#: A known yosys fault (seen with YoWASP yosys 0.70 on a 2x2 ECP5 configuration with 64-word
+#: activation banks): synth_ecp5's enable-flip-flop mapping leaves two flip-flops driving one
+#: net, which nextpnr rejects.
+_MULTIPLY_DRIVEN_HINT = (
+    "nextpnr found a net with two drivers in yosys' netlist, which yosys' flip-flop enable "
+    "mapping produces for a few configurations: build with a configuration file that changes "
+    "act_depth or the array size, or add synth_opts \"-nodffe\" to the board's overrides")
+
+
 def _run(cmd, cwd, env, what):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ToolError(f"{what} failed in {cwd}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        output = proc.stdout + proc.stderr
+        hint = f"{_MULTIPLY_DRIVEN_HINT}\n" if "is multiply driven" in output else ""
+        raise ToolError(f"{what} failed in {cwd}: {hint}{output[-3000:]}")
     return proc
 
 
