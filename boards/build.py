@@ -72,10 +72,10 @@ def _top(board, config):
 
     platform = board.platform()
     f_in = platform.default_clk_frequency
-    reset = (platform.default_rst, 0) if platform.default_rst else None
+    button = (platform.default_rst, 0) if platform.default_rst else None
     try:
         clock = BoardClock(clock=(platform.default_clk, 0), f_in=f_in,
-                           f_out=float(config.get("clk_freq", f_in)), reset=reset,
+                           f_out=float(config.get("clk_freq", f_in)), reset_button=button,
                            family=board.family)
     except ValueError as exc:
         raise ConfigError(f"{board.title}: {exc}") from None
@@ -246,7 +246,7 @@ def _fmax_from_log(text):
                            for name, c in clocks.items()}})
 
 
-def _base_report(board, config, platform, top, build_dir):
+def _base_report(board, platform, top, build_dir):
     soc = top.soc
     return {
         "board": board.name, "title": board.title, "family": board.family,
@@ -262,7 +262,7 @@ def _base_report(board, config, platform, top, build_dir):
     }
 
 
-def _synthesize(board, plan, platform, build_dir, env, report):
+def _synthesize(board, platform, build_dir, env, report):
     """Run the yosys step of the plan in ``build_dir``; fill the cell counts."""
     start = time.monotonic()
     if board.family == "xilinx":
@@ -293,18 +293,23 @@ def _missing_xray(env):
     return missing
 
 
-def synth_board(board, config=None, out_dir=None):
-    """Synthesize ``board``'s design with yosys only and report its cell counts.
+def _prepare(board, config, out_dir):
+    """Elaborate ``board``'s design into its build directory; return ``(board, platform,
+    build_dir, env, report)`` with the report's fixed fields filled."""
+    start = time.monotonic()
+    board = get_board(board)
+    config = resolve_config(board, config)
+    build_dir = Path(out_dir or Path("build") / board.name)
+    plan, platform, top = board_plan(board, config)
+    plan.extract(build_dir)
+    report = _base_report(board, platform, top, build_dir)
+    report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
+    return board, platform, build_dir, _tool_env(), report
 
-    Parameters
-    ----------
-    board : str
-        A name from :data:`~sparqforge.boards.catalog.BOARDS`.
-    config : dict or path, optional
-        Accelerator parameters plus ``clk_freq`` and ``baud``; default: the board's
-        reference configuration.
-    out_dir : path, optional
-        Build directory (default ``build/<board>``).
+
+def synth_board(board, config=None, out_dir=None):
+    """Synthesize ``board``'s design with yosys only and report its cell counts; the
+    parameters are :func:`build_board`'s.
 
     Returns
     -------
@@ -317,14 +322,8 @@ def synth_board(board, config=None, out_dir=None):
     ------
     ConfigError, ToolError
     """
-    board = get_board(board)
-    config = resolve_config(board, config)
-    build_dir = Path(out_dir or Path("build") / board.name)
-    plan, platform, top = board_plan(board, config)
-    plan.extract(build_dir)
-    env = _tool_env()
-    report = _base_report(board, config, platform, top, build_dir)
-    _synthesize(board, plan, platform, build_dir, env, report)
+    board, platform, build_dir, env, report = _prepare(board, config, out_dir)
+    _synthesize(board, platform, build_dir, env, report)
     report["message"] = f"Synthesis of {board.name} done in {build_dir}"
     return report
 
@@ -363,18 +362,11 @@ def build_board(board, config=None, out_dir=None):
     ToolError
         When a tool that is present fails (its output is in the message).
     """
-    board = get_board(board)
-    config = resolve_config(board, config)
-    build_dir = Path(out_dir or Path("build") / board.name)
     start = time.monotonic()
-    plan, platform, top = board_plan(board, config)
-    plan.extract(build_dir)
-    env = _tool_env()
-    report = _base_report(board, config, platform, top, build_dir)
-    report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
+    board, platform, build_dir, env, report = _prepare(board, config, out_dir)
 
     if board.family == "xilinx":
-        _synthesize(board, plan, platform, build_dir, env, report)
+        _synthesize(board, platform, build_dir, env, report)
         missing = _missing_xray(env)
         if missing and not env.get("AMARANTH_ENV_XRAY"):
             report["missing_tools"] = missing

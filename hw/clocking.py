@@ -80,7 +80,7 @@ class BoardClock(Elaboratable):
         The oscillator resource.
     f_in, f_out : float
         Oscillator and ``sync`` frequencies, Hz.
-    reset : (name, number) or None
+    reset_button : (name, number) or None
         An active-high reset input resource (button), if the board has one.
     family : str
         ``"ecp5"``, ``"ice40"`` or ``"xilinx"``.
@@ -92,9 +92,9 @@ class BoardClock(Elaboratable):
         it.
     """
 
-    def __init__(self, *, clock, f_in, f_out, reset=None, family):
+    def __init__(self, *, clock, f_in, f_out, reset_button=None, family):
         self._clock = clock
-        self._reset = reset
+        self._reset_button = reset_button
         self._f_in = f_in
         self._family = family
         self._pll = None
@@ -112,8 +112,8 @@ class BoardClock(Elaboratable):
         m = Module()
         clk_io = platform.request(*self._clock, dir="-")
         m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
-        if self._reset is not None:
-            rst_io = platform.request(*self._reset, dir="-")
+        if self._reset_button is not None:
+            rst_io = platform.request(*self._reset_button, dir="-")
             m.submodules.rst_buf = rst_buf = io.Buffer("i", rst_io)
             board_reset = rst_buf.i
         else:

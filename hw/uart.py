@@ -19,7 +19,18 @@ def check_divisor(divisor):
                         f"cycles per bit, not {divisor!r}")
 
 
-class UartRx(wiring.Component):
+class _UartComponent(wiring.Component):
+    """A UART block clocked at ``divisor`` cycles per bit."""
+
+    def __init__(self, divisor):
+        check_divisor(divisor)
+        self._divisor = divisor
+        super().__init__()
+
+    divisor = property(lambda self: self._divisor)
+
+
+class UartRx(_UartComponent):
     """Receives 8N1 characters (start bit, eight data bits LSB first, one stop bit) from
     the serial line ``rx`` and presents each byte on the stream ``o``.
 
@@ -59,12 +70,6 @@ class UartRx(wiring.Component):
     error: Out(1)
     overrun: Out(1)
 
-    def __init__(self, divisor):
-        check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    divisor = property(lambda self: self._divisor)
 
     def elaborate(self, platform):
         m = Module()
@@ -120,7 +125,7 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_UartComponent):
     """Sends each byte of the stream ``i`` on the serial line ``tx`` as an 8N1 character.
 
     ``i.ready`` is high while no character is being sent (and in the last cycle of a stop
@@ -147,12 +152,6 @@ class UartTx(wiring.Component):
     tx: Out(1, init=1)
     busy: Out(1)
 
-    def __init__(self, divisor):
-        check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    divisor = property(lambda self: self._divisor)
 
     def elaborate(self, platform):
         m = Module()

@@ -82,6 +82,20 @@ def _run_rx(divisor, segments, *, ready=lambda cycle: True, budget=None):
     return bytes(got), errors, overruns
 
 
+def _byte_source(tx, data, rng, *, gap_chance, max_gap):
+    """A testbench offering ``data`` to ``tx.i`` one byte at a time, idle for a random
+    1 .. max_gap - 1 cycles before a byte with probability ``gap_chance``."""
+    async def source(ctx):
+        for byte in data:
+            if rng.random() < gap_chance:
+                await ctx.tick().repeat(rng.randrange(1, max_gap))
+            ctx.set(tx.i.valid, 1)
+            ctx.set(tx.i.payload, byte)
+            await ctx.tick().until(tx.i.ready)
+            ctx.set(tx.i.valid, 0)
+    return source
+
+
 @pytest.mark.parametrize("divisor", [4, 5, 16, 17])
 def test_tx_bit_timing_and_bytes(divisor):
     rng = random.Random(divisor)
@@ -89,14 +103,7 @@ def test_tx_bit_timing_and_bytes(divisor):
     tx = UartTx(divisor)
     levels = []
 
-    async def source(ctx):
-        for byte in data:
-            if rng.random() < 0.4:
-                await ctx.tick().repeat(rng.randrange(1, 3 * divisor))
-            ctx.set(tx.i.valid, 1)
-            ctx.set(tx.i.payload, byte)
-            await ctx.tick().until(tx.i.ready)
-            ctx.set(tx.i.valid, 0)
+    source = _byte_source(tx, data, rng, gap_chance=0.4, max_gap=3 * divisor)
 
     async def record(ctx):
         async for _, _, level in ctx.tick().sample(tx.tx):
@@ -189,14 +196,7 @@ def test_tx_to_rx_round_trip_with_random_gaps_and_stalls():
     m.d.comb += rx.rx.eq(tx.tx)
     got = []
 
-    async def source(ctx):
-        for byte in data:
-            if rng.random() < 0.5:
-                await ctx.tick().repeat(rng.randrange(1, 4 * divisor))
-            ctx.set(tx.i.valid, 1)
-            ctx.set(tx.i.payload, byte)
-            await ctx.tick().until(tx.i.ready)
-            ctx.set(tx.i.valid, 0)
+    source = _byte_source(tx, data, rng, gap_chance=0.5, max_gap=4 * divisor)
 
     async def sink(ctx):
         while len(got) < len(data):
