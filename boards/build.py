@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, ToolError
+from ..hw.replica import KEEP_REPLICAS
 from .catalog import get_board
 from .config import check_config, load_config, make_soc
 from .synth import python_tool
@@ -90,6 +91,7 @@ def _overrides(board):
         # The report gives utilization and achieved fmax; a design that misses its clock
         # constraint is still routed and reported (``timing_met`` says so).
         overrides = dict(nextpnr_opts=f"--report {_NAME}.report.json --timing-allow-fail",
+                         script_after_read=KEEP_REPLICAS,
                          script_after_synth=f"tee -q -o {_NAME}.stat.json stat -json")
         if board.family == "ecp5":
             # router2 routes the congested 8x8 designs in minutes where router1 took a
@@ -220,7 +222,28 @@ def summary(report):
                          + (f"/{capacity[key]:g}" if capacity.get(key) else "")
                          for key in ("lut", "ff", "dsp", "bram") if key in used)
         lines.append(f"  {line} ({report['utilization_source']})")
+    path = report.get("critical_path")
+    if path:
+        lines.append(f"  critical path {path['delay_ns']} ns ({path['routing_ns']} ns routing, "
+                     f"{path['levels']} logic levels): {path['from']} -> {path['to']}")
     return "\n".join(lines)
+
+
+def _critical_path(report):
+    """The slowest register-to-register path in a nextpnr report: its delay (ns), how much
+    of it is routing, its logic levels and its first and last cells. ``None`` without one
+    (no routing ran)."""
+    paths = [p["path"] for p in report.get("critical_paths", [])
+             if "<async>" not in (p.get("from"), p.get("to")) and p.get("path")]
+    if not paths:
+        return None
+    steps = max(paths, key=lambda path: sum(step["delay"] for step in path))
+    total = sum(step["delay"] for step in steps)
+    routing = sum(step["delay"] for step in steps if step["type"] == "routing")
+    # A logic step with no delay is a cell's internal hop (a carry chain's next bit).
+    levels = sum(1 for step in steps if step["type"] == "logic" and step["delay"] > 0.1)
+    return {"delay_ns": round(total, 2), "routing_ns": round(routing, 2), "levels": levels,
+            "from": steps[0]["from"]["cell"], "to": steps[-1]["to"]["cell"]}
 
 
 def _fmax(report):
@@ -257,7 +280,8 @@ def _base_report(board, platform, top, build_dir):
                    "clk_freq": soc.clk_freq, "baud": soc.baud},
         "divisor": soc.divisor, "build_dir": str(build_dir),
         "stage": None, "utilization": None, "capacity": None, "utilization_source": None,
-        "fmax_mhz": None, "timing_met": None, "clocks": {}, "bitstream": None,
+        "fmax_mhz": None, "timing_met": None, "clocks": {}, "critical_path": None,
+        "bitstream": None,
         "missing_tools": [], "message": "", "seconds": {},
     }
 
@@ -352,6 +376,8 @@ def build_board(board, config=None, out_dir=None):
         Xilinx when nextpnr-xilinx is missing; ``bram`` is DP16KD / ICESTORM_RAM / RAMB36),
         ``utilization_source``, ``fmax_mhz`` (achieved, of the slowest clock relative to
         its constraint; ``None`` without place and route), ``timing_met``, ``clocks``,
+        ``critical_path`` (the slowest register-to-register path after routing, ECP5 /
+        iCE40: ``delay_ns``, ``routing_ns``, ``levels``, ``from`` and ``to`` cells),
         ``bitstream`` (path or ``None``), ``missing_tools``, ``message`` (one line),
         ``seconds`` (per step) and ``build_dir``.
 
@@ -399,6 +425,7 @@ def build_board(board, config=None, out_dir=None):
         report["utilization"], report["capacity"] = _lattice_utilization(board, cells, pnr)
         report["utilization_source"] = f"nextpnr-{board.family} (placed)"
         report["fmax_mhz"], report["timing_met"], report["clocks"] = _fmax(pnr)
+        report["critical_path"] = _critical_path(pnr)
 
     bitstream = build_dir / (f"{_NAME}.bin" if board.family == "ice40" else f"{_NAME}.bit")
     if not bitstream.is_file():

@@ -80,8 +80,10 @@ def count_cells(stat, groups):
 
 def _synth(component, name, command, groups):
     from ..hw.emit import to_rtlil
+    from ..hw.replica import KEEP_REPLICAS
 
-    script = (f"read_rtlil {name}.il; {command} -top {name}; "
+    # Replica registers are kept apart, as in the board builds.
+    script = (f"read_rtlil {name}.il; {KEEP_REPLICAS}; {command} -top {name}; "
               f"tee -q -o stat.json stat -json")
     out = run_yosys(script, {f"{name}.il": to_rtlil(component, name)})
     return count_cells(json.loads(out["stat.json"]), groups)

@@ -14,10 +14,13 @@ Fixes, each also checked by ``tests/boards``:
 * the XDC has a ``create_clock`` for every clock constraint (the template has none, so
   nextpnr-xilinx would not time the design);
 * the prjxray family map covers Spartan-7 and Kintex-7 as well as Artix-7 and Zynq-7;
-* yosys also writes ``{name}.stat.json`` (cell counts) for the utilization report.
+* yosys also writes ``{name}.stat.json`` (cell counts) for the utilization report, and keeps
+  the design's replica registers apart (:mod:`sparqforge.hw.replica`).
 """
 
 __all__ = ["XrayPlatform", "xray_yosys_script", "XRAY_TOOLS"]
+
+from ..hw.replica import KEEP_REPLICAS
 
 #: The tools of the flow after yosys, as (executable, environment variable).
 XRAY_TOOLS = (("nextpnr-xilinx", "NEXTPNR_XILINX"), ("fasm2frames", "FASM2FRAMES"),
@@ -27,8 +30,9 @@ _FAMILIES = {"xc7a": "artix7", "xc7z": "zynq7", "xc7k": "kintex7", "xc7s": "spar
 
 
 def xray_yosys_script(name):
-    """The yosys commands of the flow (run on ``{name}.v``)."""
-    return (f"synth_xilinx -flatten -abc9 -family xc7 -top {name}; "
+    """The yosys commands of the flow (run on ``{name}.v``); replica registers are kept
+    apart (see :mod:`sparqforge.hw.replica`)."""
+    return (f"proc; {KEEP_REPLICAS}; synth_xilinx -flatten -abc9 -family xc7 -top {name}; "
             f"tee -q -o {name}.stat.json stat -json; write_json {name}.json")
 
 
@@ -89,7 +93,8 @@ class XrayPlatform:
 
     @staticmethod
     def _xray_yosys_script(name):
-        return xray_yosys_script(name)
+        # A double-quoted shell argument in build_top.sh: ``$`` must not expand.
+        return xray_yosys_script(name).replace("$", "\\$")
 
     @property
     def _xray_part(self):

@@ -2,24 +2,14 @@
 
 __all__ = ["MacArray"]
 
-from amaranth.hdl import Array, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for
+from .replica import replica, replica_signal
 from .requantizer import Requantizer, requant_param_layout
-
-
-def _register(m, value, name):
-    """A register copy of ``value`` (a value, a view, or a tuple / list of them), loaded
-    every cycle."""
-    if isinstance(value, (tuple, list)):
-        return type(value)(_register(m, v, f"{name}_{i}") for i, v in enumerate(value))
-    shape = value.shape() if hasattr(value, "shape") else Value.cast(value).shape()
-    copy = Signal(shape, name=name)
-    m.d.sync += copy.eq(value)
-    return copy
 
 
 def _check_count(name, value, limit):
@@ -221,7 +211,10 @@ class MacArray(wiring.Component):
         # Stage 1 registers the beats; stage 2 copies each element's operands into registers
         # of its own, so that the broadcast to a whole row / column and the route to a
         # multiplier far across the device (an 8x8 array spans every DSP column of an ECP5)
-        # each get a cycle; stage 3 registers the products; stage 4 accumulates.
+        # each get a cycle; stage 3 registers the products; stage 4 accumulates. The copies
+        # are replicas (see :mod:`.replica`), and so are the control bits that reach every
+        # element: one per column at stage 2, one per element at stage 3, so that no register
+        # drives more than a column's worth of loads.
         a_reg = Signal(self._a_layout())
         w_reg = Signal(self._w_layout())
         valid_1, valid_op, valid_2 = Signal(), Signal(), Signal()
@@ -252,31 +245,36 @@ class MacArray(wiring.Component):
         shadow_tag = Signal(self.tag_bits)
 
         # Rows leave the shadow bank through a row multiplexer rather than a shift chain, so
-        # draining moves one row, not the whole bank, per beat.
-        # ``row``: the shadow row being drained, a register of its own (not ``rows -
-        # drain_left``) because it selects in every column's multiplexer.
-        row = Signal(range(rows), name="drain_row")
+        # draining moves one row, not the whole bank, per beat. Each column's multiplexer
+        # has its own copy of the row counter (not ``rows - drain_left``).
+        drain_rows = [replica_signal(range(rows), name=f"drain_row_{c}") for c in range(cols)]
         with m.If(acc_stream.valid & acc_stream.ready):
-            m.d.sync += [drain_left.eq(drain_left - 1), row.eq(row + 1)]
+            m.d.sync += drain_left.eq(drain_left - 1)
+            m.d.sync += [row.eq(row + 1) for row in drain_rows]
         with m.If(valid_2 & last_2):
-            m.d.sync += [drain_left.eq(rows), row.eq(0), shadow_tag.eq(tag_2)]
+            m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_2)]
+            m.d.sync += [row.eq(0) for row in drain_rows]
 
         for c in range(cols):
             terms = self._column_terms(m, w_reg, c)
+            valid_c = replica(m, valid_1, f"valid_op_{c}")
+            last_c = replica(m, last_1, f"last_op_{c}")
             for r in range(rows):
                 # Operand copies and products load every cycle (the valid bits say which
                 # hold beats); only the accumulators have an enable.
-                a_op = _register(m, a_reg[r], f"a_op_{r}_{c}")
-                terms_op = _register(m, terms, f"w_op_{r}_{c}")
+                a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset=False)
+                terms_op = replica(m, terms, f"w_op_{r}_{c}", reset=False)
+                valid_rc = replica(m, valid_c, f"valid_2_{r}_{c}")
+                last_rc = replica(m, last_c, f"last_2_{r}_{c}")
                 contribution = self._contribution({r: a_op}, terms_op, r)
-                product = Signal.like(contribution, name=f"prod_{r}_{c}")
+                product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
                 total = acc + product
                 m.d.sync += product.eq(contribution)
                 # A tile's last beat moves its sum to the shadow bank and clears the
                 # accumulator for the next tile.
-                with m.If(valid_2):
-                    with m.If(last_2):
+                with m.If(valid_rc):
+                    with m.If(last_rc):
                         m.d.sync += [shadow[r][c].eq(total), acc.eq(0)]
                     with m.Else():
                         m.d.sync += acc.eq(total)
@@ -288,7 +286,8 @@ class MacArray(wiring.Component):
         ]
         for c in range(cols):
             column = Array(shadow[r][c] for r in range(rows))
-            m.d.comb += acc_stream.payload.data[c].eq(column[row] if rows > 1 else shadow[0][c])
+            m.d.comb += acc_stream.payload.data[c].eq(
+                column[drain_rows[c]] if rows > 1 else shadow[0][c])
 
         if self._requant:
             m.submodules.requantizer = requantizer = Requantizer(

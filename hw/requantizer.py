@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..sw.golden import INT32_MAX, INT32_MIN, MULTIPLIER_BITS, check_operand, operand_range
-from .pipeline import stall_pipeline
+from .pipeline import QUEUE_LATENCY, queued_pipeline
+from .replica import replica_signal
 
 
 def requant_param_layout(out_bits):
@@ -24,7 +25,14 @@ def requant_param_layout(out_bits):
 
 
 def _saturate32(value):
-    return Mux(value > INT32_MAX, INT32_MAX, Mux(value < INT32_MIN, INT32_MIN, value))
+    """``value`` (signed, wider than 32 bits) clamped to int32. The overflow test looks at
+    the bits above bit 31 only (they must all equal the sign), which is a few LUTs where a
+    comparison with the int32 limits would be two more carry chains."""
+    sign = value[-1]
+    upper = value[31:len(value) - 1]
+    too_high = ~sign & upper.any()
+    too_low = sign & ~upper.all()
+    return Mux(too_high, INT32_MAX, Mux(too_low, INT32_MIN, value[:32].as_signed()))
 
 
 class Requantizer(wiring.Component):
@@ -60,12 +68,17 @@ class Requantizer(wiring.Component):
     cfg : In(stream)
         Always ready; ``lane``, ``group`` and ``param`` (:func:`requant_param_layout`).
 
-    Latency is :attr:`latency` cycles, throughput one beat per cycle; a stalled output holds
-    the whole pipeline. Every stage has at most one carry chain of 64 bits or one barrel
-    shifter or one multiplier behind its registers (about 100 MHz on an ECP5-6).
+    Latency is :attr:`latency` cycles, throughput one beat per cycle; the pipeline never
+    stalls, its output queue does (``i`` waits while the queue is full). Every stage has at
+    most one carry chain of 64 bits or one barrel shifter or one multiplier behind its
+    registers (about 100 MHz on an ECP5-6).
     """
 
-    latency = 13
+    #: Pipeline stages; see :attr:`latency`.
+    stages = 15
+
+    #: Cycles from accepting a beat to offering its codes on ``o`` (when ``o`` is ready).
+    latency = stages + QUEUE_LATENCY
 
     def __init__(self, *, lanes, acc_bits, out_bits=8, out_signed=True, groups=1):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
@@ -110,22 +123,19 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        stages = self.latency
-        en, valid = stall_pipeline(m, self.i, self.o, stages)
-        # ``moves[s]``: a beat advances out of stage s (s = 0: the input). Every stage loads
-        # whenever the pipeline advances, bubbles included (``valid`` says which stages hold
-        # beats): a per-stage valid enable would fan out to every register of every lane,
-        # which on an 8-lane ECP5 build was slower than the logic it gates.
-        moves = [en] * stages
+        stages = self.stages
+        # Every stage loads every cycle, bubbles included (``valid`` says which stages hold
+        # beats) and the output queue absorbs stalls: a stall enable would fan out to every
+        # register of every lane, the slowest net of an 8-lane ECP5 build.
+        _, out_payload = queued_pipeline(m, self.i, self.o, stages)
         m.d.comb += self.cfg.ready.eq(1)
 
-        tags = [Signal(self.tag_bits, name=f"tag_{s}") for s in range(stages)]
-        lasts = Signal(stages)
-        with m.If(en):
-            m.d.sync += lasts.eq(Cat(self.i.payload.last, lasts[:-1]))
-            m.d.sync += tags[0].eq(self.i.payload.tag)
-            m.d.sync += [tags[s].eq(tags[s - 1]) for s in range(1, stages)]
-        m.d.comb += self.o.payload.last.eq(lasts[-1])
+        tags = [Signal(self.tag_bits, reset_less=True, name=f"tag_{s}") for s in range(stages)]
+        lasts = Signal(stages, reset_less=True)
+        m.d.sync += lasts.eq(Cat(self.i.payload.last, lasts[:-1]))
+        m.d.sync += tags[0].eq(self.i.payload.tag)
+        m.d.sync += [tags[s].eq(tags[s - 1]) for s in range(1, stages)]
+        m.d.comb += out_payload.last.eq(lasts[-1])
 
         qmin, qmax = operand_range(self._out_bits, self._out_signed)
         # Each lane keeps its parameters in three narrow tables, one per pipeline stage that
@@ -143,9 +153,9 @@ class Requantizer(wiring.Component):
              {"zero_point": param.zero_point, "relu": param.relu}),
         ]
         # A table read for the beat in stage ``s`` is ready for the statements of step
-        # ``s + 2`` (the read port is synchronous): bias at step 1, multiplier at step 4,
-        # zero point at step 12.
-        addresses = {"bias": self.i.payload.tag, "mult": tags[2], "zero": tags[10]}
+        # ``s + 2`` (the read port is synchronous): bias at step 1, multiplier at step 5,
+        # zero point at step 13.
+        addresses = {"bias": self.i.payload.tag, "mult": tags[3], "zero": tags[11]}
         for lane in range(self._lanes):
             reads = {}
             for part, shape, fields in layouts:
@@ -156,51 +166,57 @@ class Requantizer(wiring.Component):
                              wr.en.eq(self.cfg.valid & (self.cfg.payload.lane == lane))]
                 m.d.comb += [getattr(wr.data, name).eq(value) for name, value in fields.items()]
                 rd = table.read_port()
-                m.d.comb += [rd.en.eq(en), rd.addr.eq(addresses[part])]
+                m.d.comb += rd.addr.eq(addresses[part])
                 reads[part] = rd.data
             p_bias, p_mult, p_zero = reads["bias"], reads["mult"], reads["zero"]
 
-            acc = Signal(signed(self._acc_bits), name=f"acc_{lane}")
-            biased = Signal(signed(32), name=f"biased_{lane}")
+            acc = Signal(signed(self._acc_bits), reset_less=True, name=f"acc_{lane}")
+            biased_sum = Signal(signed(33), reset_less=True, name=f"biased_sum_{lane}")
+            biased = Signal(signed(32), reset_less=True, name=f"biased_{lane}")
             # The shift travels with the beat: ``shift[s]`` belongs to the beat in stage s.
-            shift = [Signal(signed(6), name=f"shift_{lane}_{s}") for s in range(stages)]
-            shifted_left = Signal(signed(63), name=f"shifted_left_{lane}")
-            scaled = Signal(signed(32), name=f"scaled_{lane}")
+            shift = [Signal(signed(6), reset_less=True, name=f"shift_{lane}_{s}")
+                     for s in range(stages)]
+            shifted_left = Signal(signed(63), reset_less=True, name=f"shifted_left_{lane}")
+            scaled = Signal(signed(32), reset_less=True, name=f"scaled_{lane}")
             # The 32 x 31 product is built from four 16 x 16 products, each one 18x18
             # multiplier with a register behind it, then two 32 x 16 partial products.
-            quarters = {(a, b): Signal(signed(34), name=f"quarter_{lane}_{a}{b}")
+            quarters = {(a, b): Signal(signed(34), reset_less=True,
+                                       name=f"quarter_{lane}_{a}{b}")
                         for a in ("lo", "hi") for b in ("lo", "hi")}
             # Each multiplier gets its operands from registers of its own, which the placer
-            # can put beside it (the multipliers sit far apart on the device).
-            operands = {(a, b): (Signal(unsigned(16) if a == "lo" else signed(16),
-                                        name=f"op_{lane}_{a}{b}_x"),
-                                 Signal(16, name=f"op_{lane}_{a}{b}_m"))
+            # can put beside it (the multipliers sit far apart on the device); they are
+            # replicas (see :mod:`.replica`), as two multipliers share each operand value.
+            operands = {(a, b): (replica_signal(unsigned(16) if a == "lo" else signed(16),
+                                                reset_less=True, name=f"op_{lane}_{a}{b}_x"),
+                                 replica_signal(16, reset_less=True, name=f"op_{lane}_{a}{b}_m"))
                         for a in ("lo", "hi") for b in ("lo", "hi")}
-            part_lo = Signal(signed(49), name=f"part_lo_{lane}")
-            part_hi = Signal(signed(48), name=f"part_hi_{lane}")
-            product = Signal(signed(64), name=f"product_{lane}")
-            nudged = Signal(signed(64), name=f"nudged_{lane}")
-            high = Signal(signed(32), name=f"high_{lane}")
-            shifted = Signal(signed(32), name=f"shifted_{lane}")
-            remainder = Signal(32, name=f"remainder_{lane}")
-            threshold = Signal(33, name=f"threshold_{lane}")
-            rounded = Signal(signed(32), name=f"rounded_{lane}")
-            out = Signal.like(self.o.payload.data[lane], name=f"out_{lane}")
+            part_lo = Signal(signed(49), reset_less=True, name=f"part_lo_{lane}")
+            part_hi = Signal(signed(48), reset_less=True, name=f"part_hi_{lane}")
+            product = Signal(signed(64), reset_less=True, name=f"product_{lane}")
+            nudged = Signal(signed(64), reset_less=True, name=f"nudged_{lane}")
+            high = Signal(signed(32), reset_less=True, name=f"high_{lane}")
+            shifted = Signal(signed(32), reset_less=True, name=f"shifted_{lane}")
+            remainder = Signal(32, reset_less=True, name=f"remainder_{lane}")
+            threshold = Signal(33, reset_less=True, name=f"threshold_{lane}")
+            rounded = Signal(signed(32), reset_less=True, name=f"rounded_{lane}")
+            out = Signal.like(self.o.payload.data[lane], reset_less=True, name=f"out_{lane}")
 
-            left = Mux(shift[1] < 0, 0, shift[1][:5])
+            left = Mux(shift[2] < 0, 0, shift[2][:5])
             # The right shift and its mask are decoded a stage early, beside ``high``.
-            right = Signal(5, name=f"right_{lane}")
-            mask = Signal(32, name=f"mask_{lane}")
-            right_next = Mux(shift[8] < 0, -shift[8], 0)[:5]
+            right = Signal(5, reset_less=True, name=f"right_{lane}")
+            mask = Signal(32, reset_less=True, name=f"mask_{lane}")
+            right_next = Mux(shift[9] < 0, -shift[9], 0)[:5]
             multiplier = p_mult.multiplier
             # |product| < 2**62, so the nudged product still fits 64 bits (narrower than the
             # 65 bits Amaranth would infer, which simulators handle as a wide word).
             nudge = Mux(product >= 0, 1 << 30, 1 - (1 << 30))
-            with_zero = rounded + p_zero.zero_point
-            low = Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin)
+            # The zero point is added in one stage and the result clamped in the next.
+            with_zero = Signal(signed(33), reset_less=True, name=f"with_zero_{lane}")
+            low = Signal(signed(self._out_bits + 1), reset_less=True, name=f"low_{lane}")
             steps = [
                 [acc.eq(self.i.payload.data[lane])],
-                [biased.eq(_saturate32(acc + p_bias.bias)), shift[1].eq(p_bias.shift)],
+                [biased_sum.eq(acc + p_bias.bias), shift[1].eq(p_bias.shift)],
+                [biased.eq(_saturate32(biased_sum))],
                 [shifted_left.eq(biased << left)],
                 [scaled.eq(_saturate32(shifted_left))],
                 # scaled * m = (scaled[16:] * 2**16 + scaled[:16]) * m, scaled[:16] unsigned.
@@ -222,12 +238,13 @@ class Requantizer(wiring.Component):
                  threshold.eq((mask >> 1) + (high < 0))],
                 # ... then the rounding increment.
                 [rounded.eq(shifted + (remainder > threshold))],
+                [with_zero.eq(rounded + p_zero.zero_point),
+                 low.eq(Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin))],
                 [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
             ]
             for s in range(2, stages):
                 steps[s].append(shift[s].eq(shift[s - 1]))
-            for move, statements in zip(moves, steps):
-                with m.If(move):
-                    m.d.sync += statements
-            m.d.comb += self.o.payload.data[lane].eq(out)
+            for statements in steps:
+                m.d.sync += statements
+            m.d.comb += out_payload.data[lane].eq(out)
         return m

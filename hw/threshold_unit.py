@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .pipeline import stall_pipeline
+from .pipeline import QUEUE_LATENCY, queued_pipeline
 
 
 class ThresholdUnit(wiring.Component):
@@ -50,8 +50,8 @@ class ThresholdUnit(wiring.Component):
         Always ready: ``lane``, ``group``, ``index`` (``0 .. 2**code_bits - 2``), ``value``.
         Write thresholds while no beat is in flight.
 
-    Latency :attr:`latency` = ``code_bits + 1`` cycles, one beat per cycle, stalls as a
-    whole.
+    Latency :attr:`latency` = ``code_bits + 1`` stages plus the output queue's
+    ``QUEUE_LATENCY``, one beat per cycle; the stages never stall, the output queue does.
     """
 
     def __init__(self, *, lanes, acc_bits, code_bits=4, out_bits=None, groups=1):
@@ -102,8 +102,12 @@ class ThresholdUnit(wiring.Component):
         return (1 << self._code_bits) - 1
 
     @property
-    def latency(self):
+    def stages(self):
         return self._code_bits + 1
+
+    @property
+    def latency(self):
+        return self.stages + QUEUE_LATENCY
 
     @property
     def params(self):
@@ -114,17 +118,16 @@ class ThresholdUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bits = self._code_bits
-        en, _ = stall_pipeline(m, self.i, self.o, self.latency)
+        _, out = queued_pipeline(m, self.i, self.o, self.stages)
         m.d.comb += self.cfg.ready.eq(1)
 
         # tags[s] / lasts[s]: the beat in stage s (s = 0 is the input stream).
         tags = [self.i.payload.tag] + [Signal(self.tag_bits, name=f"tag_{s}")
                                        for s in range(1, bits)]
         lasts = [self.i.payload.last] + [Signal(name=f"last_{s}") for s in range(1, bits + 2)]
-        with m.If(en):
-            m.d.sync += [tags[s + 1].eq(tags[s]) for s in range(bits - 1)]
-            m.d.sync += [lasts[s + 1].eq(lasts[s]) for s in range(bits + 1)]
-        m.d.comb += self.o.payload.last.eq(lasts[bits + 1])
+        m.d.sync += [tags[s + 1].eq(tags[s]) for s in range(bits - 1)]
+        m.d.sync += [lasts[s + 1].eq(lasts[s]) for s in range(bits + 1)]
+        m.d.comb += out.last.eq(lasts[bits + 1])
 
         cfg = self.cfg.payload
         j = Signal(bits + 1)
@@ -147,9 +150,8 @@ class ThresholdUnit(wiring.Component):
 
             acc = Signal(signed(self._acc_bits), name=f"acc_{lane}_1")
             count = Const(0, bits)
-            with m.If(en):
-                m.d.sync += acc.eq(self.i.payload.data[lane])
-            m.d.comb += [memories[0].en.eq(en), memories[0].addr.eq(tags[0])]
+            m.d.sync += acc.eq(self.i.payload.data[lane])
+            m.d.comb += memories[0].addr.eq(tags[0])
             # Stage s + 1 compares with the threshold read for it and decides bit
             # bits - 1 - s of the count; the decided prefix addresses the next stage's read,
             # which lands with the beat in stage s + 2.
@@ -161,12 +163,9 @@ class ThresholdUnit(wiring.Component):
                     next_acc = Signal.like(acc, name=f"acc_{lane}_{s + 2}")
                     next_count = Signal(bits, name=f"prefix_{lane}_{s + 2}")
                     read = memories[s + 1]
-                    m.d.comb += [read.en.eq(en),
-                                 read.addr.eq(Cat(decided[bits - 1 - s:bits], tags[s + 1]))]
-                    with m.If(en):
-                        m.d.sync += [next_acc.eq(acc), next_count.eq(decided)]
+                    m.d.comb += read.addr.eq(Cat(decided[bits - 1 - s:bits], tags[s + 1]))
+                    m.d.sync += [next_acc.eq(acc), next_count.eq(decided)]
                     acc, count = next_acc, next_count
                 else:
-                    with m.If(en):
-                        m.d.sync += self.o.payload.data[lane].eq(decided)
+                    m.d.sync += out.data[lane].eq(decided)
         return m

@@ -9,12 +9,13 @@ import pytest
 from amaranth.build import Resource
 from amaranth.vendor import XilinxPlatform
 
-from sparqforge.boards.build import board_plan, resolve_config
+from sparqforge.boards.build import _critical_path, board_plan, resolve_config
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
 from sparqforge.errors import ConfigError
 from sparqforge.hw.clocking import ecp5_pll_params
+from sparqforge.hw.replica import KEEP_REPLICAS
 
 # A small accelerator keeps elaboration quick; the plan's pins and scripts do not depend on it.
 SMALL = dict(rows=2, cols=2, act_depth=64, w_depth=64, groups=4, max_depth=256,
@@ -94,6 +95,8 @@ def test_xilinx_plan_fixes_the_xray_gaps(name):
     xdc = _text(plan, "top.xdc")
     assert "-nobram" not in script
     assert "synth_xilinx -flatten -abc9 -family xc7" in script
+    # Replica registers are kept apart; ``$`` is escaped inside the shell's double quotes.
+    assert f"proc; {KEEP_REPLICAS.replace('$', chr(92) + '$')}; synth_xilinx" in script
     assert f"--chipdb $CHIPDB_DIR/{chipdb}.bin" in script
     assert f"--part {part} --db-root $DB_DIR/artix7" in script
     assert f"$DB_DIR/artix7/{part}/part.yaml" in script
@@ -113,6 +116,7 @@ def test_lattice_plans_report_and_skip_unavailable_steps(name):
     assert "--report top.report.json" in script
     assert "dfu-suffix" not in script          # OrangeCrab: not installable here
     assert "tee -q -o top.stat.json stat -json" in _text(plan, "top.ys")
+    assert KEEP_REPLICAS in _text(plan, "top.ys")
 
 
 def test_basys3_resources_follow_the_master_xdc():
@@ -186,3 +190,19 @@ def test_config_files_and_their_errors(tmp_path):
         make_soc({"act_depth": 100}, clk_freq=12e6)
     with pytest.raises(ConfigError, match="Unknown board 'arty'; choose one of"):
         get_board("arty")
+
+
+def test_critical_path_summary_from_a_nextpnr_report():
+    def step(kind, delay, src, dst):
+        return {"type": kind, "delay": delay, "from": {"cell": src}, "to": {"cell": dst}}
+
+    report = {"critical_paths": [
+        {"from": "<async>", "to": "posedge clk", "path": [step("routing", 30.0, "pin", "ff")]},
+        {"from": "posedge clk", "to": "posedge clk", "path": [
+            step("clk-to-q", 0.5, "a", "a"), step("routing", 2.0, "a", "lut"),
+            step("logic", 0.4, "lut", "lut"), step("logic", 0.07, "lut", "lut"),
+            step("routing", 1.5, "lut", "b"), step("setup", 0.3, "b", "b")]},
+    ]}
+    assert _critical_path(report) == {"delay_ns": 4.77, "routing_ns": 3.5, "levels": 1,
+                                      "from": "a", "to": "b"}
+    assert _critical_path({"critical_paths": []}) is None
