@@ -64,7 +64,11 @@ def resolve_config(board, config=None):
         config = dict(board.config)
     elif isinstance(config, (str, os.PathLike)):
         config = load_config(config)
-    return check_config(config)
+    config = check_config(config)
+    if config.get("mac_multipliers", "dsp") != "dsp" and board.family == "xilinx":
+        raise ConfigError(f"{board.title}: mac_multipliers \"lut\" is for the ECP5 and iCE40 "
+                          f"flows; 7-series boards have DSP48E1 blocks to spare, use \"dsp\"")
+    return config
 
 
 def _top(board, config):
@@ -85,13 +89,23 @@ def _top(board, config):
     return platform, top, clock
 
 
-def _overrides(board):
+#: yosys commands (after reading the design) that build every multiplier of at most 9 x 9
+#: bits, the MAC arrays' (operands of 2..8 bits, an unsigned one widened by a sign bit), from
+#: LUTs and carry chains as Booth multipliers instead of DSP blocks; the requantizer's
+#: 16 x 16 products stay in DSP blocks. ``opt_expr`` first turns multiplications by a power
+#: of two (address arithmetic) into shifts.
+LUT_MULTIPLIERS = "proc; opt_expr; booth t:$mul r:A_WIDTH<=9 %i r:B_WIDTH<=9 %i"
+
+
+def _overrides(board, config):
     overrides = {}
     if board.family in ("ecp5", "ice40"):
         # The report gives utilization and achieved fmax; a design that misses its clock
         # constraint is still routed and reported (``timing_met`` says so).
         overrides = dict(nextpnr_opts=f"--report {_NAME}.report.json --timing-allow-fail",
-                         script_after_read=KEEP_REPLICAS,
+                         script_after_read=(
+                             f"{LUT_MULTIPLIERS}; {KEEP_REPLICAS}"
+                             if config.get("mac_multipliers") == "lut" else KEEP_REPLICAS),
                          script_after_synth=f"tee -q -o {_NAME}.stat.json stat -json")
         if board.family == "ecp5":
             # router2 routes the congested 8x8 designs in minutes where router1 took a
@@ -110,7 +124,7 @@ def board_plan(board, config=None):
     board = get_board(board)
     config = resolve_config(board, config)
     platform, top, _ = _top(board, config)
-    plan = platform.build(top, name=_NAME, do_build=False, **_overrides(board))
+    plan = platform.build(top, name=_NAME, do_build=False, **_overrides(board, config))
     return plan, platform, top
 
 
@@ -327,6 +341,7 @@ def _prepare(board, config, out_dir):
     plan, platform, top = board_plan(board, config)
     plan.extract(build_dir)
     report = _base_report(board, platform, top, build_dir)
+    report["config"]["mac_multipliers"] = config.get("mac_multipliers", "dsp")
     report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
     return board, platform, build_dir, _tool_env(), report
 

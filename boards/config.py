@@ -8,10 +8,14 @@ A configuration file is a JSON object, for example::
      "frame_bytes": 1088, "clk_freq": 100e6, "baud": 115200}
 
 Keys left out take the Accelerator's defaults (``clk_freq`` the board oscillator's, ``baud``
-115200); ``sparsity`` is ``null`` or ``[n, m]``.
+115200); ``sparsity`` is ``null`` or ``[n, m]``. ``mac_multipliers`` changes only how the
+design is synthesized: ``"dsp"`` (the default) maps every multiplier to DSP blocks, ``"lut"``
+builds the MAC arrays' (at most 8 x 8 bits) from LUTs and carry chains, which relieves the
+routing around the DSP blocks of a large array.
 """
 
-__all__ = ["ACCELERATOR_KEYS", "SOC_KEYS", "load_config", "check_config", "make_soc"]
+__all__ = ["ACCELERATOR_KEYS", "SOC_KEYS", "BUILD_KEYS", "load_config", "check_config",
+           "make_soc"]
 
 import json
 from pathlib import Path
@@ -19,8 +23,10 @@ from pathlib import Path
 from ..errors import ConfigError
 
 ACCELERATOR_KEYS = ("rows", "cols", "a_bits", "w_bits", "sparsity", "tables", "threshold_bits",
-                    "act_depth", "w_depth", "groups", "max_depth", "frame_bytes")
+                    "act_depth", "w_depth", "groups", "max_depth", "frame_bytes", "product_stages")
 SOC_KEYS = ("clk_freq", "baud", "rx_fifo")
+BUILD_KEYS = ("mac_multipliers",)
+MAC_MULTIPLIERS = ("dsp", "lut")
 
 
 def check_config(config, *, where="configuration"):
@@ -35,11 +41,16 @@ def check_config(config, *, where="configuration"):
     if not isinstance(config, dict):
         raise ConfigError(f"The {where} must be a JSON object of accelerator parameters, "
                           f"not {type(config).__name__}")
-    unknown = sorted(set(config) - set(ACCELERATOR_KEYS) - set(SOC_KEYS))
+    allowed = ACCELERATOR_KEYS + SOC_KEYS + BUILD_KEYS
+    unknown = sorted(set(config) - set(allowed))
     if unknown:
         raise ConfigError(f"The {where} has unknown keys {unknown}; allowed are "
-                          f"{list(ACCELERATOR_KEYS + SOC_KEYS)}")
+                          f"{list(allowed)}")
     config = dict(config)
+    multipliers = config.get("mac_multipliers", "dsp")
+    if multipliers not in MAC_MULTIPLIERS:
+        raise ConfigError(f"The {where} has mac_multipliers {multipliers!r}; use \"dsp\" or "
+                          f"\"lut\"")
     sparsity = config.get("sparsity")
     if sparsity is not None:
         if (not isinstance(sparsity, (list, tuple)) or len(sparsity) != 2

@@ -19,7 +19,7 @@ PRESETS = {
                  threshold_bits=4, act_depth=1024, w_depth=2048, groups=32, max_depth=4096),
 }
 _KEYS = {"rows", "cols", "a_bits", "w_bits", "sparsity", "tables", "threshold_bits",
-         "act_depth", "w_depth", "groups", "max_depth", "frame_bytes"}
+         "act_depth", "w_depth", "groups", "max_depth", "frame_bytes", "product_stages"}
 
 BACKENDS = "golden, verilator or serial:PORT[@BAUD]"
 
@@ -29,7 +29,7 @@ def load_accelerator_config(name_or_path):
     Accelerator parameters (a board configuration file's ``clk_freq``, ``baud`` and
     ``rx_fifo`` are ignored) -> parameter dict."""
     from .boards.catalog import BOARDS
-    from .boards.config import SOC_KEYS
+    from .boards.config import BUILD_KEYS, SOC_KEYS
 
     if name_or_path in PRESETS:
         return dict(PRESETS[name_or_path])
@@ -47,7 +47,8 @@ def load_accelerator_config(name_or_path):
         raise ConfigError(f"Accelerator config {path} is not valid JSON: {exc}") from None
     params = params.get("accelerator", params) if isinstance(params, dict) else params
     if isinstance(params, dict):
-        params = {key: value for key, value in params.items() if key not in SOC_KEYS}
+        params = {key: value for key, value in params.items()
+                  if key not in SOC_KEYS + BUILD_KEYS}
     if not isinstance(params, dict) or not set(params) <= _KEYS:
         unknown = sorted(set(params) - _KEYS) if isinstance(params, dict) else params
         raise ConfigError(f"Accelerator config {path} has unknown keys {unknown}; known: "

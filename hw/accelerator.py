@@ -17,7 +17,7 @@ from .host_link import FrameReceiver, FrameTransmitter
 PROTOCOL_VERSION = 1
 _HEADER = 22          # seq, command, and at most a 20-byte RUN descriptor
 _REQUANT_BYTES = 10
-_FIFO_DEPTH = 4
+_FIFO_DEPTH = 8
 _SETTLE = 32          # idle cycles after which the core's registers no longer change
 
 
@@ -59,6 +59,9 @@ class Accelerator(wiring.Component):
         Words per activation bank (a power of two) and weight words.
     frame_bytes : int
         Receive buffer; the largest frame the host may send.
+    product_stages : int
+        Pipeline stages of each MAC product (see
+        :class:`~sparqforge.hw.mac_array.MacArray`); 2 for multipliers built from LUTs.
     gated : bool
         Put the command executor with the memories, and the feeder with the array core and
         writeback, into clock domains ``exec`` and ``core`` of their own (the same clock as
@@ -78,7 +81,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
                  threshold_bits=4, act_depth=1024, w_depth=2048, groups=16, max_depth=4096,
-                 frame_bytes=1088, gated=False):
+                 frame_bytes=1088, product_stages=1, gated=False):
         _positive("Activation depth", act_depth, 2, 1 << 16)
         if act_depth & (act_depth - 1):
             raise TypeError(f"Activation depth must be a power of two, not {act_depth}")
@@ -92,7 +95,7 @@ class Accelerator(wiring.Component):
             rows=rows, cols=cols, a_bits=a_bits, a_signed=False, w_bits=w_bits, w_signed=True,
             max_depth=max_depth, groups=groups, sparsity=sparsity, tables=tables,
             requant=True, threshold_bits=threshold_bits if tables else None,
-            out_bits=a_bits, out_signed=False)
+            out_bits=a_bits, out_signed=False, product_stages=product_stages)
         if self._core.acc_bits > 31:
             raise ValueError(f"Maximum reduction depth {max_depth} needs a "
                              f"{self._core.acc_bits}-bit accumulator; the accelerator "
@@ -106,6 +109,7 @@ class Accelerator(wiring.Component):
         self._groups = groups
         self._max_depth = max_depth
         self._frame_bytes = frame_bytes
+        self._product_stages = product_stages
         self._gated = gated
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -146,7 +150,7 @@ class Accelerator(wiring.Component):
                 "w_bits": self._w_bits, "sparsity": self._sparsity, "tables": self._tables,
                 "threshold_bits": self._threshold_bits, "act_depth": self._act_depth,
                 "w_depth": self._w_depth, "groups": self._groups, "max_depth": self._max_depth,
-                "frame_bytes": self._frame_bytes}
+                "frame_bytes": self._frame_bytes, "product_stages": self._product_stages}
 
     def elaborate(self, platform):
         m = Module()
@@ -217,11 +221,25 @@ class Accelerator(wiring.Component):
         a_word, a_row = Signal(16), Signal(16)
         lane_off = Signal(range(cols + 1))
         w_addr, w_tile = Signal(16), Signal(16)
+        # A beat's memory reads are issued in cycle t, land in t + 1 and are registered
+        # (``bank_q``, ``w_q``) before the lane multiplexer sees them in t + 2: an ECP5 block
+        # RAM without its output register takes most of a 100 MHz cycle from clock to data.
+        # The multiplexed beat is registered again (``fed``) before the FIFOs take it in
+        # t + 3: the banks sit far from each other and from the array.
         pending = Signal()                   # a read issued last cycle lands now
         pending_lane = Signal.like(lane_off)
         pending_tag = Signal(core.tag_bits)
         pending_last = Signal()
-        room = ((a_fifo.level + pending < _FIFO_DEPTH) & (w_fifo.level + pending < _FIFO_DEPTH))
+        landed = Signal()                    # the registered read of two cycles ago
+        landed_lane = Signal.like(lane_off)
+        landed_tag = Signal(core.tag_bits)
+        landed_last = Signal()
+        fed = Signal()                       # the multiplexed beat of three cycles ago
+        fed_tag = Signal(core.tag_bits)
+        fed_last = Signal()
+        in_flight = pending + landed + fed
+        room = ((a_fifo.level + in_flight < _FIFO_DEPTH)
+                & (w_fifo.level + in_flight < _FIFO_DEPTH))
         issue = issuing & room
 
         exec_bank_addr = Signal(depth_bits)
@@ -234,21 +252,32 @@ class Accelerator(wiring.Component):
         m.d.comb += [w_read.addr.eq(w_addr), w_read.en.eq(issue)]
         m.d[core_domain] += [pending.eq(issue), pending_lane.eq(lane_off),
                      pending_tag.eq(desc["group_base"] + nt),
-                     pending_last.eq(s == k_last)]
+                     pending_last.eq(s == k_last),
+                     landed.eq(pending), landed_lane.eq(pending_lane),
+                     landed_tag.eq(pending_tag), landed_last.eq(pending_last),
+                     fed.eq(landed), fed_tag.eq(landed_tag), fed_last.eq(landed_last)]
+        bank_q = [Signal(data.ArrayLayout(8, cols), name=f"bank_q_{r}", reset_less=True)
+                  for r in range(rows)]
+        w_q = Signal(self.weight_bits, reset_less=True)
+        m.d[exec_domain] += [q.eq(read.data) for q, (read, _) in zip(bank_q, banks)]
+        m.d[exec_domain] += w_q.eq(w_read.data)
 
         # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word.
         a_beat = Signal(data.ArrayLayout(data.ArrayLayout(8, a_elems), rows))
-        for r, (read, _) in enumerate(banks):
-            lanes = Array(read.data[c] for c in range(cols))
+        for r, word in enumerate(bank_q):
+            lanes = Array(word[c] for c in range(cols))
             for e in range(a_elems):
-                index = pending_lane + e
+                index = landed_lane + e
                 m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
-                                               if cols > 1 else read.data[0], 0))
+                                               if cols > 1 else word[0], 0))
+        a_fed = Signal.like(a_beat, reset_less=True)
+        w_fed = Signal.like(w_q, reset_less=True)
+        m.d[core_domain] += [a_fed.eq(a_beat), w_fed.eq(w_q)]
         side_entry = Signal(side_layout)
-        m.d.comb += [side_entry.tag.eq(pending_tag), side_entry.last.eq(pending_last),
-                     a_fifo.w_data.eq(a_beat), a_fifo.w_en.eq(pending),
-                     w_fifo.w_data.eq(w_read.data), w_fifo.w_en.eq(pending),
-                     side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(pending)]
+        m.d.comb += [side_entry.tag.eq(fed_tag), side_entry.last.eq(fed_last),
+                     a_fifo.w_data.eq(a_fed), a_fifo.w_en.eq(fed),
+                     w_fifo.w_data.eq(w_fed), w_fifo.w_en.eq(fed),
+                     side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(fed)]
 
         with m.If(start):
             m.d[core_domain] += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
@@ -617,11 +646,14 @@ class Accelerator(wiring.Component):
                         m.next = "DONE"
             with m.State("READ_ISSUE"):
                 m.d.comb += [exec_reading.eq(1), exec_bank_addr.eq(target[:depth_bits])]
+                m.next = "READ_WAIT"
+            with m.State("READ_WAIT"):
+                # The word lands in ``bank_q`` (see the feeder).
                 m.next = "READ_LATCH"
             with m.State("READ_LATCH"):
-                bank_data = Array(read.data.as_value() for read, _ in banks)
+                bank_data = Array(q.as_value() for q in bank_q)
                 bank = target[depth_bits:depth_bits + max(1, ceil_log2(rows))]
-                m.d[exec_domain] += [read_word.eq(bank_data[bank] if rows > 1 else banks[0][0].data),
+                m.d[exec_domain] += [read_word.eq(bank_data[bank] if rows > 1 else bank_q[0]),
                              byte_index.eq(0)]
                 m.next = "READ_SEND"
             with m.State("READ_SEND"):

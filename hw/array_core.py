@@ -43,6 +43,8 @@ class ArrayCore(wiring.Component):
         Include a threshold unit with codes of this width.
     out_bits, out_signed :
         Requantizer output type.
+    product_stages : int
+        As for :class:`~sparqforge.hw.mac_array.MacArray`.
 
     Attributes
     ----------
@@ -62,9 +64,10 @@ class ArrayCore(wiring.Component):
     def __init__(self, *, rows, cols, a_bits=8, a_signed=False, w_bits=8, w_signed=True,
                  max_depth=4096, groups=1, sparsity=None, tables=False, act_code_bits=None,
                  w_code_bits=None, table_groups=1, requant=True, threshold_bits=None,
-                 out_bits=8, out_signed=False):
+                 out_bits=8, out_signed=False, product_stages=1):
         kw = dict(rows=rows, cols=cols, a_bits=a_bits, a_signed=a_signed, w_bits=w_bits,
-                  w_signed=w_signed, max_depth=max_depth, groups=groups, requant=False)
+                  w_signed=w_signed, max_depth=max_depth, groups=groups, requant=False,
+                  product_stages=product_stages)
         if sparsity is None:
             self._array = MacArray(**kw)
         else:

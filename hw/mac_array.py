@@ -12,6 +12,15 @@ from .replica import replica, replica_signal
 from .requantizer import Requantizer, requant_param_layout
 
 
+def split_product(x, w, w_bits, w_signed):
+    """``x * w`` as two partial products ``[(x * w_low, 0), (x * w_high, low_bits)]``, whose
+    shifted sum is the product: ``w_low`` is the low half of ``w`` (unsigned), ``w_high`` the
+    high half with ``w``'s sign. Each half is a multiplier of half the width."""
+    low_bits = w_bits // 2
+    high = w[low_bits:w_bits]
+    return [(x * w[:low_bits], 0), (x * (high.as_signed() if w_signed else high), low_bits)]
+
+
 def _check_count(name, value, limit):
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
         raise TypeError(f"{name} must be an integer in 1..{limit}, not {value!r}")
@@ -60,6 +69,10 @@ class MacArray(wiring.Component):
         up); ``tag`` is ``ceil(log2(groups))`` bits.
     requant : bool
         Emit requantized codes (default) or raw accumulators.
+    product_stages : int
+        1: each product in one stage; 2: two half-width partial products in one stage, their
+        sum in the next (one more cycle of latency), for multipliers built from LUTs, whose
+        full-width product does not fit one 100 MHz cycle on an ECP5.
     out_bits, out_signed :
         Output code type; default to the activation type so that layers chain.
 
@@ -85,8 +98,11 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, a_bits=8, w_bits=8, a_signed=True, w_signed=True,
-                 max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None):
+                 max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None,
+                 product_stages=1):
         _check_count("Row count", rows, 64)
+        if product_stages not in (1, 2):
+            raise TypeError(f"Product stages must be 1 or 2, not {product_stages!r}")
         _check_count("Column count", cols, 64)
         check_operand("Activation", a_bits, a_signed)
         check_operand("Weight", w_bits, w_signed)
@@ -111,6 +127,7 @@ class MacArray(wiring.Component):
         self._groups = groups
         self._requant = requant
         self._out_bits, self._out_signed = out_bits, out_signed
+        self._product_stages = product_stages
 
         if requant:
             out_layout = data.StructLayout({
@@ -143,6 +160,7 @@ class MacArray(wiring.Component):
     requant = property(lambda self: self._requant)
     out_bits = property(lambda self: self._out_bits)
     out_signed = property(lambda self: self._out_signed)
+    product_stages = property(lambda self: self._product_stages)
 
     @property
     def params(self):
@@ -150,7 +168,8 @@ class MacArray(wiring.Component):
         return {"rows": self._rows, "cols": self._cols, "a_bits": self._a_bits,
                 "a_signed": self._a_signed, "w_bits": self._w_bits, "w_signed": self._w_signed,
                 "max_depth": self._max_depth, "groups": self._groups, "requant": self._requant,
-                "out_bits": self._out_bits, "out_signed": self._out_signed}
+                "out_bits": self._out_bits, "out_signed": self._out_signed,
+                "product_stages": self._product_stages}
 
     @property
     def acc_bits(self):
@@ -161,8 +180,10 @@ class MacArray(wiring.Component):
     def tag_bits(self):
         return ceil_log2(self._groups)
 
-    #: Cycles from accepting a tile's last beat to its first accumulator row.
-    core_latency = 4
+    @property
+    def core_latency(self):
+        """Cycles from accepting a tile's last beat to its first accumulator row."""
+        return 3 + self._product_stages
 
     @property
     def latency(self):
@@ -204,6 +225,11 @@ class MacArray(wiring.Component):
         column's :meth:`_column_terms`."""
         return a[row] * terms
 
+    def _partials(self, a, terms, row):
+        """``(value, shift)`` pairs whose shifted sum is :meth:`_contribution`, each a
+        half-width multiplier (``product_stages=2``)."""
+        return split_product(a[row], terms, self._w_bits, self._w_signed)
+
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
@@ -211,31 +237,40 @@ class MacArray(wiring.Component):
         # Stage 1 registers the beats; stage 2 copies each element's operands into registers
         # of its own, so that the broadcast to a whole row / column and the route to a
         # multiplier far across the device (an 8x8 array spans every DSP column of an ECP5)
-        # each get a cycle; stage 3 registers the products; stage 4 accumulates. The copies
-        # are replicas (see :mod:`.replica`), and so are the control bits that reach every
-        # element: one per column at stage 2, one per element at stage 3, so that no register
-        # drives more than a column's worth of loads.
+        # each get a cycle; stage 3 registers the products (stages 3 and 4 with
+        # ``product_stages=2``); the next stage accumulates. The copies are replicas (see
+        # :mod:`.replica`), and so are the control bits that reach every element: one per
+        # column at stage 2, one per element from stage 3 on, so that no register drives more
+        # than a column's worth of loads.
         a_reg = Signal(self._a_layout())
         w_reg = Signal(self._w_layout())
-        valid_1, valid_op, valid_2 = Signal(), Signal(), Signal()
-        last_1, last_op, last_2 = Signal(), Signal(), Signal()
-        tag_op, tag_2 = Signal(self.tag_bits), Signal(self.tag_bits)
+        # Control bits per stage after the beat register: operand copies, then the product
+        # stage(s); the last entry is the beat being accumulated.
+        depth = 1 + self._product_stages
+        valid_1, last_1 = Signal(), Signal()
+        valids = [Signal(name=f"valid_s{k + 2}") for k in range(depth)]
+        lasts = [Signal(name=f"last_s{k + 2}") for k in range(depth)]
+        tags = [Signal(self.tag_bits, name=f"tag_s{k + 2}") for k in range(depth)]
+        valid_acc, last_acc, tag_acc = valids[-1], lasts[-1], tags[-1]
 
         acc_stream = stream.Signature(self._acc_layout()).create()
         drain_left = Signal(range(rows + 1))
         # The accumulate stage never stalls: a tile's last beat is only accepted once the
         # shadow bank is free and no other last beat is on its way to it.
-        shadow_free = ((drain_left == 0) & ~(valid_1 & last_1) & ~(valid_op & last_op)
-                       & ~(valid_2 & last_2))
+        shadow_free = (drain_left == 0) & ~(valid_1 & last_1)
+        for valid, last in zip(valids, lasts):
+            shadow_free &= ~(valid & last)
         accept = ~self.w.payload.last | shadow_free
         fire = self.a.valid & self.w.valid & accept
         m.d.comb += [
             self.a.ready.eq(self.w.valid & accept),
             self.w.ready.eq(self.a.valid & accept),
         ]
-        m.d.sync += [valid_1.eq(fire), valid_op.eq(valid_1), valid_2.eq(valid_op),
-                     last_op.eq(last_1), last_2.eq(last_op),
-                     tag_op.eq(w_reg.tag), tag_2.eq(tag_op)]
+        m.d.sync += [valids[0].eq(valid_1), lasts[0].eq(last_1), tags[0].eq(w_reg.tag)]
+        m.d.sync += [valids[k].eq(valids[k - 1]) for k in range(1, depth)]
+        m.d.sync += [lasts[k].eq(lasts[k - 1]) for k in range(1, depth)]
+        m.d.sync += [tags[k].eq(tags[k - 1]) for k in range(1, depth)]
+        m.d.sync += valid_1.eq(fire)
         with m.If(fire):
             m.d.sync += [a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
                          last_1.eq(self.w.payload.last)]
@@ -251,8 +286,8 @@ class MacArray(wiring.Component):
         with m.If(acc_stream.valid & acc_stream.ready):
             m.d.sync += drain_left.eq(drain_left - 1)
             m.d.sync += [row.eq(row + 1) for row in drain_rows]
-        with m.If(valid_2 & last_2):
-            m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_2)]
+        with m.If(valid_acc & last_acc):
+            m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_acc)]
             m.d.sync += [row.eq(0) for row in drain_rows]
 
         for c in range(cols):
@@ -264,13 +299,24 @@ class MacArray(wiring.Component):
                 # hold beats); only the accumulators have an enable.
                 a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset=False)
                 terms_op = replica(m, terms, f"w_op_{r}_{c}", reset=False)
-                valid_rc = replica(m, valid_c, f"valid_2_{r}_{c}")
-                last_rc = replica(m, last_c, f"last_2_{r}_{c}")
+                valid_rc, last_rc = valid_c, last_c
+                for k in range(self._product_stages):
+                    valid_rc = replica(m, valid_rc, f"valid_{k + 2}_{r}_{c}")
+                    last_rc = replica(m, last_rc, f"last_{k + 2}_{r}_{c}")
                 contribution = self._contribution({r: a_op}, terms_op, r)
                 product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
                 total = acc + product
-                m.d.sync += product.eq(contribution)
+                if self._product_stages == 1:
+                    m.d.sync += product.eq(contribution)
+                else:
+                    partials = []
+                    for k, (value, shift) in enumerate(self._partials({r: a_op}, terms_op, r)):
+                        partial = Signal.like(value, name=f"partial_{r}_{c}_{k}",
+                                              reset_less=True)
+                        m.d.sync += partial.eq(value)
+                        partials.append(partial << shift)
+                    m.d.sync += product.eq(sum(partials))
                 # A tile's last beat moves its sum to the shadow bank and clears the
                 # accumulator for the next tile.
                 with m.If(valid_rc):

@@ -6,7 +6,7 @@ from amaranth.hdl import Mux, Signal, unsigned
 from amaranth.lib import data
 
 from ..sw.nm_format import check_nm, index_bits
-from .mac_array import MacArray
+from .mac_array import MacArray, split_product
 
 
 class SparseMacArray(MacArray):
@@ -88,3 +88,7 @@ class SparseMacArray(MacArray):
 
     def _contribution(self, a, terms, row):
         return sum(a[row][index] * value for index, value in terms)
+
+    def _partials(self, a, terms, row):
+        return [partial for index, value in terms
+                for partial in split_product(a[row][index], value, self._w_bits, self._w_signed)]

@@ -9,7 +9,7 @@ import pytest
 from amaranth.build import Resource
 from amaranth.vendor import XilinxPlatform
 
-from sparqforge.boards.build import _critical_path, board_plan, resolve_config
+from sparqforge.boards.build import LUT_MULTIPLIERS, _critical_path, board_plan, resolve_config
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
@@ -190,6 +190,36 @@ def test_config_files_and_their_errors(tmp_path):
         make_soc({"act_depth": 100}, clk_freq=12e6)
     with pytest.raises(ConfigError, match="Unknown board 'arty'; choose one of"):
         get_board("arty")
+
+
+def test_lut_multipliers_option():
+    dsp, _, _ = board_plan("ulx3s-85f", SMALL)
+    lut, _, _ = board_plan("ulx3s-85f", {**SMALL, "mac_multipliers": "lut"})
+    assert "booth" not in _text(dsp, "top.ys")
+    assert f"{LUT_MULTIPLIERS}; {KEEP_REPLICAS}" in _text(lut, "top.ys")
+    with pytest.raises(ConfigError, match="mac_multipliers 'dsps'; use \"dsp\" or \"lut\""):
+        resolve_config("ulx3s-85f", {"mac_multipliers": "dsps"})
+    with pytest.raises(ConfigError, match="mac_multipliers \"lut\" is for the ECP5 and iCE40"):
+        resolve_config("arty-a7-35", {"mac_multipliers": "lut"})
+
+
+def test_lut_multipliers_command_maps_only_small_multipliers():
+    # yosys: the MAC array's 8 x 8 products leave the DSP blocks, the requantizer's 16 x 16
+    # ones stay; a product by a power of two becomes a shift, not a Booth multiplier.
+    from sparqforge.boards.synth import ECP5_GROUPS, count_cells, run_yosys
+    from sparqforge.hw.emit import to_rtlil
+    from sparqforge.hw.mac_array import MacArray
+
+    # Unsigned activations: 9 x 8-bit signed products.
+    rtlil = to_rtlil(MacArray(rows=2, cols=2, a_signed=False, max_depth=64), "t")
+    counts = {}
+    for name, before in (("dsp", ""), ("lut", f"{LUT_MULTIPLIERS}; ")):
+        out = run_yosys(f"read_rtlil t.il; {before}synth_ecp5 -noiopad -top t; "
+                        f"tee -q -o stat.json stat -json", {"t.il": rtlil})
+        counts[name] = count_cells(json.loads(out["stat.json"]), ECP5_GROUPS)
+    assert counts["dsp"]["mult18"] == 4 + 2 * 4
+    assert counts["lut"]["mult18"] == 2 * 4
+    assert counts["lut"]["lut4"] > counts["dsp"]["lut4"] + 4 * 100
 
 
 def test_critical_path_summary_from_a_nextpnr_report():

@@ -50,6 +50,24 @@ def test_corners_full_depth():
         assert not result, f"{name}: {result}"
 
 
+@pytest.mark.parametrize("a_bits,w_bits", [(8, 8), (2, 2), (3, 5), (8, 3)])
+@pytest.mark.parametrize("a_signed,w_signed", list(itertools.product((True, False), repeat=2)))
+def test_two_product_stages(a_bits, w_bits, a_signed, w_signed):
+    # Half-width partial products (LUT multipliers): the same results, one more cycle.
+    array = MacArray(rows=2, cols=3, a_bits=a_bits, w_bits=w_bits, a_signed=a_signed,
+                     w_signed=w_signed, max_depth=9, groups=2, product_stages=2)
+    assert array.core_latency == 5
+    rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
+    for k in (1, 9):
+        a, w, requant = random_layer(rng, m=3, k=k, n=5, **types_of(array))
+        result, _ = check_layer(array, a, w, requant, seed=k)
+        assert not result, result
+    for name, (a, w, requant) in corner_layers(rng, max_depth=9, m=3, n=3,
+                                               **types_of(array)).items():
+        result, _ = check_layer(array, a, w, requant)
+        assert not result, f"{name}: {result}"
+
+
 def test_checker_catches_a_perturbed_element():
     array = MacArray(rows=2, cols=2, a_bits=4, w_bits=4, max_depth=8)
     rng = np.random.default_rng(3)
@@ -63,11 +81,12 @@ def test_checker_catches_a_perturbed_element():
     assert result.count == 1 and result.first[0][0] == (1, 0)
 
 
-@pytest.mark.parametrize("rows,cols", [(2, 2), (4, 3)])
-def test_no_bubbles_between_steps_or_tiles(rows, cols):
+@pytest.mark.parametrize("rows,cols,product_stages", [(2, 2, 1), (4, 3, 1), (4, 3, 2)])
+def test_no_bubbles_between_steps_or_tiles(rows, cols, product_stages):
     # Without stalls, T tiles of K >= rows + 3 beats take T * K cycles plus the pipeline
     # fill and the last drain; any bubble would add cycles.
-    array = MacArray(rows=rows, cols=cols, a_bits=8, w_bits=8, max_depth=64, groups=2)
+    array = MacArray(rows=rows, cols=cols, a_bits=8, w_bits=8, max_depth=64, groups=2,
+                     product_stages=product_stages)
     k = array.min_tile_beats
     rng = np.random.default_rng(5)
     a, w, requant = random_layer(rng, m=3 * rows, k=k, n=2 * cols, **types_of(array))

@@ -37,15 +37,13 @@ def expect(array, a, values, indices, requant):
                                    acc_bits=array.acc_bits)
 
 
-@pytest.mark.parametrize("n,m", PATTERNS)
-@pytest.mark.parametrize("a_bits,w_bits", list(itertools.product(WIDTHS, WIDTHS)))
-def test_sparse_and_dense_mode_mixed_on_one_instance(n, m, a_bits, w_bits):
+def _mixed_modes(n, m, a_bits, w_bits, product_stages=1):
     seed = n * 1000 + m * 100 + a_bits * 10 + w_bits
     rng = np.random.default_rng(seed)
     signs = rng.integers(0, 2, 2).astype(bool)
     array = SparseMacArray(n=n, m=m, rows=2, cols=3, a_bits=a_bits, w_bits=w_bits,
                            a_signed=bool(signs[0]), w_signed=bool(signs[1]), max_depth=24,
-                           groups=4)
+                           groups=4, product_stages=product_stages)
     a, w, values, indices, requant = sparse_case(rng, array, m_dim=3, k_dim=2 * m + 1, n_dim=4)
     a2, w2, requant2 = random_layer(rng, m=3, k=5, n=4, **types_of(array))
     schedule = chain(
@@ -58,6 +56,19 @@ def test_sparse_and_dense_mode_mixed_on_one_instance(n, m, a_bits, w_bits):
     want_dense = golden.mac_array(a2, w2, **requant2, out_bits=array.out_bits,
                                   out_signed=array.out_signed, acc_bits=array.acc_bits)
     assert not (r := compare(want_dense, got_dense)), r
+
+
+@pytest.mark.parametrize("n,m", PATTERNS)
+@pytest.mark.parametrize("a_bits,w_bits", list(itertools.product(WIDTHS, WIDTHS)))
+def test_sparse_and_dense_mode_mixed_on_one_instance(n, m, a_bits, w_bits):
+    _mixed_modes(n, m, a_bits, w_bits)
+
+
+@pytest.mark.parametrize("n,m", PATTERNS)
+@pytest.mark.parametrize("a_bits,w_bits", [(8, 8), (3, 2)])
+def test_two_product_stages(n, m, a_bits, w_bits):
+    # Half-width partial products of every kept weight, summed a stage later.
+    _mixed_modes(n, m, a_bits, w_bits, product_stages=2)
 
 
 def test_golden_sparse_path_agrees_with_dense_matmul_on_decompressed_weights():

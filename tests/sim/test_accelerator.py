@@ -21,7 +21,7 @@ pytestmark = pytest.mark.sim
 SMALL = {
     "dense_2x4": dict(rows=2, cols=4, act_depth=64, w_depth=64, groups=4),
     "sparse_tables_3x4": dict(rows=3, cols=4, sparsity=(2, 4), tables=True, act_depth=64,
-                              w_depth=64, groups=4),
+                              w_depth=64, groups=4, product_stages=2),
 }
 
 

@@ -15,10 +15,11 @@ from sparqforge.sw.runtime.runner import Runner
 
 pytestmark = pytest.mark.sim
 
-# 4x4 int8 with room for the digits MLP (64-64-32-10): 1632 weight words, 27 groups.
-# clk_freq = 16 * baud: 16 clock cycles per bit.
+# 4x4 int8 with room for the digits MLP (64-64-32-10): 1632 weight words, 27 groups; two
+# product stages as in the large ECP5 references. clk_freq = 16 * baud: 16 clock cycles
+# per bit.
 CONFIG = dict(rows=4, cols=4, act_depth=256, w_depth=2048, groups=32, max_depth=1024,
-              frame_bytes=1088, clk_freq=1_600_000, baud=100_000)
+              frame_bytes=1088, product_stages=2, clk_freq=1_600_000, baud=100_000)
 
 
 @pytest.fixture(scope="module")
