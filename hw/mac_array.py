@@ -297,8 +297,8 @@ class MacArray(wiring.Component):
             for r in range(rows):
                 # Operand copies and products load every cycle (the valid bits say which
                 # hold beats); only the accumulators have an enable.
-                a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset=False)
-                terms_op = replica(m, terms, f"w_op_{r}_{c}", reset=False)
+                a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
+                terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
                 valid_rc, last_rc = valid_c, last_c
                 for k in range(self._product_stages):
                     valid_rc = replica(m, valid_rc, f"valid_{k + 2}_{r}_{c}")

@@ -21,7 +21,7 @@ class _Fanout(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        copies = [replica(m, self.i, f"copy_{k}", reset=False) for k in range(COPIES)]
+        copies = [replica(m, self.i, f"copy_{k}", reset_less=True) for k in range(COPIES)]
         m.d.comb += self.o.eq(Cat(*copies))
         return m
 
