@@ -165,7 +165,7 @@ class Accelerator(wiring.Component):
         # of their own that a simulation may stop while they are settled (see ``active``).
         exec_domain = "exec" if self._gated else "sync"
         core_domain = "core" if self._gated else "sync"
-        m.submodules.receiver = rx = FrameReceiver(self._frame_bytes)
+        m.submodules.receiver = rx = FrameReceiver(self._frame_bytes, header_bytes=_HEADER)
         m.submodules.transmitter = tx = FrameTransmitter()
         core = self._core
         m.submodules.core = (core if core_domain == "sync"
@@ -238,18 +238,23 @@ class Accelerator(wiring.Component):
         fed_tag = Signal(core.tag_bits)
         fed_last = Signal()
         in_flight = pending + landed + fed
-        room = ((a_fifo.level + in_flight < _FIFO_DEPTH)
-                & (w_fifo.level + in_flight < _FIFO_DEPTH))
+        # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
+        # the AND of two registers: it fans out to every feeder counter. It is decided a
+        # cycle early with one place to spare, for the beat issued in that cycle: beats in
+        # flight plus in the FIFO grow by at most one per cycle.
+        room = Signal()
+        m.d[core_domain] += room.eq((a_fifo.level + in_flight < _FIFO_DEPTH - 1)
+                                    & (w_fifo.level + in_flight < _FIFO_DEPTH - 1))
         issue = issuing & room
 
         exec_bank_addr = Signal(depth_bits)
         exec_reading = Signal()
-        # Memories are read only when a beat is issued or the host reads; otherwise they
-        # hold their last output (saving simulation work and BRAM power).
+        # The memories are read every cycle; only an issued beat is kept (``fed``). Their
+        # read enables would otherwise be one more net from the issue decision to every
+        # block RAM.
         for r, (read, _) in enumerate(banks):
-            m.d.comb += [read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word)),
-                         read.en.eq(issue | exec_reading)]
-        m.d.comb += [w_read.addr.eq(w_addr), w_read.en.eq(issue)]
+            m.d.comb += read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word))
+        m.d.comb += w_read.addr.eq(w_addr)
         m.d[core_domain] += [pending.eq(issue), pending_lane.eq(lane_off),
                      pending_tag.eq(desc["group_base"] + nt),
                      pending_last.eq(s == k_last),
@@ -381,7 +386,8 @@ class Accelerator(wiring.Component):
         ]
 
         # ---- command executor ---------------------------------------------------------
-        header = Array(Signal(8, name=f"header_{i}") for i in range(_HEADER))
+        # The receiver keeps the frame's first bytes in registers (no buffer reads).
+        header = rx.header
         ptr = Signal(range(self._frame_bytes + 1))
         seq, command = header[0], header[1]
         space = header[2]
@@ -485,13 +491,6 @@ class Accelerator(wiring.Component):
                 m.d.comb += [self.idle.eq(~rx.done & ~tx.tx.valid), working.eq(0)]
                 m.d[exec_domain] += [ptr.eq(0), body_count.eq(0)]
                 with m.If(rx.done):
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                # The buffer read for ``ptr`` lands one cycle later.
-                with m.If(ptr != 0):
-                    m.d[exec_domain] += header[ptr - 1].eq(rx.rdata)
-                m.d[exec_domain] += ptr.eq(ptr + 1)
-                with m.If(ptr == _HEADER):
                     m.next = "HEADER_DONE"
             with m.State("HEADER_DONE"):
                 # The header is complete; ``read_range_bad`` is registered from it here.

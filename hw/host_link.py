@@ -42,6 +42,8 @@ class FrameReceiver(wiring.Component):
     ----------
     size : int
         Frame buffer bytes.
+    header_bytes : int
+        Leading bytes of every frame also kept in registers (``header``).
 
     Attributes
     ----------
@@ -49,18 +51,27 @@ class FrameReceiver(wiring.Component):
         Bytes from the host.
     addr, rdata :
         Synchronous read port of the frame buffer (``rdata`` one cycle after ``addr``).
+    header : Out(ArrayLayout(8, header_bytes))
+        The frame's first ``header_bytes`` bytes, complete with ``done``: no buffer reads
+        before a command can be decoded. Bytes past a shorter frame's end hold what an
+        earlier frame left there, exactly as the buffer does.
     done, length, ok, overflow : Out
         The held frame.
     release : In(1)
         Frees the buffer for the next frame.
     """
 
-    def __init__(self, size):
+    def __init__(self, size, header_bytes=1):
+        if not isinstance(header_bytes, int) or not 1 <= header_bytes <= size:
+            raise TypeError(f"Header bytes must be an integer in 1..{size}, not "
+                            f"{header_bytes!r}")
         self._size = size
+        self._header_bytes = header_bytes
         super().__init__({
             "rx": In(stream.Signature(8)),
             "addr": In(range(size)),
             "rdata": Out(8),
+            "header": Out(data.ArrayLayout(8, header_bytes)),
             "done": Out(1),
             "length": Out(range(size + 1)),
             "ok": Out(1),
@@ -91,6 +102,11 @@ class FrameReceiver(wiring.Component):
             write.data.eq(decoded),
             write.en.eq(store & (self.length < self._size)),
         ]
+        header = Signal.like(self.header, reset_less=True)
+        m.d.comb += self.header.eq(header)
+        for i in range(self._header_bytes):
+            with m.If(store & (self.length == i)):
+                m.d.sync += header[i].eq(decoded)
         with m.If(self.release):
             m.d.sync += [self.done.eq(0), self.length.eq(0), self.overflow.eq(0),
                          escape.eq(0), crc.eq(CRC_INIT)]

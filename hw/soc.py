@@ -149,11 +149,17 @@ class Soc(wiring.Component):
         # A free-running counter's top bit toggles about every half second.
         heartbeat = Signal(max(1, ceil_log2(int(self._clk_freq)) - 1))
         m.d.sync += heartbeat.eq(heartbeat + 1)
+        # The status inputs and the LED outputs are registered: the stretch counters and
+        # the LED pins sit far from the executor and the UART, and nothing here needs to
+        # be timely.
         visible = max(1, int(self._clk_freq) // 20)
-        busy = _Stretch(m, ~accel.idle, visible, "busy")
-        receiving = _Stretch(m, urx.busy, visible, "rx")
-        sending = _Stretch(m, utx.busy, visible, "tx")
-        m.d.comb += self.leds.eq(Cat(heartbeat[-1], busy.led, receiving.led, sending.led))
+        events = Signal(3)
+        m.d.sync += events.eq(Cat(~accel.idle, urx.busy, utx.busy))
+        stretched = [_Stretch(m, events[i], visible, name)
+                     for i, name in enumerate(("busy", "rx", "tx"))]
+        leds = Signal(4)
+        m.d.sync += leds.eq(Cat(heartbeat[-1], *(s.led for s in stretched)))
+        m.d.comb += self.leds.eq(leds)
         return m
 
 

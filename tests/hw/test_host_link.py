@@ -9,12 +9,13 @@ from sparqforge.sw.runtime.protocol import SlipDecoder, frame, slip_encode, unfr
 
 
 def test_receiver_decodes_frames_and_checks_crc():
-    rx = FrameReceiver(size=64)
+    rx = FrameReceiver(size=64, header_bytes=12)
     good = frame(7, 2, bytes([0xC0, 0xDB, 1, 2, 0xC0]))
     bad = bytearray(good)
     bad[3] ^= 0x10
+    short = frame(9, 1, b"")
     stream = (slip_encode(good) + b"\xc0\xc0" + slip_encode(bytes(bad))
-              + slip_encode(bytes(range(100))))
+              + slip_encode(bytes(range(100))) + slip_encode(short))
     seen = []
 
     async def feed(ctx):
@@ -25,15 +26,18 @@ def test_receiver_decodes_frames_and_checks_crc():
         ctx.set(rx.rx.valid, 0)
 
     async def executor(ctx):
-        for _ in range(3):
+        for _ in range(4):
             await ctx.tick().until(rx.done)
             length, ok, overflow = ctx.get(rx.length), ctx.get(rx.ok), ctx.get(rx.overflow)
+            header = bytes(ctx.get(rx.header))
             content = []
-            for addr in range(min(length, 64)):
+            for addr in range(64):
                 ctx.set(rx.addr, addr)
                 await ctx.tick()
                 content.append(ctx.get(rx.rdata))
-            seen.append((bytes(content), ok, overflow))
+            # The header registers hold what the buffer holds, past a short frame's end too.
+            assert header == bytes(content[:12])
+            seen.append((bytes(content[:min(length, 64)]), ok, overflow))
             ctx.set(rx.release, 1)
             await ctx.tick()
             ctx.set(rx.release, 0)
@@ -46,6 +50,7 @@ def test_receiver_decodes_frames_and_checks_crc():
     assert seen[0] == (good, 1, 0)
     assert seen[1][0] == bytes(bad) and seen[1][1] == 0
     assert seen[2][2] == 1 and seen[2][0] == bytes(range(64))
+    assert seen[3] == (short, 1, 0) and len(short) < 12
 
 
 def test_transmitter_frames_bytes_with_crc_and_escapes():
