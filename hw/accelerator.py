@@ -199,7 +199,8 @@ class Accelerator(wiring.Component):
         mode = Signal(8)
         start = Signal()     # pulse: begin the layer in ``desc``
         running = Signal()
-        finished = Signal()  # pulse: last output row written
+        finished = Signal()  # pulse: the cycle after the last output row was written
+        m.d[exec_domain] += finished.eq(0)
         cycles = Signal(32)
 
         # ---- feeder: memories -> FIFOs -> core ------------------------------------------
@@ -354,7 +355,7 @@ class Accelerator(wiring.Component):
                                          out_word.eq(desc["out_base"] + out_nt + 1)]
                     with m.If(out_nt == n_last):
                         m.d[exec_domain] += running.eq(0)
-                        m.d.comb += finished.eq(1)
+                        m.d[exec_domain] += finished.eq(1)
                 with m.Else():
                     m.d[core_domain] += [out_mt.eq(out_mt + 1),
                                          out_row.eq(out_row + desc["out_stride"]),
@@ -409,6 +410,8 @@ class Accelerator(wiring.Component):
 
         tx_byte, tx_last, tx_valid = tx.i.payload.data, tx.i.payload.last, tx.i.valid
         m.d.comb += rx.addr.eq(ptr)
+        rdata_q = Signal(8, reset_less=True)
+        m.d[exec_domain] += rdata_q.eq(rx.rdata)
 
         # Word commits to each space (the executor only runs while no layer does).
         lane = target[:lane_bits] if lane_bits else Const(0, 1)
@@ -485,6 +488,20 @@ class Accelerator(wiring.Component):
         target_ok = Signal()
         m.d[exec_domain] += target_ok.eq((target < limit) & index_ok)
 
+        # The frame checks DECODE branches on, registered: the frame is complete and no
+        # longer changes from the cycle IDLE sees ``done``, one cycle before HEADER_DONE.
+        frame_bad, write_short, read_length_bad, run_length_bad, space_unknown = (
+            Signal(name=name) for name in ("frame_bad", "write_short", "read_length_bad",
+                                           "run_length_bad", "space_unknown"))
+        is_command = {c: Signal(name=f"is_{c.name.lower()}") for c in (
+            Command.INFO, Command.WRITE, Command.READ, Command.RUN)}
+        m.d[exec_domain] += [frame_bad.eq(~rx.ok | rx.overflow | (rx.length < 6)),
+                             write_short.eq(rx.length < 11),
+                             read_length_bad.eq(rx.length != 13),
+                             run_length_bad.eq(rx.length != 6 + 20),
+                             space_unknown.eq(~known_space)]
+        m.d[exec_domain] += [flag.eq(command == c) for c, flag in is_command.items()]
+
         m.d.comb += working.eq(1)  # every state but IDLE (which overrides it)
         with m.FSM(name="executor", domain=exec_domain):
             with m.State("IDLE"):
@@ -496,37 +513,37 @@ class Accelerator(wiring.Component):
                 # The header is complete; ``read_range_bad`` is registered from it here.
                 m.next = "DECODE"
             with m.State("DECODE"):
-                with m.If(~rx.ok | rx.overflow | (rx.length < 6)):
+                with m.If(frame_bad):
                     # Damaged or cut frames are retried by the host; too long ones are not.
                     m.d[exec_domain] += status.eq(Mux(rx.overflow, Status.LENGTH, Status.CRC))
                     m.next = "REPLY_SEQ"
-                with m.Elif(command == Command.INFO):
+                with m.Elif(is_command[Command.INFO]):
                     m.d[exec_domain] += [status.eq(Status.OK), body_count.eq(len(info_bytes)),
                                  body_index.eq(0)]
                     m.next = "REPLY_SEQ"
-                with m.Elif(command == Command.WRITE):
+                with m.Elif(is_command[Command.WRITE]):
                     m.d[exec_domain] += [target.eq(addr), byte_index.eq(0), ptr.eq(7),
                                  data_end.eq(rx.length - 4), status.eq(Status.OK)]
-                    with m.If(rx.length < 11):
+                    with m.If(write_short):
                         m.d[exec_domain] += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
-                    with m.Elif(~known_space):
+                    with m.Elif(space_unknown):
                         m.d[exec_domain] += status.eq(Status.SPACE)
                         m.next = "REPLY_SEQ"
                     with m.Else():
                         m.next = "WRITE_FETCH"
-                with m.Elif(command == Command.READ):
+                with m.Elif(is_command[Command.READ]):
                     m.d[exec_domain] += [target.eq(addr), body_count.eq(count), body_index.eq(0),
                                  status.eq(Status.OK)]
-                    with m.If(rx.length != 13):
+                    with m.If(read_length_bad):
                         m.d[exec_domain] += status.eq(Status.LENGTH)
                     with m.Elif(space != Space.ACT):
                         m.d[exec_domain] += status.eq(Status.SPACE)
                     with m.Elif(read_range_bad):
                         m.d[exec_domain] += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
-                with m.Elif(command == Command.RUN):
-                    with m.If(rx.length != 6 + 20):
+                with m.Elif(is_command[Command.RUN]):
+                    with m.If(run_length_bad):
                         m.d[exec_domain] += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
                     with m.Else():
@@ -597,18 +614,19 @@ class Accelerator(wiring.Component):
                     m.next = "REPLY_SEQ"
                 with m.Else():
                     m.d[exec_domain] += ptr.eq(ptr + 1)
-                    m.next = "WRITE_BYTE"
+                    m.next = "WRITE_WAIT"
+            with m.State("WRITE_WAIT"):
+                # The buffer's byte lands and is registered (``rdata_q``): a block RAM's
+                # output goes through no logic before a register.
+                m.next = "WRITE_BYTE"
             with m.State("WRITE_BYTE"):
-                m.d[exec_domain] += word.word_select(byte_index, 8).eq(rx.rdata)
+                m.d[exec_domain] += word.word_select(byte_index, 8).eq(rdata_q)
                 with m.If(byte_index == word_bytes - 1):
                     m.d[exec_domain] += byte_index.eq(0)
                     m.next = "WRITE_COMMIT"
                 with m.Else():
                     m.d[exec_domain] += byte_index.eq(byte_index + 1)
                     m.next = "WRITE_FETCH"
-                    with m.If(ptr != data_end):
-                        m.d[exec_domain] += ptr.eq(ptr + 1)
-                        m.next = "WRITE_BYTE"
             with m.State("WRITE_COMMIT"):
                 # Only tables inside the core need its clock; memories are the executor's.
                 m.d.comb += busy.eq((space != Space.ACT) & (space != Space.WEIGHT))
@@ -629,7 +647,7 @@ class Accelerator(wiring.Component):
                 with m.If(tx.i.ready):
                     with m.If(no_body):
                         m.next = "DONE"
-                    with m.Elif(command == Command.READ):
+                    with m.Elif(is_command[Command.READ]):
                         m.d[exec_domain] += [byte_index.eq(0)]
                         m.next = "READ_ISSUE"
                     with m.Else():

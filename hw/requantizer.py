@@ -66,16 +66,17 @@ class Requantizer(wiring.Component):
     o : Out(stream)
         ``data`` (``lanes`` output codes), ``last`` copied from the input beat.
     cfg : In(stream)
-        Always ready; ``lane``, ``group`` and ``param`` (:func:`requant_param_layout`).
+        Always ready; ``lane``, ``group`` and ``param`` (:func:`requant_param_layout`). A
+        write reaches its table one cycle after it is offered.
 
     Latency is :attr:`latency` cycles, throughput one beat per cycle; the pipeline never
     stalls, its output queue does (``i`` waits while the queue is full). Every stage has at
-    most one carry chain of 64 bits or one barrel shifter or one multiplier behind its
+    most one carry chain of 64 bits, half a barrel shifter or one multiplier behind its
     registers (about 100 MHz on an ECP5-6).
     """
 
     #: Pipeline stages; see :attr:`latency`.
-    stages = 15
+    stages = 17
 
     #: Cycles from accepting a beat to offering its codes on ``o`` (when ``o`` is ready).
     latency = stages + QUEUE_LATENCY
@@ -142,7 +143,12 @@ class Requantizer(wiring.Component):
         # reads them, each addressed by the tag one stage ahead of its use: the parameters
         # travel with the beat without being copied down the pipeline, and no table word is
         # wider than 64 bits (which simulators handle much faster).
-        param = self.cfg.payload.param
+        # Configuration writes are registered, with a write enable per lane and table: the
+        # tables are spread over the lanes, and a write decoded from the command executor's
+        # state would otherwise reach each of their write enables in the same cycle.
+        cfg = Signal.like(self.cfg.payload, reset_less=True)
+        m.d.sync += cfg.eq(self.cfg.payload)
+        param = cfg.param
         layouts = [
             ("bias", data.StructLayout({"bias": signed(32), "shift": signed(6)}),
              {"bias": param.bias, "shift": param.shift}),
@@ -153,17 +159,18 @@ class Requantizer(wiring.Component):
              {"zero_point": param.zero_point, "relu": param.relu}),
         ]
         # A table read for the beat in stage ``s`` is ready for the statements of step
-        # ``s + 2`` (the read port is synchronous): bias at step 1, multiplier at step 5,
-        # zero point at step 13.
-        addresses = {"bias": self.i.payload.tag, "mult": tags[3], "zero": tags[11]}
+        # ``s + 2`` (the read port is synchronous): bias at step 1, multiplier at step 6,
+        # zero point at step 15.
+        addresses = {"bias": self.i.payload.tag, "mult": tags[4], "zero": tags[13]}
         for lane in range(self._lanes):
             reads = {}
             for part, shape, fields in layouts:
                 table = Memory(shape=shape, depth=self._groups, init=[])
                 m.submodules[f"{part}_{lane}"] = table
                 wr = table.write_port()
-                m.d.comb += [wr.addr.eq(self.cfg.payload.group),
-                             wr.en.eq(self.cfg.valid & (self.cfg.payload.lane == lane))]
+                write = Signal(name=f"{part}_write_{lane}")
+                m.d.sync += write.eq(self.cfg.valid & (self.cfg.payload.lane == lane))
+                m.d.comb += [wr.addr.eq(cfg.group), wr.en.eq(write)]
                 m.d.comb += [getattr(wr.data, name).eq(value) for name, value in fields.items()]
                 rd = table.read_port()
                 m.d.comb += rd.addr.eq(addresses[part])
@@ -176,6 +183,7 @@ class Requantizer(wiring.Component):
             # The shift travels with the beat: ``shift[s]`` belongs to the beat in stage s.
             shift = [Signal(signed(6), reset_less=True, name=f"shift_{lane}_{s}")
                      for s in range(stages)]
+            half_left = Signal(signed(39), reset_less=True, name=f"half_left_{lane}")
             shifted_left = Signal(signed(63), reset_less=True, name=f"shifted_left_{lane}")
             scaled = Signal(signed(32), reset_less=True, name=f"scaled_{lane}")
             # The 32 x 31 product is built from four 16 x 16 products, each one 18x18
@@ -198,14 +206,19 @@ class Requantizer(wiring.Component):
             shifted = Signal(signed(32), reset_less=True, name=f"shifted_{lane}")
             remainder = Signal(32, reset_less=True, name=f"remainder_{lane}")
             threshold = Signal(33, reset_less=True, name=f"threshold_{lane}")
+            truncated = Signal(signed(32), reset_less=True, name=f"truncated_{lane}")
+            round_up = Signal(reset_less=True, name=f"round_up_{lane}")
             rounded = Signal(signed(32), reset_less=True, name=f"rounded_{lane}")
             out = Signal.like(self.o.payload.data[lane], reset_less=True, name=f"out_{lane}")
 
-            left = Mux(shift[2] < 0, 0, shift[2][:5])
-            # The right shift and its mask are decoded a stage early, beside ``high``.
+            # The left shift by 0..31 in two stages: by 0..7, then by 0, 8, 16 or 24.
+            left_low = Mux(shift[2] < 0, 0, shift[2][:3])
+            left_high = Cat(Const(0, 3), Mux(shift[3] < 0, 0, shift[3][3:5]))
+            # The right shift and its mask are decoded a stage early, beside ``high``; the
+            # mask is a thermometer code (one small comparison per bit, no carry chain).
             right = Signal(5, reset_less=True, name=f"right_{lane}")
             mask = Signal(32, reset_less=True, name=f"mask_{lane}")
-            right_next = Mux(shift[9] < 0, -shift[9], 0)[:5]
+            right_next = Mux(shift[10] < 0, -shift[10], 0)[:5]
             multiplier = p_mult.multiplier
             # |product| < 2**62, so the nudged product still fits 64 bits (narrower than the
             # 65 bits Amaranth would infer, which simulators handle as a wide word).
@@ -217,7 +230,8 @@ class Requantizer(wiring.Component):
                 [acc.eq(self.i.payload.data[lane])],
                 [biased_sum.eq(acc + p_bias.bias), shift[1].eq(p_bias.shift)],
                 [biased.eq(_saturate32(biased_sum))],
-                [shifted_left.eq(biased << left)],
+                [half_left.eq(biased << left_low)],
+                [shifted_left.eq(half_left << left_high)],
                 [scaled.eq(_saturate32(shifted_left))],
                 # scaled * m = (scaled[16:] * 2**16 + scaled[:16]) * m, scaled[:16] unsigned.
                 [operands[a, b][i].eq(value)
@@ -232,12 +246,13 @@ class Requantizer(wiring.Component):
                 # C division by 2**31 truncates toward zero.
                 [high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1))[:64].as_signed() >> 31,
                              nudged >> 31)),
-                 right.eq(right_next), mask.eq((Const(1, 32) << right_next) - 1)],
+                 right.eq(right_next), mask.eq(Cat(*(right_next > i for i in range(32))))],
                 # RoundingDivideByPOT in two steps: shift, remainder and threshold first...
                 [shifted.eq(high >> right), remainder.eq(high & mask),
                  threshold.eq((mask >> 1) + (high < 0))],
-                # ... then the rounding increment.
-                [rounded.eq(shifted + (remainder > threshold))],
+                # ... then whether to round up, and the increment.
+                [truncated.eq(shifted), round_up.eq(remainder > threshold)],
+                [rounded.eq(truncated + round_up)],
                 [with_zero.eq(rounded + p_zero.zero_point),
                  low.eq(Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin))],
                 [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
