@@ -172,6 +172,13 @@ class Accelerator(wiring.Component):
                              else DomainRenamer({"sync": core_domain})(core))
         wiring.connect(m, wiring.flipped(self.rx), rx.rx)
         wiring.connect(m, tx.tx, wiring.flipped(self.tx))
+        # Reply bytes pass through a small FIFO: the executor's byte multiplexer and the
+        # transmitter's state machine are then never in one path, and the executor sees a
+        # ready that comes from a register.
+        m.submodules.tx_fifo = tx_fifo = SyncFIFOBuffered(width=9, depth=4)
+        m.d.comb += [tx.i.payload.data.eq(tx_fifo.r_data[:8]),
+                     tx.i.payload.last.eq(tx_fifo.r_data[8]),
+                     tx.i.valid.eq(tx_fifo.r_rdy), tx_fifo.r_en.eq(tx.i.ready)]
 
         # ---- memories --------------------------------------------------------------------
         banks = []
@@ -328,7 +335,9 @@ class Accelerator(wiring.Component):
         # ---- writeback: output rows -> banks --------------------------------------------
         out_r = Signal(range(rows))
         out_mt, out_nt = Signal(16), Signal(16)
-        out_row, out_word = Signal(16), Signal(16)
+        # ``out_col`` is out_base + out_nt; ``out_word`` the current output row's word. Each
+        # is updated by one addition.
+        out_col, out_word = Signal(16), Signal(16)
         m.d.comb += core.o.ready.eq(1)
         wb_addr = Signal(depth_bits)
         wb_data = Signal(data.ArrayLayout(8, cols))
@@ -342,7 +351,7 @@ class Accelerator(wiring.Component):
             m.d.comb += wb_en.eq(1 << out_r)
         with m.If(start):
             m.d[core_domain] += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0),
-                                 out_row.eq(desc["out_base"]), out_word.eq(desc["out_base"])]
+                                 out_col.eq(desc["out_base"]), out_word.eq(desc["out_base"])]
             m.d[exec_domain] += [running.eq(1), cycles.eq(0)]
         with m.Elif(running):
             m.d[exec_domain] += cycles.eq(cycles + 1)
@@ -351,15 +360,13 @@ class Accelerator(wiring.Component):
                 m.d[core_domain] += out_r.eq(0)
                 with m.If(out_mt == m_last):
                     m.d[core_domain] += [out_mt.eq(0), out_nt.eq(out_nt + 1),
-                                         out_row.eq(desc["out_base"]),
-                                         out_word.eq(desc["out_base"] + out_nt + 1)]
+                                         out_col.eq(out_col + 1), out_word.eq(out_col + 1)]
                     with m.If(out_nt == n_last):
                         m.d[exec_domain] += running.eq(0)
                         m.d[exec_domain] += finished.eq(1)
                 with m.Else():
                     m.d[core_domain] += [out_mt.eq(out_mt + 1),
-                                         out_row.eq(out_row + desc["out_stride"]),
-                                         out_word.eq(out_row + desc["out_stride"] + out_nt)]
+                                         out_word.eq(out_word + desc["out_stride"])]
             with m.Else():
                 m.d[core_domain] += out_r.eq(out_r + 1)
 
@@ -404,11 +411,17 @@ class Accelerator(wiring.Component):
         body_index = Signal(range(1 << 16))
         body_count = Signal(range(1 << 16))
         read_word = Signal(data.ArrayLayout(8, cols))
+        bank = target[depth_bits:depth_bits + max(2, ceil_log2(rows))]
+        bank_groups = [bank_q[i:i + 4] for i in range(0, rows, 4)]
+        picked = [Signal(data.ArrayLayout(8, cols), name=f"read_picked_{g}", reset_less=True)
+                  for g in range(len(bank_groups))]
 
         info_bytes = Array(Const(b, 8) for b in info.pack())
         cycle_bytes = Array(cycles.word_select(i, 8) for i in range(4))
 
-        tx_byte, tx_last, tx_valid = tx.i.payload.data, tx.i.payload.last, tx.i.valid
+        tx_byte, tx_last, tx_valid = Signal(8), Signal(), Signal()
+        tx_ready = tx_fifo.w_rdy
+        m.d.comb += [tx_fifo.w_data.eq(Cat(tx_byte, tx_last)), tx_fifo.w_en.eq(tx_valid)]
         m.d.comb += rx.addr.eq(ptr)
         rdata_q = Signal(8, reset_less=True)
         m.d[exec_domain] += rdata_q.eq(rx.rdata)
@@ -502,12 +515,29 @@ class Accelerator(wiring.Component):
                              space_unknown.eq(~known_space)]
         m.d[exec_domain] += [flag.eq(command == c) for c, flag in is_command.items()]
 
+        # A RUN's weight words n_tiles * k_steps, by shift and add, one bit of k_steps per
+        # cycle (at most 16) from HEADER_DONE on, for every frame; RUN_SIZE waits for the
+        # last bit. A multiplier would take a DSP block (the iCE40UP5K's eight are all in
+        # the datapath) and, in one cycle with the checks after it, be the slowest path of
+        # the whole system. The registers load on a registered pulse, not on a state.
+        load_mul = Signal()
+        m.d[exec_domain] += load_mul.eq(0)
+        with m.If(load_mul):
+            m.d[exec_domain] += [mul_a.eq(Cat(header[4], header[5])),
+                                 mul_b.eq(Cat(header[6], header[7])), w_words.eq(0)]
+        with m.Else():
+            m.d[exec_domain] += [mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
+            with m.If(mul_b[0]):
+                m.d[exec_domain] += w_words.eq(w_words + mul_a)
+
         m.d.comb += working.eq(1)  # every state but IDLE (which overrides it)
         with m.FSM(name="executor", domain=exec_domain):
             with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(~rx.done & ~tx.tx.valid), working.eq(0)]
+                m.d.comb += [self.idle.eq(~rx.done & (tx_fifo.level == 0) & ~tx.tx.valid),
+                             working.eq(0)]
                 m.d[exec_domain] += [ptr.eq(0), body_count.eq(0)]
                 with m.If(rx.done):
+                    m.d[exec_domain] += load_mul.eq(1)
                     m.next = "HEADER_DONE"
             with m.State("HEADER_DONE"):
                 # The header is complete; ``read_range_bad`` is registered from it here.
@@ -551,10 +581,6 @@ class Accelerator(wiring.Component):
                         for i, name in enumerate(fields):
                             m.d[exec_domain] += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
                         m.d[exec_domain] += [step.eq(header[12]), mode.eq(header[13])]
-                        # n_tiles * k_steps by shift and add in RUN_SIZE.
-                        m.d[exec_domain] += [mul_a.eq(Cat(header[4], header[5])),
-                                             mul_b.eq(Cat(header[6], header[7])),
-                                             w_words.eq(0)]
                         for i, name in enumerate(["w_base", "out_base", "out_stride",
                                                   "group_base"]):
                             m.d[exec_domain] += desc[name].eq(Cat(header[14 + 2 * i],
@@ -564,17 +590,11 @@ class Accelerator(wiring.Component):
                     m.d[exec_domain] += status.eq(Status.COMMAND)
                     m.next = "REPLY_SEQ"
             with m.State("RUN_SIZE"):
-                # The layer's weight words n_tiles * k_steps, one bit of k_steps per cycle
-                # (at most 16): a multiplier would take a DSP block (the iCE40UP5K's eight
-                # are all in the datapath) and, in one cycle with the checks after it, be
-                # the slowest path of the whole system.
+                # Waits for the weight word count (``w_words``, see ``load_mul``).
                 m.d.comb += busy.eq(1)
                 m.d[exec_domain] += [k_last.eq(desc["k_steps"] - 1),
                                      m_last.eq(desc["m_tiles"] - 1),
-                                     n_last.eq(desc["n_tiles"] - 1),
-                                     mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
-                with m.If(mul_b[0]):
-                    m.d[exec_domain] += w_words.eq(w_words + mul_a)
+                                     n_last.eq(desc["n_tiles"] - 1)]
                 with m.If(mul_b == 0):
                     m.next = "RUN_CHECK"
             with m.State("RUN_CHECK"):
@@ -639,12 +659,12 @@ class Accelerator(wiring.Component):
                     m.next = "REPLY_SEQ"
             with m.State("REPLY_SEQ"):
                 m.d.comb += [tx_byte.eq(seq), tx_valid.eq(1)]
-                with m.If(tx.i.ready):
+                with m.If(tx_ready):
                     m.next = "REPLY_STATUS"
             with m.State("REPLY_STATUS"):
                 no_body = (status != Status.OK) | (body_count == 0)
                 m.d.comb += [tx_byte.eq(status), tx_valid.eq(1), tx_last.eq(no_body)]
-                with m.If(tx.i.ready):
+                with m.If(tx_ready):
                     with m.If(no_body):
                         m.next = "DONE"
                     with m.Elif(is_command[Command.READ]):
@@ -657,7 +677,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += [tx_byte.eq(Mux(command == Command.INFO, info_bytes[body_index],
                                             cycle_bytes[body_index[:2]])),
                              tx_valid.eq(1), tx_last.eq(last_byte)]
-                with m.If(tx.i.ready):
+                with m.If(tx_ready):
                     m.d[exec_domain] += body_index.eq(body_index + 1)
                     with m.If(last_byte):
                         m.next = "DONE"
@@ -668,10 +688,17 @@ class Accelerator(wiring.Component):
                 # The word lands in ``bank_q`` (see the feeder).
                 m.next = "READ_LATCH"
             with m.State("READ_LATCH"):
-                bank_data = Array(q.as_value() for q in bank_q)
-                bank = target[depth_bits:depth_bits + max(1, ceil_log2(rows))]
-                m.d[exec_domain] += [read_word.eq(bank_data[bank] if rows > 1 else bank_q[0]),
-                             byte_index.eq(0)]
+                # The bank's word, chosen in two steps (the banks sit far apart): one of
+                # every four banks here, then one of those in READ_PICK.
+                for g, group in enumerate(bank_groups):
+                    m.d[exec_domain] += picked[g].eq(
+                        Array(q.as_value() for q in group)[bank[:2]] if len(group) > 1
+                        else group[0])
+                m.next = "READ_PICK"
+            with m.State("READ_PICK"):
+                m.d[exec_domain] += [read_word.eq(Array(picked)[bank[2:]] if len(picked) > 1
+                                                  else picked[0]),
+                                     byte_index.eq(0)]
                 m.next = "READ_SEND"
             with m.State("READ_SEND"):
                 last_word = body_index == body_count - 1
@@ -679,7 +706,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += [tx_byte.eq(read_word.as_value().word_select(byte_index, 8)),
                              tx_valid.eq(1),
                              tx_last.eq(last_word & last_byte)]
-                with m.If(tx.i.ready):
+                with m.If(tx_ready):
                     m.d[exec_domain] += byte_index.eq(byte_index + 1)
                     with m.If(last_byte):
                         m.d[exec_domain] += [body_index.eq(body_index + 1), target.eq(target + 1)]
