@@ -242,8 +242,8 @@ class MacArray(wiring.Component):
         # :mod:`.replica`), and so are the control bits that reach every element: one per
         # column at stage 2, one per element from stage 3 on, so that no register drives more
         # than a column's worth of loads.
-        a_reg = Signal(self._a_layout())
-        w_reg = Signal(self._w_layout())
+        a_reg = Signal(self._a_layout(), reset_less=True)
+        w_reg = Signal(self._w_layout(), reset_less=True)
         # Control bits per stage after the beat register: operand copies, then the product
         # stage(s); the last entry is the beat being accumulated.
         depth = 1 + self._product_stages
@@ -270,10 +270,10 @@ class MacArray(wiring.Component):
         m.d.sync += [valids[k].eq(valids[k - 1]) for k in range(1, depth)]
         m.d.sync += [lasts[k].eq(lasts[k - 1]) for k in range(1, depth)]
         m.d.sync += [tags[k].eq(tags[k - 1]) for k in range(1, depth)]
-        m.d.sync += valid_1.eq(fire)
-        with m.If(fire):
-            m.d.sync += [a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
-                         last_1.eq(self.w.payload.last)]
+        # The beat registers load every cycle (``valid_1`` says whether they hold a beat):
+        # an enable from the handshake would fan out to every operand bit.
+        m.d.sync += [valid_1.eq(fire), a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
+                     last_1.eq(self.w.payload.last)]
 
         shadow = [[Signal(signed(self._acc_bits), name=f"shadow_{r}_{c}") for c in range(cols)]
                   for r in range(rows)]
