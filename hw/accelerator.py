@@ -229,23 +229,22 @@ class Accelerator(wiring.Component):
         a_word, a_row = Signal(16), Signal(16)
         lane_off = Signal(range(cols + 1))
         w_addr, w_tile = Signal(16), Signal(16)
-        # A beat's memory reads are issued in cycle t, land in t + 1 and are registered
-        # (``bank_q``, ``w_q``) before the lane multiplexer sees them in t + 2: an ECP5 block
-        # RAM without its output register takes most of a 100 MHz cycle from clock to data.
-        # The multiplexed beat is registered again (``fed``) before the FIFOs take it in
-        # t + 3: the banks sit far from each other and from the array.
-        pending = Signal()                   # a read issued last cycle lands now
-        pending_lane = Signal.like(lane_off)
-        pending_tag = Signal(core.tag_bits)
-        pending_last = Signal()
-        landed = Signal()                    # the registered read of two cycles ago
-        landed_lane = Signal.like(lane_off)
-        landed_tag = Signal(core.tag_bits)
-        landed_last = Signal()
-        fed = Signal()                       # the multiplexed beat of three cycles ago
-        fed_tag = Signal(core.tag_bits)
-        fed_last = Signal()
-        in_flight = pending + landed + fed
+        # The loop tests, registered beside their counters (each is updated with the
+        # counter it tests), so that a beat's issue and the counters' enables depend on
+        # flags, not on 16-bit comparisons.
+        s_last, mt_last, nt_last = Signal(), Signal(), Signal()   # s == k_last, ...
+        lane_wrap = Signal()                                        # lane_off + step == cols
+        # A beat's memory reads are issued in cycle t and land in t + 1; they are
+        # registered (``bank_q``, ``w_q``; stage ``landed``) before anything else sees them:
+        # an ECP5 block RAM without its output register takes most of a 100 MHz cycle from
+        # clock to data. Each bank's lanes are selected and registered (``selected``) beside
+        # the bank, and the beat registered once more (``fed``) before the FIFOs take it in
+        # t + 4: the banks sit far from each other and from the array.
+        beat_layout = data.StructLayout({"valid": 1, "lane": range(cols + 1),
+                                         "tag": core.tag_bits, "last": 1})
+        pending, landed, selected, fed = (Signal(beat_layout, name=name) for name in (
+            "pending", "landed", "selected", "fed"))
+        in_flight = pending.valid + landed.valid + selected.valid + fed.valid
         # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
         # the AND of two registers: it fans out to every feeder counter. It is decided a
         # cycle early with one place to spare, for the beat issued in that cycle: beats in
@@ -256,19 +255,17 @@ class Accelerator(wiring.Component):
         issue = issuing & room
 
         exec_bank_addr = Signal(depth_bits)
-        exec_reading = Signal()
+        exec_reading = Signal()   # registered: high exactly in READ_ISSUE
+        m.d[exec_domain] += exec_reading.eq(0)
         # The memories are read every cycle; only an issued beat is kept (``fed``). Their
         # read enables would otherwise be one more net from the issue decision to every
         # block RAM.
         for r, (read, _) in enumerate(banks):
             m.d.comb += read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word))
         m.d.comb += w_read.addr.eq(w_addr)
-        m.d[core_domain] += [pending.eq(issue), pending_lane.eq(lane_off),
-                     pending_tag.eq(desc["group_base"] + nt),
-                     pending_last.eq(s == k_last),
-                     landed.eq(pending), landed_lane.eq(pending_lane),
-                     landed_tag.eq(pending_tag), landed_last.eq(pending_last),
-                     fed.eq(landed), fed_tag.eq(landed_tag), fed_last.eq(landed_last)]
+        m.d[core_domain] += [pending.valid.eq(issue), pending.lane.eq(lane_off),
+                             pending.tag.eq(desc["group_base"] + nt), pending.last.eq(s_last),
+                             landed.eq(pending), selected.eq(landed), fed.eq(selected)]
         bank_q = [Signal(data.ArrayLayout(8, cols), name=f"bank_q_{r}", reset_less=True)
                   for r in range(rows)]
         w_q = Signal(self.weight_bits, reset_less=True)
@@ -280,40 +277,52 @@ class Accelerator(wiring.Component):
         for r, word in enumerate(bank_q):
             lanes = Array(word[c] for c in range(cols))
             for e in range(a_elems):
-                index = landed_lane + e
+                index = landed.lane + e
                 m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
                                                if cols > 1 else word[0], 0))
+        a_selected = Signal.like(a_beat, reset_less=True)
+        w_selected = Signal.like(w_q, reset_less=True)
         a_fed = Signal.like(a_beat, reset_less=True)
         w_fed = Signal.like(w_q, reset_less=True)
-        m.d[core_domain] += [a_fed.eq(a_beat), w_fed.eq(w_q)]
+        m.d[core_domain] += [a_selected.eq(a_beat), w_selected.eq(w_q),
+                             a_fed.eq(a_selected), w_fed.eq(w_selected)]
         side_entry = Signal(side_layout)
-        m.d.comb += [side_entry.tag.eq(fed_tag), side_entry.last.eq(fed_last),
-                     a_fifo.w_data.eq(a_fed), a_fifo.w_en.eq(fed),
-                     w_fifo.w_data.eq(w_fed), w_fifo.w_en.eq(fed),
-                     side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(fed)]
+        m.d.comb += [side_entry.tag.eq(fed.tag), side_entry.last.eq(fed.last),
+                     a_fifo.w_data.eq(a_fed), a_fifo.w_en.eq(fed.valid),
+                     w_fifo.w_data.eq(w_fed), w_fifo.w_en.eq(fed.valid),
+                     side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(fed.valid)]
 
         with m.If(start):
             m.d[core_domain] += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
-                         a_word.eq(desc["a_base"]), a_row.eq(desc["a_base"]),
-                         w_addr.eq(desc["w_base"]), w_tile.eq(desc["w_base"])]
+                                 a_word.eq(desc["a_base"]), a_row.eq(desc["a_base"]),
+                                 w_addr.eq(desc["w_base"]), w_tile.eq(desc["w_base"]),
+                                 s_last.eq(k_last == 0), mt_last.eq(m_last == 0),
+                                 nt_last.eq(n_last == 0), lane_wrap.eq(step == cols)]
         with m.Elif(issue):
-            with m.If(s == k_last):
-                m.d[core_domain] += [s.eq(0), lane_off.eq(0)]
-                with m.If(mt == m_last):
-                    m.d[core_domain] += [mt.eq(0), a_row.eq(desc["a_base"]), a_word.eq(desc["a_base"]),
-                                 nt.eq(nt + 1), w_tile.eq(w_tile + desc["k_steps"]),
-                                 w_addr.eq(w_tile + desc["k_steps"])]
-                    with m.If(nt == n_last):
+            with m.If(s_last):
+                m.d[core_domain] += [s.eq(0), lane_off.eq(0), s_last.eq(k_last == 0),
+                                     lane_wrap.eq(step == cols)]
+                with m.If(mt_last):
+                    m.d[core_domain] += [mt.eq(0), a_row.eq(desc["a_base"]),
+                                         a_word.eq(desc["a_base"]), nt.eq(nt + 1),
+                                         w_tile.eq(w_tile + desc["k_steps"]),
+                                         w_addr.eq(w_tile + desc["k_steps"]),
+                                         mt_last.eq(m_last == 0), nt_last.eq(nt + 1 == n_last)]
+                    with m.If(nt_last):
                         m.d[core_domain] += issuing.eq(0)
                 with m.Else():
                     m.d[core_domain] += [mt.eq(mt + 1), a_row.eq(a_row + desc["a_stride"]),
-                                 a_word.eq(a_row + desc["a_stride"]), w_addr.eq(w_tile)]
+                                         a_word.eq(a_row + desc["a_stride"]), w_addr.eq(w_tile),
+                                         mt_last.eq(mt + 1 == m_last)]
             with m.Else():
-                m.d[core_domain] += [s.eq(s + 1), w_addr.eq(w_addr + 1)]
-                with m.If(lane_off + step == cols):
-                    m.d[core_domain] += [lane_off.eq(0), a_word.eq(a_word + 1)]
+                m.d[core_domain] += [s.eq(s + 1), w_addr.eq(w_addr + 1),
+                                     s_last.eq(s + 1 == k_last)]
+                with m.If(lane_wrap):
+                    m.d[core_domain] += [lane_off.eq(0), a_word.eq(a_word + 1),
+                                         lane_wrap.eq(step == cols)]
                 with m.Else():
-                    m.d[core_domain] += lane_off.eq(lane_off + step)
+                    m.d[core_domain] += [lane_off.eq(lane_off + step),
+                                         lane_wrap.eq(lane_off + step + step == cols)]
 
         # FIFO heads -> core streams.
         a_head = data.View(a_beat.shape(), a_fifo.r_data)
@@ -411,6 +420,7 @@ class Accelerator(wiring.Component):
         body_index = Signal(range(1 << 16))
         body_count = Signal(range(1 << 16))
         read_word = Signal(data.ArrayLayout(8, cols))
+        m.d.comb += exec_bank_addr.eq(target[:depth_bits])
         bank = target[depth_bits:depth_bits + max(2, ceil_log2(rows))]
         bank_groups = [bank_q[i:i + 4] for i in range(0, rows, 4)]
         picked = [Signal(data.ArrayLayout(8, cols), name=f"read_picked_{g}", reset_less=True)
@@ -491,11 +501,15 @@ class Accelerator(wiring.Component):
             with m.If(space == Space.THRESHOLD):
                 m.d.comb += index_ok.eq(lane_ok & (target[:8] < (1 << self._threshold_bits) - 1))
 
-        # A READ's range check, registered from the header (complete in HEADER_DONE).
+        # A READ's range check in two registered steps from the header, which is complete
+        # from the cycle IDLE sees ``done``: the end address in HEADER_DONE, the verdict in
+        # DECODE.
+        read_end = Signal(33)
         read_range_bad = Signal()
-        m.d[exec_domain] += read_range_bad.eq((count * cols > info.max_payload)
-                                              | (addr + count > (rows << depth_bits))
-                                              | (count == 0))
+        m.d[exec_domain] += [read_end.eq(addr + count),
+                             read_range_bad.eq((count * cols > info.max_payload)
+                                               | (read_end > (rows << depth_bits))
+                                               | (count == 0))]
         # Whether ``target`` may be written, registered: it changes only in WRITE_COMMIT and
         # DECODE, each at least two cycles before the next WRITE_COMMIT reads this.
         target_ok = Signal()
@@ -540,7 +554,7 @@ class Accelerator(wiring.Component):
                     m.d[exec_domain] += load_mul.eq(1)
                     m.next = "HEADER_DONE"
             with m.State("HEADER_DONE"):
-                # The header is complete; ``read_range_bad`` is registered from it here.
+                # The header is complete; the frame checks are registered from it here.
                 m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(frame_bad):
@@ -668,7 +682,7 @@ class Accelerator(wiring.Component):
                     with m.If(no_body):
                         m.next = "DONE"
                     with m.Elif(is_command[Command.READ]):
-                        m.d[exec_domain] += [byte_index.eq(0)]
+                        m.d[exec_domain] += [byte_index.eq(0), exec_reading.eq(1)]
                         m.next = "READ_ISSUE"
                     with m.Else():
                         m.next = "REPLY_BODY"
@@ -682,7 +696,7 @@ class Accelerator(wiring.Component):
                     with m.If(last_byte):
                         m.next = "DONE"
             with m.State("READ_ISSUE"):
-                m.d.comb += [exec_reading.eq(1), exec_bank_addr.eq(target[:depth_bits])]
+                # ``exec_reading`` is set (a register: it selects every bank's address).
                 m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 # The word lands in ``bank_q`` (see the feeder).
@@ -715,6 +729,7 @@ class Accelerator(wiring.Component):
                 with m.If(body_index == body_count):
                     m.next = "DONE"
                 with m.Else():
+                    m.d[exec_domain] += exec_reading.eq(1)
                     m.next = "READ_ISSUE"
             with m.State("DONE"):
                 m.d.comb += rx.release.eq(1)

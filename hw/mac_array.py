@@ -2,7 +2,7 @@
 
 __all__ = ["MacArray"]
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -275,14 +275,15 @@ class MacArray(wiring.Component):
         m.d.sync += [valid_1.eq(fire), a_reg.eq(self.a.payload), w_reg.eq(self.w.payload),
                      last_1.eq(self.w.payload.last)]
 
-        shadow = [[Signal(signed(self._acc_bits), name=f"shadow_{r}_{c}") for c in range(cols)]
-                  for r in range(rows)]
+        shadow = [[Signal(signed(self._acc_bits), name=f"shadow_{r}_{c}", reset_less=True)
+                   for c in range(cols)] for r in range(rows)]
         shadow_tag = Signal(self.tag_bits)
 
         # Rows leave the shadow bank through a row multiplexer rather than a shift chain, so
         # draining moves one row, not the whole bank, per beat. Each column's multiplexer
         # has its own copy of the row counter (not ``rows - drain_left``).
-        drain_rows = [replica_signal(range(rows), name=f"drain_row_{c}") for c in range(cols)]
+        drain_rows = [replica_signal(range(rows), name=f"drain_row_{c}", reset_less=True)
+                      for c in range(cols)]
         with m.If(acc_stream.valid & acc_stream.ready):
             m.d.sync += drain_left.eq(drain_left - 1)
             m.d.sync += [row.eq(row + 1) for row in drain_rows]
@@ -290,10 +291,17 @@ class MacArray(wiring.Component):
             m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_acc)]
             m.d.sync += [row.eq(0) for row in drain_rows]
 
+        # The registers of the elements are reset through a registered copy of the domain's
+        # reset per column (``clear``), a cycle late: the reset net would otherwise reach
+        # every accumulator of the array, the slowest net of the 8x8 ECP5 build. No beat
+        # reaches the accumulators in that cycle (the registers before them are reset).
+        reset = ResetSignal(allow_reset_less=True)
         for c in range(cols):
             terms = self._column_terms(m, w_reg, c)
-            valid_c = replica(m, valid_1, f"valid_op_{c}")
-            last_c = replica(m, last_1, f"last_op_{c}")
+            clear = replica(m, reset, f"clear_{c}", reset_less=True)
+            valid_c = replica(m, valid_1, f"valid_op_{c}", reset_less=True)
+            last_c = replica(m, last_1, f"last_op_{c}", reset_less=True)
+            cleared = [valid_c]
             for r in range(rows):
                 # Operand copies and products load every cycle (the valid bits say which
                 # hold beats); only the accumulators have an enable.
@@ -301,11 +309,13 @@ class MacArray(wiring.Component):
                 terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
                 valid_rc, last_rc = valid_c, last_c
                 for k in range(self._product_stages):
-                    valid_rc = replica(m, valid_rc, f"valid_{k + 2}_{r}_{c}")
-                    last_rc = replica(m, last_rc, f"last_{k + 2}_{r}_{c}")
+                    valid_rc = replica(m, valid_rc, f"valid_{k + 2}_{r}_{c}", reset_less=True)
+                    last_rc = replica(m, last_rc, f"last_{k + 2}_{r}_{c}", reset_less=True)
+                    cleared.append(valid_rc)
                 contribution = self._contribution({r: a_op}, terms_op, r)
                 product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
-                acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}")
+                acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}", reset_less=True)
+                cleared.append(acc)
                 total = acc + product
                 if self._product_stages == 1:
                     m.d.sync += product.eq(contribution)
@@ -324,6 +334,8 @@ class MacArray(wiring.Component):
                         m.d.sync += [shadow[r][c].eq(total), acc.eq(0)]
                     with m.Else():
                         m.d.sync += acc.eq(total)
+            with m.If(clear):
+                m.d.sync += [register.eq(0) for register in cleared]
 
         m.d.comb += [
             acc_stream.valid.eq(drain_left != 0),

@@ -10,7 +10,7 @@ from amaranth.utils import ceil_log2
 
 from ..sw.golden import INT32_MAX, INT32_MIN, MULTIPLIER_BITS, check_operand, operand_range
 from .pipeline import QUEUE_LATENCY, queued_pipeline
-from .replica import replica_signal
+from .replica import replica, replica_signal
 
 
 def requant_param_layout(out_bits):
@@ -158,9 +158,11 @@ class Requantizer(wiring.Component):
                                         "relu": unsigned(1)}),
              {"zero_point": param.zero_point, "relu": param.relu}),
         ]
-        # A table read for the beat in stage ``s`` is ready for the statements of step
-        # ``s + 2`` (the read port is synchronous): bias at step 1, multiplier at step 6,
-        # zero point at step 15.
+        # The tables are read asynchronously (they are LUT RAM), each lane's from an
+        # address register of its own (a replica: one tag register would drive every
+        # table of every lane). The address register loaded with the tag of the beat in
+        # stage ``s`` serves the statements of step ``s + 2``: bias at step 1, multiplier at
+        # step 6, zero point at step 15.
         addresses = {"bias": self.i.payload.tag, "mult": tags[4], "zero": tags[13]}
         for lane in range(self._lanes):
             reads = {}
@@ -172,8 +174,9 @@ class Requantizer(wiring.Component):
                 m.d.sync += write.eq(self.cfg.valid & (self.cfg.payload.lane == lane))
                 m.d.comb += [wr.addr.eq(cfg.group), wr.en.eq(write)]
                 m.d.comb += [getattr(wr.data, name).eq(value) for name, value in fields.items()]
-                rd = table.read_port()
-                m.d.comb += rd.addr.eq(addresses[part])
+                rd = table.read_port(domain="comb")
+                m.d.comb += rd.addr.eq(replica(m, addresses[part], f"{part}_addr_{lane}",
+                                               reset_less=True))
                 reads[part] = rd.data
             p_bias, p_mult, p_zero = reads["bias"], reads["mult"], reads["zero"]
 

@@ -133,6 +133,9 @@ class Soc(wiring.Component):
         m.submodules.uart_rx = urx = UartRx(self._divisor)
         m.submodules.uart_tx = utx = UartTx(self._divisor)
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo)
+        # The reply bytes pass a 2-deep FIFO: the frame transmitter's handshake and the
+        # UART's state machine are then never in one path.
+        m.submodules.tx_fifo = tx_fifo = SyncFIFOBuffered(width=8, depth=2)
 
         m.d.comb += [
             urx.rx.eq(self.uart_rx),
@@ -142,9 +145,12 @@ class Soc(wiring.Component):
             accel.rx.payload.eq(fifo.r_data), accel.rx.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(accel.rx.ready),
         ]
-        wiring.connect(m, accel.tx, utx.i)
+        m.d.comb += [tx_fifo.w_data.eq(accel.tx.payload), tx_fifo.w_en.eq(accel.tx.valid),
+                     accel.tx.ready.eq(tx_fifo.w_rdy),
+                     utx.i.payload.eq(tx_fifo.r_data), utx.i.valid.eq(tx_fifo.r_rdy),
+                     tx_fifo.r_en.eq(utx.i.ready)]
         m.d.comb += self.idle.eq(accel.idle & ~urx.busy & ~urx.o.valid & (fifo.level == 0)
-                                 & ~utx.busy)
+                                 & (tx_fifo.level == 0) & ~utx.busy)
 
         # A free-running counter's top bit toggles about every half second.
         heartbeat = Signal(max(1, ceil_log2(int(self._clk_freq)) - 1))
