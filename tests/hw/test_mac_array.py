@@ -114,3 +114,57 @@ def test_accumulator_width_comes_from_the_golden_model():
     array = MacArray(rows=2, cols=2, a_bits=4, a_signed=False, w_bits=3, max_depth=100)
     assert array.acc_bits == golden.acc_bits(a_bits=4, a_signed=False, w_bits=3, w_signed=True,
                                              max_depth=100)
+
+
+@pytest.mark.parametrize("product_stages", [1, 2])
+def test_reset_in_the_middle_of_a_tile_clears_the_accumulators(product_stages):
+    # The elements are reset through a registered copy of the reset, a cycle late; a tile
+    # cut short by a reset must leave nothing behind in the accumulators.
+    from amaranth.hdl import ClockDomain, Module
+    from amaranth.sim import Simulator
+
+    array = MacArray(rows=2, cols=2, a_bits=8, w_bits=8, max_depth=8, requant=False,
+                     product_stages=product_stages)
+    top = Module()
+    top.domains.sync = domain = ClockDomain()
+    top.submodules.array = array
+    a_tile = np.array([[1, 1], [2, 1]])            # rows x beats
+    w_tile = np.array([[3, 1], [4, 1]])            # cols x beats
+    want = a_tile @ w_tile.T                       # rows x cols
+    rows_out = []
+
+    async def beat(ctx, a, w, last):
+        ctx.set(array.a.payload, list(a))
+        ctx.set(array.a.valid, 1)
+        ctx.set(array.w.payload.data, list(w))
+        ctx.set(array.w.payload.last, last)
+        ctx.set(array.w.valid, 1)
+        await ctx.tick().until(array.a.ready & array.w.ready)
+        ctx.set(array.a.valid, 0)
+        ctx.set(array.w.valid, 0)
+
+    async def source(ctx):
+        for _ in range(3):                          # a tile that never finishes
+            await beat(ctx, (100, -7), (-90, 55), 0)
+        await ctx.tick()
+        ctx.set(domain.rst, 1)
+        for _ in range(2):
+            await ctx.posedge(domain.clk)   # ``tick`` stops at a domain reset
+        ctx.set(domain.rst, 0)
+        await ctx.tick()
+        for k in range(a_tile.shape[1]):
+            await beat(ctx, a_tile[:, k], w_tile[:, k], int(k == a_tile.shape[1] - 1))
+
+    async def sink(ctx):
+        ctx.set(array.o.ready, 1)
+        for _ in range(40):
+            await ctx.posedge(domain.clk)
+            if ctx.get(array.o.valid):
+                rows_out.append([int(x) for x in ctx.get(array.o.payload.data)])
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    assert rows_out == want.tolist()
