@@ -76,7 +76,7 @@ class Requantizer(wiring.Component):
     """
 
     #: Pipeline stages; see :attr:`latency`.
-    stages = 17
+    stages = 18
 
     #: Cycles from accepting a beat to offering its codes on ``o`` (when ``o`` is ready).
     latency = stages + QUEUE_LATENCY
@@ -158,11 +158,12 @@ class Requantizer(wiring.Component):
                                         "relu": unsigned(1)}),
              {"zero_point": param.zero_point, "relu": param.relu}),
         ]
-        # The tables are read asynchronously (they are LUT RAM), each lane's from an
-        # address register of its own (a replica: one tag register would drive every
-        # table of every lane). The address register loaded with the tag of the beat in
-        # stage ``s`` serves the statements of step ``s + 2``: bias at step 1, multiplier at
-        # step 6, zero point at step 15.
+        # Each lane's tables are read through an address register of its own (a replica:
+        # one tag register would drive every table of every lane). The address register
+        # loaded with the tag of the beat in stage ``s`` (from ``s - 1``) serves the
+        # statements of step ``s + 2`` (the read port is synchronous, so that the tables
+        # can be block RAM where there is no LUT RAM): bias at step 2, multiplier at step 7,
+        # zero point at step 16.
         addresses = {"bias": self.i.payload.tag, "mult": tags[4], "zero": tags[13]}
         for lane in range(self._lanes):
             reads = {}
@@ -174,13 +175,15 @@ class Requantizer(wiring.Component):
                 m.d.sync += write.eq(self.cfg.valid & (self.cfg.payload.lane == lane))
                 m.d.comb += [wr.addr.eq(cfg.group), wr.en.eq(write)]
                 m.d.comb += [getattr(wr.data, name).eq(value) for name, value in fields.items()]
-                rd = table.read_port(domain="comb")
+                rd = table.read_port()
                 m.d.comb += rd.addr.eq(replica(m, addresses[part], f"{part}_addr_{lane}",
                                                reset_less=True))
                 reads[part] = rd.data
             p_bias, p_mult, p_zero = reads["bias"], reads["mult"], reads["zero"]
 
             acc = Signal(signed(self._acc_bits), reset_less=True, name=f"acc_{lane}")
+            # The accumulator waits a stage for its bias (see the table addresses).
+            acc_1 = Signal(signed(self._acc_bits), reset_less=True, name=f"acc_1_{lane}")
             biased_sum = Signal(signed(33), reset_less=True, name=f"biased_sum_{lane}")
             biased = Signal(signed(32), reset_less=True, name=f"biased_{lane}")
             # The shift travels with the beat: ``shift[s]`` belongs to the beat in stage s.
@@ -215,13 +218,13 @@ class Requantizer(wiring.Component):
             out = Signal.like(self.o.payload.data[lane], reset_less=True, name=f"out_{lane}")
 
             # The left shift by 0..31 in two stages: by 0..7, then by 0, 8, 16 or 24.
-            left_low = Mux(shift[2] < 0, 0, shift[2][:3])
-            left_high = Cat(Const(0, 3), Mux(shift[3] < 0, 0, shift[3][3:5]))
+            left_low = Mux(shift[3] < 0, 0, shift[3][:3])
+            left_high = Cat(Const(0, 3), Mux(shift[4] < 0, 0, shift[4][3:5]))
             # The right shift and its mask are decoded a stage early, beside ``high``; the
             # mask is a thermometer code (one small comparison per bit, no carry chain).
             right = Signal(5, reset_less=True, name=f"right_{lane}")
             mask = Signal(32, reset_less=True, name=f"mask_{lane}")
-            right_next = Mux(shift[10] < 0, -shift[10], 0)[:5]
+            right_next = Mux(shift[11] < 0, -shift[11], 0)[:5]
             multiplier = p_mult.multiplier
             # |product| < 2**62, so the nudged product still fits 64 bits (narrower than the
             # 65 bits Amaranth would infer, which simulators handle as a wide word).
@@ -231,7 +234,8 @@ class Requantizer(wiring.Component):
             low = Signal(signed(self._out_bits + 1), reset_less=True, name=f"low_{lane}")
             steps = [
                 [acc.eq(self.i.payload.data[lane])],
-                [biased_sum.eq(acc + p_bias.bias), shift[1].eq(p_bias.shift)],
+                [acc_1.eq(acc)],
+                [biased_sum.eq(acc_1 + p_bias.bias), shift[2].eq(p_bias.shift)],
                 [biased.eq(_saturate32(biased_sum))],
                 [half_left.eq(biased << left_low)],
                 [shifted_left.eq(half_left << left_high)],
@@ -260,7 +264,7 @@ class Requantizer(wiring.Component):
                  low.eq(Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin))],
                 [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
             ]
-            for s in range(2, stages):
+            for s in range(3, stages):
                 steps[s].append(shift[s].eq(shift[s - 1]))
             for statements in steps:
                 m.d.sync += statements

@@ -33,7 +33,7 @@ def test_generate_writes_verilog_rtlil_and_description(tmp_path):
     assert desc["acc_bits"] == 14
     # 4 cycles to the accumulators (beat, operand copies, product, accumulate), then the
     # requantizer's stages and its output queue.
-    assert desc["latency"] == MacArray(rows=3, cols=5).core_latency + Requantizer.latency == 23
+    assert desc["latency"] == MacArray(rows=3, cols=5).core_latency + Requantizer.latency == 24
     assert set(desc["ports"]) == {"a", "w", "o", "cfg"}
     assert "module mac_array" in (tmp_path / "out" / "mac_array.v").read_text()
     assert "module \\mac_array" in (tmp_path / "out" / "mac_array.il").read_text()
