@@ -13,6 +13,7 @@ from amaranth.utils import ceil_log2
 from ..sw.runtime.protocol import WEIGHT_TABLE_ALL_BIT, Command, DeviceInfo, Space, Status
 from .array_core import ArrayCore
 from .host_link import FrameReceiver, FrameTransmitter
+from .replica import replica
 
 PROTOCOL_VERSION = 1
 _HEADER = 22          # seq, command, and at most a 20-byte RUN descriptor
@@ -276,8 +277,11 @@ class Accelerator(wiring.Component):
         a_beat = Signal(data.ArrayLayout(data.ArrayLayout(8, a_elems), rows))
         for r, word in enumerate(bank_q):
             lanes = Array(word[c] for c in range(cols))
+            # Each bank's multiplexer has its own copy of ``landed.lane``.
+            landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True,
+                                  domain=core_domain)
             for e in range(a_elems):
-                index = landed.lane + e
+                index = landed_lane + e
                 m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
                                                if cols > 1 else word[0], 0))
         a_selected = Signal.like(a_beat, reset_less=True)
@@ -344,6 +348,8 @@ class Accelerator(wiring.Component):
         # ---- writeback: output rows -> banks --------------------------------------------
         out_r = Signal(range(rows))
         out_mt, out_nt = Signal(16), Signal(16)
+        # The writeback's loop tests, registered with their counters (as in the feeder).
+        out_r_last, out_mt_last, out_nt_last = Signal(), Signal(), Signal()
         # ``out_col`` is out_base + out_nt; ``out_word`` the current output row's word. Each
         # is updated by one addition.
         out_col, out_word = Signal(16), Signal(16)
@@ -360,24 +366,29 @@ class Accelerator(wiring.Component):
             m.d.comb += wb_en.eq(1 << out_r)
         with m.If(start):
             m.d[core_domain] += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0),
+                                 out_r_last.eq(rows == 1), out_mt_last.eq(m_last == 0),
+                                 out_nt_last.eq(n_last == 0),
                                  out_col.eq(desc["out_base"]), out_word.eq(desc["out_base"])]
             m.d[exec_domain] += [running.eq(1), cycles.eq(0)]
         with m.Elif(running):
             m.d[exec_domain] += cycles.eq(cycles + 1)
         with m.If(core.o.valid):
-            with m.If(out_r == rows - 1):
-                m.d[core_domain] += out_r.eq(0)
-                with m.If(out_mt == m_last):
+            with m.If(out_r_last):
+                m.d[core_domain] += [out_r.eq(0), out_r_last.eq(rows == 1)]
+                with m.If(out_mt_last):
                     m.d[core_domain] += [out_mt.eq(0), out_nt.eq(out_nt + 1),
-                                         out_col.eq(out_col + 1), out_word.eq(out_col + 1)]
-                    with m.If(out_nt == n_last):
+                                         out_col.eq(out_col + 1), out_word.eq(out_col + 1),
+                                         out_mt_last.eq(m_last == 0),
+                                         out_nt_last.eq(out_nt + 1 == n_last)]
+                    with m.If(out_nt_last):
                         m.d[exec_domain] += running.eq(0)
                         m.d[exec_domain] += finished.eq(1)
                 with m.Else():
                     m.d[core_domain] += [out_mt.eq(out_mt + 1),
-                                         out_word.eq(out_word + desc["out_stride"])]
+                                         out_word.eq(out_word + desc["out_stride"]),
+                                         out_mt_last.eq(out_mt + 1 == m_last)]
             with m.Else():
-                m.d[core_domain] += out_r.eq(out_r + 1)
+                m.d[core_domain] += [out_r.eq(out_r + 1), out_r_last.eq(out_r + 1 == rows - 1)]
 
         # The core domain only has work while a layer runs or a table is written; after it
         # has been idle long enough for every pipeline register to settle (the deepest holds
@@ -534,6 +545,11 @@ class Accelerator(wiring.Component):
         # last bit. A multiplier would take a DSP block (the iCE40UP5K's eight are all in
         # the datapath) and, in one cycle with the checks after it, be the slowest path of
         # the whole system. The registers load on a registered pulse, not on a state.
+        # The RUN checks' sums, registered every cycle: the descriptor is loaded in DECODE
+        # and ``w_words`` is complete when RUN_SIZE leaves, a cycle before RUN_CHECK.
+        group_end, w_end = Signal(17), Signal(33)
+        m.d[exec_domain] += [group_end.eq(desc["group_base"] + desc["n_tiles"]),
+                             w_end.eq(desc["w_base"] + w_words)]
         load_mul = Signal()
         m.d[exec_domain] += load_mul.eq(0)
         with m.If(load_mul):
@@ -621,8 +637,8 @@ class Accelerator(wiring.Component):
                 tables_ok = (mode[1:4] == 0) if not self._tables else 1
                 zero = ((desc["m_tiles"] == 0) | (desc["n_tiles"] == 0)
                         | (desc["k_steps"] == 0))
-                groups_ok = desc["group_base"] + desc["n_tiles"] <= self._groups
-                w_ok = desc["w_base"] + w_words <= self._w_depth
+                groups_ok = group_end <= self._groups
+                w_ok = w_end <= self._w_depth
                 m.d[exec_domain] += run_ok.eq(step_ok & sparse_ok & tables_ok & ~zero
                                               & groups_ok & w_ok)
                 m.next = "RUN_GO"

@@ -23,14 +23,14 @@ def replica_signal(shape, *, name, **kwargs):
     return Signal(shape, name=name, attrs={REPLICA_ATTR: 1}, **kwargs)
 
 
-def replica(m, value, name, *, reset_less=False):
+def replica(m, value, name, *, reset_less=False, domain="sync"):
     """A replica register copy of ``value`` (a value, a view, or a tuple / list of them),
-    loaded every cycle. Data copies pass ``reset_less=True`` (as for a ``Signal``): a reset
-    would only add a load to the reset net."""
+    loaded every cycle of ``domain``. Data copies pass ``reset_less=True`` (as for a
+    ``Signal``): a reset would only add a load to the reset net."""
     if isinstance(value, (tuple, list)):
-        return type(value)(replica(m, v, f"{name}_{i}", reset_less=reset_less)
+        return type(value)(replica(m, v, f"{name}_{i}", reset_less=reset_less, domain=domain)
                            for i, v in enumerate(value))
     shape = value.shape() if hasattr(value, "shape") else Value.cast(value).shape()
     copy = replica_signal(shape, name=name, reset_less=reset_less)
-    m.d.sync += copy.eq(value)
+    m.d[domain] += copy.eq(value)
     return copy

@@ -173,7 +173,10 @@ class Requantizer(wiring.Component):
                 wr = table.write_port()
                 write = Signal(name=f"{part}_write_{lane}")
                 m.d.sync += write.eq(self.cfg.valid & (self.cfg.payload.lane == lane))
-                m.d.comb += [wr.addr.eq(cfg.group), wr.en.eq(write)]
+                # Each table's write address is a register of its own, too.
+                m.d.comb += [wr.addr.eq(replica(m, self.cfg.payload.group,
+                                                f"{part}_write_addr_{lane}", reset_less=True)),
+                             wr.en.eq(write)]
                 m.d.comb += [getattr(wr.data, name).eq(value) for name, value in fields.items()]
                 rd = table.read_port()
                 m.d.comb += rd.addr.eq(replica(m, addresses[part], f"{part}_addr_{lane}",
