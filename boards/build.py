@@ -102,7 +102,10 @@ def _overrides(board, config):
     if board.family in ("ecp5", "ice40"):
         # The report gives utilization and achieved fmax; a design that misses its clock
         # constraint is still routed and reported (``timing_met`` says so).
-        overrides = dict(nextpnr_opts=f"--report {_NAME}.report.json --timing-allow-fail",
+        # The detailed report gives every register input's arrival time (``late_registers``
+        # in the build report), not only the single worst path.
+        overrides = dict(nextpnr_opts=f"--report {_NAME}.report.json --detailed-timing-report "
+                                      f"--timing-allow-fail",
                          script_after_read=(
                              f"{LUT_MULTIPLIERS}; {KEEP_REPLICAS}"
                              if config.get("mac_multipliers") == "lut" else KEEP_REPLICAS),
@@ -240,6 +243,10 @@ def summary(report):
     if path:
         lines.append(f"  critical path {path['delay_ns']} ns ({path['routing_ns']} ns routing, "
                      f"{path['levels']} logic levels): {path['from']} -> {path['to']}")
+    late = report.get("late_registers")
+    if late:
+        lines.append("  latest register inputs: " + ", ".join(
+            f"{entry['register']} {entry['arrival_ns']} ns" for entry in late[:3]))
     return "\n".join(lines)
 
 
@@ -258,6 +265,38 @@ def _critical_path(report):
     levels = sum(1 for step in steps if step["type"] == "logic" and step["delay"] > 0.1)
     return {"delay_ns": round(total, 2), "routing_ns": round(routing, 2), "levels": levels,
             "from": steps[0]["from"]["cell"], "to": steps[-1]["to"]["cell"]}
+
+
+#: Suffixes nextpnr and yosys append to a register's name (the flip-flop cell, a bit index,
+#: a block RAM's port or a LUT RAM slice), stripped to name the register itself.
+_CELL_SUFFIX = re.compile(r"(_TRELLIS_|_DFF|\$|_DO[AB]\d|\.\d+\.\d+|\[\d+\]).*$")
+
+
+def _late_registers(report, period_ns, count=12):
+    """The registers whose inputs are latest after routing, from nextpnr's detailed timing
+    report: up to ``count`` of them, latest first, each with its latest arrival (ns after the
+    clock edge), how many of its inputs arrive after ``period_ns`` (the clock period; the
+    flip-flop's setup time comes on top), and the net that arrives last. ``None`` without a
+    detailed report."""
+    nets = report.get("detailed_net_timings")
+    if not nets:
+        return None
+    registers = {}
+    for net in nets:
+        for end in net.get("endpoints", []):
+            delay = end.get("delay")
+            arrival = float(delay[-1] if isinstance(delay, list) else delay)
+            name = _CELL_SUFFIX.sub("", end["cell"]) or end["cell"]
+            entry = registers.setdefault(name, {"register": name, "arrival_ns": 0.0,
+                                                "late_inputs": 0, "net": None})
+            if arrival > period_ns:
+                entry["late_inputs"] += 1
+            if arrival > entry["arrival_ns"]:
+                entry["arrival_ns"], entry["net"] = arrival, net["net"]
+    latest = sorted(registers.values(), key=lambda e: -e["arrival_ns"])[:count]
+    for entry in latest:
+        entry["arrival_ns"] = round(entry["arrival_ns"], 2)
+    return latest
 
 
 def _fmax(report):
@@ -295,6 +334,7 @@ def _base_report(board, platform, top, build_dir):
         "divisor": soc.divisor, "build_dir": str(build_dir),
         "stage": None, "utilization": None, "capacity": None, "utilization_source": None,
         "fmax_mhz": None, "timing_met": None, "clocks": {}, "critical_path": None,
+        "late_registers": None,
         "bitstream": None,
         "missing_tools": [], "message": "", "seconds": {},
     }
@@ -393,6 +433,9 @@ def build_board(board, config=None, out_dir=None):
         its constraint; ``None`` without place and route), ``timing_met``, ``clocks``,
         ``critical_path`` (the slowest register-to-register path after routing, ECP5 /
         iCE40: ``delay_ns``, ``routing_ns``, ``levels``, ``from`` and ``to`` cells),
+        ``late_registers`` (ECP5 / iCE40: the registers whose inputs arrive latest after
+        the clock edge, latest first, each with ``register``, ``arrival_ns``,
+        ``late_inputs`` (arriving after the clock period) and the last-arriving ``net``),
         ``bitstream`` (path or ``None``), ``missing_tools``, ``message`` (one line),
         ``seconds`` (per step) and ``build_dir``.
 
@@ -441,6 +484,7 @@ def build_board(board, config=None, out_dir=None):
         report["utilization_source"] = f"nextpnr-{board.family} (placed)"
         report["fmax_mhz"], report["timing_met"], report["clocks"] = _fmax(pnr)
         report["critical_path"] = _critical_path(pnr)
+        report["late_registers"] = _late_registers(pnr, 1e9 / report["config"]["clk_freq"])
 
     bitstream = build_dir / (f"{_NAME}.bin" if board.family == "ice40" else f"{_NAME}.bit")
     if not bitstream.is_file():

@@ -9,7 +9,8 @@ import pytest
 from amaranth.build import Resource
 from amaranth.vendor import XilinxPlatform
 
-from sparqforge.boards.build import LUT_MULTIPLIERS, _critical_path, board_plan, resolve_config
+from sparqforge.boards.build import (LUT_MULTIPLIERS, _critical_path, _late_registers, board_plan,
+                                     resolve_config)
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
@@ -113,7 +114,7 @@ def test_xilinx_plan_fixes_the_xray_gaps(name):
 def test_lattice_plans_report_and_skip_unavailable_steps(name):
     board, plan, platform = _plan(name)
     script = _text(plan, "build_top.sh")
-    assert "--report top.report.json" in script
+    assert "--report top.report.json --detailed-timing-report" in script
     assert "dfu-suffix" not in script          # OrangeCrab: not installable here
     assert "tee -q -o top.stat.json stat -json" in _text(plan, "top.ys")
     assert KEEP_REPLICAS in _text(plan, "top.ys")
@@ -236,3 +237,22 @@ def test_critical_path_summary_from_a_nextpnr_report():
     assert _critical_path(report) == {"delay_ns": 4.77, "routing_ns": 3.5, "levels": 1,
                                       "from": "a", "to": "b"}
     assert _critical_path({"critical_paths": []}) is None
+
+
+def test_late_registers_group_a_registers_inputs_and_count_the_late_ones():
+    def net(name, *ends):
+        return {"net": name, "endpoints": [{"cell": cell, "port": "DI", "delay": [0.1, t]}
+                                           for cell, t in ends]}
+
+    report = {"detailed_net_timings": [
+        net("a_n0", ("soc.acc_3_TRELLIS_FF_Q", 9.0), ("soc.acc_3_TRELLIS_FF_Q_7", 10.5)),
+        net("a_n1", ("soc.acc_3_TRELLIS_FF_Q_8", 10.2)),
+        net("b_n", ("soc.bank.0.1$RAMW_SLICE", 11.0)),
+        net("c_n", ("soc.flag_TRELLIS_FF_Q", 2.0)),
+    ]}
+    late = _late_registers(report, 10.0, count=2)
+    assert late == [
+        {"register": "soc.bank", "arrival_ns": 11.0, "late_inputs": 1, "net": "b_n"},
+        {"register": "soc.acc_3", "arrival_ns": 10.5, "late_inputs": 2, "net": "a_n0"},
+    ]
+    assert _late_registers({"critical_paths": []}, 10.0) is None
