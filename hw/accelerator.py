@@ -235,17 +235,19 @@ class Accelerator(wiring.Component):
         # flags, not on 16-bit comparisons.
         s_last, mt_last, nt_last = Signal(), Signal(), Signal()   # s == k_last, ...
         lane_wrap = Signal()                                        # lane_off + step == cols
-        # A beat's memory reads are issued in cycle t and land in t + 1; they are
-        # registered (``bank_q``, ``w_q``; stage ``landed``) before anything else sees them:
-        # an ECP5 block RAM without its output register takes most of a 100 MHz cycle from
-        # clock to data. Each bank's lanes are selected and registered (``selected``) beside
-        # the bank, and the beat registered once more (``fed``) before the FIFOs take it in
-        # t + 4: the banks sit far from each other and from the array.
+        # A beat issued in cycle t has its addresses in each memory's own address register
+        # in t + 1 (``issued``; the banks sit far apart and far from the counters), its
+        # words land in t + 2 and are registered (``bank_q``, ``w_q``; stage ``landed``)
+        # before anything else sees them: an ECP5 block RAM without its output register
+        # takes most of a 100 MHz cycle from clock to data. Each bank's lanes are selected
+        # and registered (``selected``) beside the bank, and the beat registered once more
+        # (``fed``) before the FIFOs take it in t + 5.
         beat_layout = data.StructLayout({"valid": 1, "lane": range(cols + 1),
                                          "tag": core.tag_bits, "last": 1})
-        pending, landed, selected, fed = (Signal(beat_layout, name=name) for name in (
-            "pending", "landed", "selected", "fed"))
-        in_flight = pending.valid + landed.valid + selected.valid + fed.valid
+        issued, pending, landed, selected, fed = (Signal(beat_layout, name=name) for name in (
+            "issued", "pending", "landed", "selected", "fed"))
+        in_flight = (issued.valid + pending.valid + landed.valid + selected.valid
+                     + fed.valid)
         # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
         # the AND of two registers: it fans out to every feeder counter. It is decided a
         # cycle early with one place to spare, for the beat issued in that cycle: beats in
@@ -262,11 +264,15 @@ class Accelerator(wiring.Component):
         # read enables would otherwise be one more net from the issue decision to every
         # block RAM.
         for r, (read, _) in enumerate(banks):
-            m.d.comb += read.addr.eq(Mux(exec_reading, exec_bank_addr, a_word))
-        m.d.comb += w_read.addr.eq(w_addr)
-        m.d[core_domain] += [pending.valid.eq(issue), pending.lane.eq(lane_off),
-                             pending.tag.eq(desc["group_base"] + nt), pending.last.eq(s_last),
-                             landed.eq(pending), selected.eq(landed), fed.eq(selected)]
+            m.d.comb += read.addr.eq(replica(
+                m, Mux(exec_reading, exec_bank_addr, a_word), f"bank_addr_{r}",
+                reset_less=True, domain=exec_domain))
+        m.d.comb += w_read.addr.eq(replica(m, w_addr, "weight_addr", reset_less=True,
+                                           domain=exec_domain))
+        m.d[core_domain] += [issued.valid.eq(issue), issued.lane.eq(lane_off),
+                             issued.tag.eq(desc["group_base"] + nt), issued.last.eq(s_last),
+                             pending.eq(issued), landed.eq(pending), selected.eq(landed),
+                             fed.eq(selected)]
         bank_q = [Signal(data.ArrayLayout(8, cols), name=f"bank_q_{r}", reset_less=True)
                   for r in range(rows)]
         w_q = Signal(self.weight_bits, reset_less=True)
@@ -326,7 +332,7 @@ class Accelerator(wiring.Component):
                                          lane_wrap.eq(step == cols)]
                 with m.Else():
                     m.d[core_domain] += [lane_off.eq(lane_off + step),
-                                         lane_wrap.eq(lane_off + step + step == cols)]
+                                         lane_wrap.eq(lane_off + (step << 1) == cols)]
 
         # FIFO heads -> core streams.
         a_head = data.View(a_beat.shape(), a_fifo.r_data)
@@ -713,6 +719,9 @@ class Accelerator(wiring.Component):
                         m.next = "DONE"
             with m.State("READ_ISSUE"):
                 # ``exec_reading`` is set (a register: it selects every bank's address).
+                m.next = "READ_ADDRESS"
+            with m.State("READ_ADDRESS"):
+                # The banks' address registers hold ``target``.
                 m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 # The word lands in ``bank_q`` (see the feeder).
