@@ -9,8 +9,8 @@ import pytest
 from amaranth.build import Resource
 from amaranth.vendor import XilinxPlatform
 
-from sparqforge.boards.build import (LUT_MULTIPLIERS, _critical_path, _late_registers, board_plan,
-                                     resolve_config)
+from sparqforge.boards.build import (ICE40_BLOCK_RAM, LUT_MULTIPLIERS, _critical_path,
+                                     _late_registers, board_plan, resolve_config)
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
@@ -115,6 +115,10 @@ def test_lattice_plans_report_and_skip_unavailable_steps(name):
     board, plan, platform = _plan(name)
     script = _text(plan, "build_top.sh")
     assert "--report top.report.json --detailed-timing-report" in script
+    if board.family == "ecp5":
+        assert "--router router2 --tmg-ripup" in script
+    else:
+        assert ICE40_BLOCK_RAM in _text(plan, "top.ys")
     assert "dfu-suffix" not in script          # OrangeCrab: not installable here
     assert "tee -q -o top.stat.json stat -json" in _text(plan, "top.ys")
     assert KEEP_REPLICAS in _text(plan, "top.ys")
