@@ -28,5 +28,5 @@ ICEBREAKER = Board(
     notes=("USB-UART on the FTDI's second channel (the same USB port as programming). LEDs: "
            "green heartbeat, red busy, snap-off Pmod LEDs 2 and 3 receiving / sending."),
     program="iceprog top.bin", overrides={"synth_opts": "-dsp"},
-    config=int8_reference(rows=2, cols=1, act_depth=512, w_depth=1024, max_depth=1024,
-                          frame_bytes=512, clk_freq=12e6))
+    config=int8_reference(rows=1, cols=1, act_depth=512, w_depth=1024, max_depth=256,
+                          groups=16, frame_bytes=512, clk_freq=12e6))
