@@ -89,28 +89,46 @@ class FrameReceiver(wiring.Component):
         read = buffer.read_port()
         m.d.comb += [read.addr.eq(self.addr), self.rdata.eq(read.data)]
 
+        # Bytes pass an input register (``held``) before they are decoded: the escape state
+        # and the byte's class are then registers, not the FIFO handshake in front of the
+        # receiver. One byte every two cycles is far above any UART's rate.
+        held = Signal()
+        byte = Signal(8, reset_less=True)
+        is_end, is_esc = Signal(reset_less=True), Signal(reset_less=True)
+        m.d.comb += self.rx.ready.eq(~self.done & ~held)
+        m.d.sync += held.eq(self.rx.valid & self.rx.ready)
+        with m.If(self.rx.ready):
+            m.d.sync += [byte.eq(self.rx.payload), is_end.eq(self.rx.payload == END),
+                         is_esc.eq(self.rx.payload == ESC)]
+
         escape = Signal()
-        byte = self.rx.payload
         decoded = Signal(8)
         store = Signal()
         m.d.comb += [
             decoded.eq(Mux(escape, Mux(byte == ESC_END, END, Mux(byte == ESC_ESC, ESC, byte)),
                            byte)),
-            self.rx.ready.eq(~self.done),
-            store.eq(self.rx.valid & ~self.done & (escape | ((byte != END) & (byte != ESC)))),
+            store.eq(held & (escape | (~is_end & ~is_esc))),
             write.addr.eq(self.length),
             write.data.eq(decoded),
             write.en.eq(store & (self.length < self._size)),
         ]
+        # The header registers are written a cycle after the byte is stored, from a
+        # registered byte and one registered enable per header byte (so the 8-bit registers'
+        # enables come straight from flip-flops). ``done`` comes at least two cycles after
+        # the last stored byte, when the header is complete.
         header = Signal.like(self.header, reset_less=True)
+        header_byte = Signal(8, reset_less=True)
+        header_write = Signal(self._header_bytes)
         m.d.comb += self.header.eq(header)
+        m.d.sync += header_byte.eq(decoded)
         for i in range(self._header_bytes):
-            with m.If(store & (self.length == i)):
-                m.d.sync += header[i].eq(decoded)
+            m.d.sync += header_write[i].eq(store & (self.length == i))
+            with m.If(header_write[i]):
+                m.d.sync += header[i].eq(header_byte)
         with m.If(self.release):
             m.d.sync += [self.done.eq(0), self.length.eq(0), self.overflow.eq(0),
                          escape.eq(0), crc.eq(CRC_INIT)]
-        with m.Elif(self.rx.valid & ~self.done):
+        with m.Elif(held):
             with m.If(store):
                 m.d.sync += escape.eq(0)
                 with m.If(self.length < self._size):
@@ -118,7 +136,7 @@ class FrameReceiver(wiring.Component):
                                  crc.eq(crc32_update(crc, decoded))]
                 with m.Else():
                     m.d.sync += self.overflow.eq(1)
-            with m.Elif(byte == ESC):
+            with m.Elif(is_esc):
                 m.d.sync += escape.eq(1)
             with m.Else():  # END
                 m.d.sync += escape.eq(0)
