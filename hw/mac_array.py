@@ -2,7 +2,9 @@
 
 __all__ = ["MacArray"]
 
-from amaranth.hdl import Array, Module, ResetSignal, Signal, signed, unsigned
+import math
+
+from amaranth.hdl import Array, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -12,13 +14,42 @@ from .replica import replica, replica_signal
 from .requantizer import Requantizer, requant_param_layout
 
 
-def split_product(x, w, w_bits, w_signed):
-    """``x * w`` as two partial products ``[(x * w_low, 0), (x * w_high, low_bits)]``, whose
-    shifted sum is the product: ``w_low`` is the low half of ``w`` (unsigned), ``w_high`` the
-    high half with ``w``'s sign. Each half is a multiplier of half the width."""
-    low_bits = w_bits // 2
-    high = w[low_bits:w_bits]
-    return [(x * w[:low_bits], 0), (x * (high.as_signed() if w_signed else high), low_bits)]
+def split_product(x, w, w_bits, w_signed, pieces=2):
+    """``x * w`` as partial products ``[(x * w_0, 0), (x * w_1, s), ...]`` whose shifted sum
+    is the product: ``w`` is cut into ``pieces`` slices of ``ceil(w_bits / pieces)`` bits
+    (fewer when ``w`` is narrower), each unsigned but the top one, which has ``w``'s sign.
+    Each partial is a multiplier of a slice's width; one of a slice of one or two bits is
+    written as the sum of ``x`` or nothing per bit (one adder), which synthesis would
+    otherwise map to a DSP block like any other multiplication."""
+    width = -(-w_bits // pieces)
+    partials = []
+    for low in range(0, w_bits, width):
+        piece = w[low:min(low + width, w_bits)]
+        negative_top = low + width >= w_bits and w_signed
+        if len(piece) > 2:
+            partials.append((x * (piece.as_signed() if negative_top else piece), low))
+            continue
+        terms = [Mux(piece[i], x, 0) << i for i in range(len(piece))]
+        if negative_top:
+            terms[-1] = -terms[-1]
+        partials.append((sum(terms), low))
+    return partials
+
+
+def sum_tree(m, values, levels, name):
+    """The sum of ``values`` after ``levels`` register stages (``m.d.sync``), each adding
+    groups of the previous stage's registers (a stage with one value just registers it)."""
+    for level in range(levels):
+        fan_in = max(1, math.ceil(len(values) ** (1 / (levels - level)) - 1e-9))
+        sums = []
+        for k in range(0, len(values), fan_in):
+            total = sum(values[k:k + fan_in])
+            stage = Signal(total.shape(), name=f"{name}_l{level}_{k // fan_in}",
+                           reset_less=True)
+            m.d.sync += stage.eq(total)
+            sums.append(stage)
+        values = sums
+    return values[0]
 
 
 def _check_count(name, value, limit):
@@ -72,7 +103,8 @@ class MacArray(wiring.Component):
     product_stages : int
         1: each product in one stage; 2: two half-width partial products in one stage, their
         sum in the next (one more cycle of latency), for multipliers built from LUTs, whose
-        full-width product does not fit one 100 MHz cycle on an ECP5.
+        full-width product does not fit one 100 MHz cycle on an ECP5; 3: four quarter-width
+        partial products (each one adder), summed in two more stages.
     out_bits, out_signed :
         Output code type; default to the activation type so that layers chain.
 
@@ -101,8 +133,8 @@ class MacArray(wiring.Component):
                  max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None,
                  product_stages=1):
         _check_count("Row count", rows, 64)
-        if product_stages not in (1, 2):
-            raise TypeError(f"Product stages must be 1 or 2, not {product_stages!r}")
+        if product_stages not in (1, 2, 3):
+            raise TypeError(f"Product stages must be 1, 2 or 3, not {product_stages!r}")
         _check_count("Column count", cols, 64)
         check_operand("Activation", a_bits, a_signed)
         check_operand("Weight", w_bits, w_signed)
@@ -227,8 +259,12 @@ class MacArray(wiring.Component):
 
     def _partials(self, a, terms, row):
         """``(value, shift)`` pairs whose shifted sum is :meth:`_contribution`, each a
-        half-width multiplier (``product_stages=2``)."""
-        return split_product(a[row], terms, self._w_bits, self._w_signed)
+        multiplier of a ``1 / 2 ** (product_stages - 1)`` slice of the weight."""
+        return split_product(a[row], terms, self._w_bits, self._w_signed, self._pieces)
+
+    @property
+    def _pieces(self):
+        return 1 << (self._product_stages - 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -256,12 +292,22 @@ class MacArray(wiring.Component):
         acc_stream = stream.Signature(self._acc_layout()).create()
         drain_left = Signal(range(rows + 1))
         # The accumulate stage never stalls: a tile's last beat is only accepted once the
-        # shadow bank is free and no other last beat is on its way to it.
-        shadow_free = (drain_left == 0) & ~(valid_1 & last_1)
-        for valid, last in zip(valids, lasts):
-            shadow_free &= ~(valid & last)
+        # shadow bank is free and no other last beat is on its way to it. ``shadow_free``
+        # says so, registered: it is computed from what the stages will hold in the next
+        # cycle, so that the streams' ready signals (the input FIFOs' read enables) are one
+        # gate from flip-flops.
+        shadow_free = Signal(init=1)
         accept = ~self.w.payload.last | shadow_free
         fire = self.a.valid & self.w.valid & accept
+        acc_fire = acc_stream.valid & acc_stream.ready
+        # Next cycle: no last beat in the beat register or the stages before the
+        # accumulators (each takes its predecessor's), and nothing left to drain (a last
+        # beat reaching the accumulators refills the shadow bank).
+        last_next = (fire & self.w.payload.last) | (valid_1 & last_1)
+        for valid, last in zip(valids, lasts):
+            last_next |= valid & last
+        drained_next = (drain_left == 0) | ((drain_left == 1) & acc_fire)
+        m.d.sync += shadow_free.eq(~last_next & drained_next)
         m.d.comb += [
             self.a.ready.eq(self.w.valid & accept),
             self.w.ready.eq(self.a.valid & accept),
@@ -326,7 +372,8 @@ class MacArray(wiring.Component):
                                               reset_less=True)
                         m.d.sync += partial.eq(value)
                         partials.append(partial << shift)
-                    m.d.sync += product.eq(sum(partials))
+                    m.d.comb += product.eq(sum_tree(m, partials, self._product_stages - 1,
+                                                    f"sum_{r}_{c}"))
                 # A tile's last beat moves its sum to the shadow bank and clears the
                 # accumulator for the next tile.
                 with m.If(valid_rc):

@@ -91,4 +91,5 @@ class SparseMacArray(MacArray):
 
     def _partials(self, a, terms, row):
         return [partial for index, value in terms
-                for partial in split_product(a[row][index], value, self._w_bits, self._w_signed)]
+                for partial in split_product(a[row][index], value, self._w_bits, self._w_signed,
+                                             self._pieces)]

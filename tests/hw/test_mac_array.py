@@ -52,11 +52,13 @@ def test_corners_full_depth():
 
 @pytest.mark.parametrize("a_bits,w_bits", [(8, 8), (2, 2), (3, 5), (8, 3)])
 @pytest.mark.parametrize("a_signed,w_signed", list(itertools.product((True, False), repeat=2)))
-def test_two_product_stages(a_bits, w_bits, a_signed, w_signed):
-    # Half-width partial products (LUT multipliers): the same results, one more cycle.
+@pytest.mark.parametrize("product_stages", [2, 3])
+def test_split_products(a_bits, w_bits, a_signed, w_signed, product_stages):
+    # Half- or quarter-width partial products (LUT multipliers) summed in registered
+    # stages: the same results, one more cycle per stage.
     array = MacArray(rows=2, cols=3, a_bits=a_bits, w_bits=w_bits, a_signed=a_signed,
-                     w_signed=w_signed, max_depth=9, groups=2, product_stages=2)
-    assert array.core_latency == 5
+                     w_signed=w_signed, max_depth=9, groups=2, product_stages=product_stages)
+    assert array.core_latency == 3 + product_stages
     rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
     for k in (1, 9):
         a, w, requant = random_layer(rng, m=3, k=k, n=5, **types_of(array))
@@ -81,7 +83,7 @@ def test_checker_catches_a_perturbed_element():
     assert result.count == 1 and result.first[0][0] == (1, 0)
 
 
-@pytest.mark.parametrize("rows,cols,product_stages", [(2, 2, 1), (4, 3, 1), (4, 3, 2)])
+@pytest.mark.parametrize("rows,cols,product_stages", [(2, 2, 1), (4, 3, 1), (4, 3, 2), (4, 3, 3)])
 def test_no_bubbles_between_steps_or_tiles(rows, cols, product_stages):
     # Without stalls, T tiles of K >= rows + 3 beats take T * K cycles plus the pipeline
     # fill and the last drain; any bubble would add cycles.
@@ -116,7 +118,7 @@ def test_accumulator_width_comes_from_the_golden_model():
                                              max_depth=100)
 
 
-@pytest.mark.parametrize("product_stages", [1, 2])
+@pytest.mark.parametrize("product_stages", [1, 2, 3])
 def test_reset_in_the_middle_of_a_tile_clears_the_accumulators(product_stages):
     # The elements are reset through a registered copy of the reset, a cycle late; a tile
     # cut short by a reset must leave nothing behind in the accumulators.

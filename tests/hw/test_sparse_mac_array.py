@@ -66,9 +66,11 @@ def test_sparse_and_dense_mode_mixed_on_one_instance(n, m, a_bits, w_bits):
 
 @pytest.mark.parametrize("n,m", PATTERNS)
 @pytest.mark.parametrize("a_bits,w_bits", [(8, 8), (3, 2)])
-def test_two_product_stages(n, m, a_bits, w_bits):
-    # Half-width partial products of every kept weight, summed a stage later.
-    _mixed_modes(n, m, a_bits, w_bits, product_stages=2)
+@pytest.mark.parametrize("product_stages", [2, 3])
+def test_split_products(n, m, a_bits, w_bits, product_stages):
+    # Half- or quarter-width partial products of every kept weight, summed in registered
+    # stages.
+    _mixed_modes(n, m, a_bits, w_bits, product_stages=product_stages)
 
 
 def test_golden_sparse_path_agrees_with_dense_matmul_on_decompressed_weights():
