@@ -6,7 +6,6 @@ __all__ = ["Accelerator", "PROTOCOL_VERSION"]
 from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -14,6 +13,7 @@ from ..sw.runtime.protocol import WEIGHT_TABLE_ALL_BIT, Command, DeviceInfo, Spa
 from .array_core import ArrayCore
 from .host_link import FrameReceiver, FrameTransmitter
 from .replica import replica
+from .sliced_memory import SlicedMemory, block_ram_bits
 
 PROTOCOL_VERSION = 1
 _HEADER = 22          # seq, command, and at most a 20-byte RUN descriptor
@@ -182,16 +182,17 @@ class Accelerator(wiring.Component):
                      tx.i.valid.eq(tx_fifo.r_rdy), tx_fifo.r_en.eq(tx.i.ready)]
 
         # ---- memories --------------------------------------------------------------------
+        # Each memory is stored in whole-byte slices no wider than one block RAM at its
+        # depth, so no multiplexer follows the block RAMs' read data.
+        def sliced(width, depth):
+            return SlicedMemory(width=width, depth=depth, domain=exec_domain,
+                                slice_bits=max(8, block_ram_bits(depth) // 8 * 8))
         banks = []
         for r in range(rows):
-            bank = Memory(shape=data.ArrayLayout(8, cols), depth=self._act_depth, init=[])
-            m.submodules[f"act_bank_{r}"] = bank
-            banks.append((bank.read_port(domain=exec_domain),
-                          bank.write_port(domain=exec_domain)))
-        m.submodules.weights = weights = Memory(shape=self.weight_bits, depth=self._w_depth,
-                                                init=[])
-        w_read = weights.read_port(domain=exec_domain)
-        w_write = weights.write_port(domain=exec_domain)
+            m.submodules[f"act_bank_{r}"] = bank = sliced(cols * 8, self._act_depth)
+            banks.append((bank.read, bank.write))
+        m.submodules.weights = weights = sliced(self.weight_bits, self._w_depth)
+        w_read, w_write = weights.read, weights.write
 
         # ---- RUN descriptor and controller state --------------------------------------
         desc = {name: Signal(16, name=f"run_{name}") for name in (
@@ -556,11 +557,20 @@ class Accelerator(wiring.Component):
         group_end, w_end = Signal(17), Signal(33)
         m.d[exec_domain] += [group_end.eq(desc["group_base"] + desc["n_tiles"]),
                              w_end.eq(desc["w_base"] + w_words)]
+        # The same pulse loads the RUN descriptor from the header of every frame (only a
+        # RUN uses it, and no frame is taken while a layer runs), so that its registers'
+        # enable is one flip-flop, not the executor's state and the frame checks.
         load_mul = Signal()
         m.d[exec_domain] += load_mul.eq(0)
         with m.If(load_mul):
             m.d[exec_domain] += [mul_a.eq(Cat(header[4], header[5])),
                                  mul_b.eq(Cat(header[6], header[7])), w_words.eq(0)]
+            fields = ["m_tiles", "n_tiles", "k_steps", "a_base", "a_stride"]
+            for i, name in enumerate(fields):
+                m.d[exec_domain] += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
+            m.d[exec_domain] += [step.eq(header[12]), mode.eq(header[13])]
+            for i, name in enumerate(["w_base", "out_base", "out_stride", "group_base"]):
+                m.d[exec_domain] += desc[name].eq(Cat(header[14 + 2 * i], header[15 + 2 * i]))
         with m.Else():
             m.d[exec_domain] += [mul_a.eq(mul_a << 1), mul_b.eq(mul_b >> 1)]
             with m.If(mul_b[0]):
@@ -613,14 +623,7 @@ class Accelerator(wiring.Component):
                         m.d[exec_domain] += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
                     with m.Else():
-                        fields = ["m_tiles", "n_tiles", "k_steps", "a_base", "a_stride"]
-                        for i, name in enumerate(fields):
-                            m.d[exec_domain] += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
-                        m.d[exec_domain] += [step.eq(header[12]), mode.eq(header[13])]
-                        for i, name in enumerate(["w_base", "out_base", "out_stride",
-                                                  "group_base"]):
-                            m.d[exec_domain] += desc[name].eq(Cat(header[14 + 2 * i],
-                                                          header[15 + 2 * i]))
+                        # The descriptor was loaded with ``load_mul``.
                         m.next = "RUN_SIZE"
                 with m.Else():
                     m.d[exec_domain] += status.eq(Status.COMMAND)
