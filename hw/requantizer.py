@@ -10,7 +10,8 @@ from amaranth.utils import ceil_log2
 
 from ..sw.golden import INT32_MAX, INT32_MIN, MULTIPLIER_BITS, check_operand, operand_range
 from .pipeline import QUEUE_LATENCY, queued_pipeline
-from .replica import replica, replica_signal
+from .registered_multiplier import RegisteredMultiplier
+from .replica import replica
 
 
 def requant_param_layout(out_bits):
@@ -195,18 +196,16 @@ class Requantizer(wiring.Component):
             half_left = Signal(signed(39), reset_less=True, name=f"half_left_{lane}")
             shifted_left = Signal(signed(63), reset_less=True, name=f"shifted_left_{lane}")
             scaled = Signal(signed(32), reset_less=True, name=f"scaled_{lane}")
-            # The 32 x 31 product is built from four 16 x 16 products, each one 18x18
-            # multiplier with a register behind it, then two 32 x 16 partial products.
-            quarters = {(a, b): Signal(signed(34), reset_less=True,
-                                       name=f"quarter_{lane}_{a}{b}")
-                        for a in ("lo", "hi") for b in ("lo", "hi")}
-            # Each multiplier gets its operands from registers of its own, which the placer
-            # can put beside it (the multipliers sit far apart on the device); they are
-            # replicas (see :mod:`.replica`), as two multipliers share each operand value.
-            operands = {(a, b): (replica_signal(unsigned(16) if a == "lo" else signed(16),
-                                                reset_less=True, name=f"op_{lane}_{a}{b}_x"),
-                                 replica_signal(16, reset_less=True, name=f"op_{lane}_{a}{b}_m"))
-                        for a in ("lo", "hi") for b in ("lo", "hi")}
+            # The 32 x 31 product is built from four 16 x 16 products, each from a
+            # multiplier with registered operands and product (on an ECP5 the DSP block's
+            # own registers), then two 32 x 16 partial products.
+            multipliers = {}
+            for a in ("lo", "hi"):
+                for b in ("lo", "hi"):
+                    multipliers[a, b] = RegisteredMultiplier(
+                        unsigned(16) if a == "lo" else signed(16), unsigned(16))
+                    m.submodules[f"multiplier_{lane}_{a}{b}"] = multipliers[a, b]
+            quarters = {key: mul.p for key, mul in multipliers.items()}
             part_lo = Signal(signed(49), reset_less=True, name=f"part_lo_{lane}")
             part_hi = Signal(signed(48), reset_less=True, name=f"part_hi_{lane}")
             product = Signal(signed(64), reset_less=True, name=f"product_{lane}")
@@ -225,9 +224,11 @@ class Requantizer(wiring.Component):
             left_high = Cat(Const(0, 3), Mux(shift[4] < 0, 0, shift[4][3:5]))
             # The right shift and its mask are decoded a stage early, beside ``high``; the
             # mask is a thermometer code (one small comparison per bit, no carry chain).
+            # (The shift amount itself a stage before that, so that each bit of the mask is
+            # one comparison of a register.)
+            right_early = Signal(5, reset_less=True, name=f"right_early_{lane}")
             right = Signal(5, reset_less=True, name=f"right_{lane}")
             mask = Signal(32, reset_less=True, name=f"mask_{lane}")
-            right_next = Mux(shift[11] < 0, -shift[11], 0)[:5]
             multiplier = p_mult.multiplier
             # |product| < 2**62, so the nudged product still fits 64 bits (narrower than the
             # 65 bits Amaranth would infer, which simulators handle as a wide word).
@@ -244,19 +245,18 @@ class Requantizer(wiring.Component):
                 [shifted_left.eq(half_left << left_high)],
                 [scaled.eq(_saturate32(shifted_left))],
                 # scaled * m = (scaled[16:] * 2**16 + scaled[:16]) * m, scaled[:16] unsigned.
-                [operands[a, b][i].eq(value)
-                 for a, part in (("lo", scaled[:16]), ("hi", scaled[16:].as_signed()))
-                 for b, factor in (("lo", multiplier[:16]), ("hi", multiplier[16:]))
-                 for i, value in enumerate((part, factor))],
-                [quarters[a, b].eq(x * f) for (a, b), (x, f) in operands.items()],
+                # The multipliers' operand registers are stage 7, their products stage 8.
+                [],
+                [],
                 [part_lo.eq(quarters["lo", "lo"] + (quarters["hi", "lo"] << 16)),
                  part_hi.eq(quarters["lo", "hi"] + (quarters["hi", "hi"] << 16))],
                 [product.eq(part_lo + (part_hi << 16))],
-                [nudged.eq(product + nudge)],
+                [nudged.eq(product + nudge),
+                 right_early.eq(Mux(shift[10] < 0, -shift[10], 0)[:5])],
                 # C division by 2**31 truncates toward zero.
                 [high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1))[:64].as_signed() >> 31,
                              nudged >> 31)),
-                 right.eq(right_next), mask.eq(Cat(*(right_next > i for i in range(32))))],
+                 right.eq(right_early), mask.eq(Cat(*(right_early > i for i in range(32))))],
                 # RoundingDivideByPOT in two steps: shift, remainder and threshold first...
                 [shifted.eq(high >> right), remainder.eq(high & mask),
                  threshold.eq((mask >> 1) + (high < 0))],
@@ -267,6 +267,9 @@ class Requantizer(wiring.Component):
                  low.eq(Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin))],
                 [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
             ]
+            for a, part in (("lo", scaled[:16]), ("hi", scaled[16:].as_signed())):
+                for b, factor in (("lo", multiplier[:16]), ("hi", multiplier[16:])):
+                    m.d.comb += [multipliers[a, b].a.eq(part), multipliers[a, b].b.eq(factor)]
             for s in range(3, stages):
                 steps[s].append(shift[s].eq(shift[s - 1]))
             for statements in steps:
