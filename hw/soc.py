@@ -46,13 +46,15 @@ def uart_divisor(clk_freq, baud):
 
 
 class _Stretch:
-    """A one-cycle event made visible: ``led`` stays on for ``cycles`` after the last one."""
+    """A one-cycle event made visible: ``led`` stays on for ``ticks`` pulses of ``tick``
+    after the last one. (A count of ticks, not of cycles: the counter and its zero test
+    stay a few bits wide.)"""
 
-    def __init__(self, m, event, cycles, name):
-        self.count = Signal(range(cycles + 1), name=f"{name}_stretch")
+    def __init__(self, m, event, tick, ticks, name):
+        self.count = Signal(range(ticks + 1), name=f"{name}_stretch")
         with m.If(event):
-            m.d.sync += self.count.eq(cycles)
-        with m.Elif(self.count != 0):
+            m.d.sync += self.count.eq(ticks)
+        with m.Elif(tick & (self.count != 0)):
             m.d.sync += self.count.eq(self.count - 1)
         self.led = self.count != 0
 
@@ -158,10 +160,13 @@ class Soc(wiring.Component):
         # The status inputs and the LED outputs are registered: the stretch counters and
         # the LED pins sit far from the executor and the UART, and nothing here needs to
         # be timely.
-        visible = max(1, int(self._clk_freq) // 20)
+        tick_bits = min(16, len(heartbeat))
+        tick = Signal()
+        m.d.sync += tick.eq(heartbeat[:tick_bits] == 0)
+        visible = max(1, int(self._clk_freq) // 20 >> tick_bits)
         events = Signal(3)
         m.d.sync += events.eq(Cat(~accel.idle, urx.busy, utx.busy))
-        stretched = [_Stretch(m, events[i], visible, name)
+        stretched = [_Stretch(m, events[i], tick, visible, name)
                      for i, name in enumerate(("busy", "rx", "tx"))]
         leds = Signal(4)
         m.d.sync += leds.eq(Cat(heartbeat[-1], *(s.led for s in stretched)))
