@@ -60,4 +60,4 @@ ORANGECRAB_25F = Board(
 ORANGECRAB_85F = Board(
     name="orangecrab-85f", title="OrangeCrab r0.2 (LFE5U-85F)", platform=OrangeCrab85F,
     family="ecp5", uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=int8_reference(clk_freq=48e6, mac_multipliers="lut", product_stages=2))
+    config=int8_reference(clk_freq=48e6, mac_multipliers="lut", product_stages=3))
