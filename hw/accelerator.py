@@ -12,7 +12,7 @@ from amaranth.utils import ceil_log2
 from ..sw.runtime.protocol import WEIGHT_TABLE_ALL_BIT, Command, DeviceInfo, Space, Status
 from .array_core import ArrayCore
 from .host_link import FrameReceiver, FrameTransmitter
-from .replica import replica
+from .replica import replica, replica_signal
 from .sliced_memory import SlicedMemory, block_ram_bits
 
 PROTOCOL_VERSION = 1
@@ -206,7 +206,11 @@ class Accelerator(wiring.Component):
         run_ok = Signal()      # every check of the RUN command passed, registered in RUN_CHECK
         step = Signal(8)
         mode = Signal(8)
-        start = Signal()     # pulse: begin the layer in ``desc``
+        # Pulse: begin the layer in ``desc``. Registered, one copy for the feeder and one
+        # for the writeback (each drives a few hundred counter bits far from the executor).
+        start_feed = replica_signal(1, name="start_feed")
+        start_write = replica_signal(1, name="start_write")
+        m.d[exec_domain] += [start_feed.eq(0), start_write.eq(0)]
         running = Signal()
         finished = Signal()  # pulse: the cycle after the last output row was written
         m.d[exec_domain] += finished.eq(0)
@@ -303,7 +307,7 @@ class Accelerator(wiring.Component):
                      w_fifo.w_data.eq(w_fed), w_fifo.w_en.eq(fed.valid),
                      side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(fed.valid)]
 
-        with m.If(start):
+        with m.If(start_feed):
             m.d[core_domain] += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
                                  a_word.eq(desc["a_base"]), a_row.eq(desc["a_base"]),
                                  w_addr.eq(desc["w_base"]), w_tile.eq(desc["w_base"]),
@@ -371,7 +375,7 @@ class Accelerator(wiring.Component):
                                       for lane in core.o.payload.data)))]
         with m.If(core.o.valid):
             m.d.comb += wb_en.eq(1 << out_r)
-        with m.If(start):
+        with m.If(start_write):
             m.d[core_domain] += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0),
                                  out_r_last.eq(rows == 1), out_mt_last.eq(m_last == 0),
                                  out_nt_last.eq(n_last == 0),
@@ -552,19 +556,21 @@ class Accelerator(wiring.Component):
         # last bit. A multiplier would take a DSP block (the iCE40UP5K's eight are all in
         # the datapath) and, in one cycle with the checks after it, be the slowest path of
         # the whole system. The registers load on a registered pulse, not on a state.
-        # The RUN checks' sums, registered every cycle: the descriptor is loaded in DECODE
+        # The RUN checks' sums, registered every cycle: the descriptor is loaded in HEADER_DONE
         # and ``w_words`` is complete when RUN_SIZE leaves, a cycle before RUN_CHECK.
         group_end, w_end = Signal(17), Signal(33)
         m.d[exec_domain] += [group_end.eq(desc["group_base"] + desc["n_tiles"]),
                              w_end.eq(desc["w_base"] + w_words)]
-        # The same pulse loads the RUN descriptor from the header of every frame (only a
-        # RUN uses it, and no frame is taken while a layer runs), so that its registers'
-        # enable is one flip-flop, not the executor's state and the frame checks.
+        # The descriptor is loaded from the header of every frame on a pulse of its own
+        # (only a RUN uses it, and no frame is taken while a layer runs), so that its
+        # registers' enable is one flip-flop, not the executor's state and frame checks.
         load_mul = Signal()
-        m.d[exec_domain] += load_mul.eq(0)
+        load_desc = replica_signal(1, name="load_desc")
+        m.d[exec_domain] += [load_mul.eq(0), load_desc.eq(0)]
         with m.If(load_mul):
             m.d[exec_domain] += [mul_a.eq(Cat(header[4], header[5])),
                                  mul_b.eq(Cat(header[6], header[7])), w_words.eq(0)]
+        with m.If(load_desc):
             fields = ["m_tiles", "n_tiles", "k_steps", "a_base", "a_stride"]
             for i, name in enumerate(fields):
                 m.d[exec_domain] += desc[name].eq(Cat(header[2 + 2 * i], header[3 + 2 * i]))
@@ -583,7 +589,7 @@ class Accelerator(wiring.Component):
                              working.eq(0)]
                 m.d[exec_domain] += [ptr.eq(0), body_count.eq(0)]
                 with m.If(rx.done):
-                    m.d[exec_domain] += load_mul.eq(1)
+                    m.d[exec_domain] += [load_mul.eq(1), load_desc.eq(1)]
                     m.next = "HEADER_DONE"
             with m.State("HEADER_DONE"):
                 # The header is complete; the frame checks are registered from it here.
@@ -623,7 +629,7 @@ class Accelerator(wiring.Component):
                         m.d[exec_domain] += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
                     with m.Else():
-                        # The descriptor was loaded with ``load_mul``.
+                        # The descriptor was loaded with ``load_desc``.
                         m.next = "RUN_SIZE"
                 with m.Else():
                     m.d[exec_domain] += status.eq(Status.COMMAND)
@@ -648,14 +654,14 @@ class Accelerator(wiring.Component):
                         | (desc["k_steps"] == 0))
                 groups_ok = group_end <= self._groups
                 w_ok = w_end <= self._w_depth
-                m.d[exec_domain] += run_ok.eq(step_ok & sparse_ok & tables_ok & ~zero
-                                              & groups_ok & w_ok)
+                ok = step_ok & sparse_ok & tables_ok & ~zero & groups_ok & w_ok
+                m.d[exec_domain] += [run_ok.eq(ok), start_feed.eq(ok), start_write.eq(ok)]
                 m.next = "RUN_GO"
             with m.State("RUN_GO"):
-                # The checks' verdict, registered: ``start`` resets the whole controller.
+                # The checks' verdict, registered; ``start_*`` pulse in this cycle when it
+                # is OK and reset the whole controller.
                 m.d.comb += busy.eq(1)
                 with m.If(run_ok):
-                    m.d.comb += start.eq(1)
                     m.d[exec_domain] += status.eq(Status.OK)
                     m.next = "RUN_WAIT"
                 with m.Else():

@@ -11,8 +11,9 @@ __all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "crc32_update", "FrameReceiver",
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from .sliced_memory import SlicedMemory
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 #: zlib's CRC-32 (reflected polynomial), its register's initial value, and the register
@@ -83,10 +84,10 @@ class FrameReceiver(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.buffer = buffer = Memory(shape=8, depth=self._size, init=[])
+        # (A SlicedMemory for its read port: no collision logic after the block RAM.)
+        m.submodules.buffer = buffer = SlicedMemory(width=8, depth=self._size, slice_bits=8)
         crc = Signal(32, init=CRC_INIT)
-        write = buffer.write_port()
-        read = buffer.read_port()
+        write, read = buffer.write, buffer.read
         m.d.comb += [read.addr.eq(self.addr), self.rdata.eq(read.data)]
 
         # Bytes pass an input register (``held``) before they are decoded: the escape state

@@ -6,6 +6,8 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed, u
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .replica import replica_signal
+
 #: Operand width of one ECP5 multiplier block (MULT18X18D), signed.
 ECP5_OPERAND_BITS = 18
 
@@ -86,8 +88,10 @@ class RegisteredMultiplier(wiring.Component):
                 i_SOURCEB=Const(0), i_CLK0=ClockSignal("sync"), i_CE0=Const(1),
                 i_RST0=Const(0), **ports)
         else:
-            a = Signal(self._a_shape, reset_less=True)
-            b = Signal(self._b_shape, reset_less=True)
+            # Operand registers are replicas: multipliers sharing an operand keep
+            # registers of their own, placed beside each (see :mod:`.replica`).
+            a = replica_signal(self._a_shape, name="a", reset_less=True)
+            b = replica_signal(self._b_shape, name="b", reset_less=True)
             product = Signal.like(self.p, reset_less=True)
             m.d.sync += [a.eq(self.a), b.eq(self.b), product.eq(a * b)]
             m.d.comb += self.p.eq(product)

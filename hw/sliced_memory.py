@@ -2,7 +2,7 @@
 
 __all__ = ["block_ram_bits", "SlicedMemory"]
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -63,11 +63,21 @@ class SlicedMemory(wiring.Component):
         m = Module()
         for low in range(0, self._width, self._slice_bits):
             high = min(low + self._slice_bits, self._width)
-            piece = Memory(shape=high - low, depth=self._depth, init=[])
+            piece = Memory(shape=high - low, depth=self._depth, init=[],
+                           attrs={"no_rw_check": 1})
             m.submodules[f"slice_{low // self._slice_bits}"] = piece
-            read = piece.read_port(domain=self._domain)
+            # An asynchronous read port and a register behind it: yosys merges the two
+            # into the block RAM's synchronous port, and only when it merges them does it
+            # honour ``no_rw_check`` (a read of the word being written in the same cycle
+            # may return anything). A synchronous port from the start gets logic that
+            # returns the old word instead: a register and a multiplexer after the block
+            # RAM per bit, on its slowest path. Nothing here reads a word in the cycle it
+            # is written (see docs/protocol.md, RUN); simulation returns the old word.
+            read = piece.read_port(domain="comb")
             write = piece.write_port(domain=self._domain)
-            m.d.comb += [read.addr.eq(self.read.addr), self.read.data[low:high].eq(read.data),
-                         write.addr.eq(self.write.addr), write.data.eq(self.write.data[low:high]),
-                         write.en.eq(self.write.en)]
+            data = Signal(high - low, name=f"data_{low // self._slice_bits}", reset_less=True)
+            m.d[self._domain] += data.eq(read.data)
+            m.d.comb += [self.read.data[low:high].eq(data),
+                         read.addr.eq(self.read.addr), write.addr.eq(self.write.addr),
+                         write.data.eq(self.write.data[low:high]), write.en.eq(self.write.en)]
         return m
