@@ -203,7 +203,8 @@ class Accelerator(wiring.Component):
         # The loop bounds minus one, registered in RUN_SIZE: the feeder's loop tests become
         # equality compares instead of a subtraction and a compare each.
         k_last, m_last, n_last = Signal(16), Signal(16), Signal(16)
-        run_ok = Signal()      # every check of the RUN command passed, registered in RUN_CHECK
+        checks = Signal(6)     # the RUN command's checks, registered in RUN_CHECK
+        run_ok = Signal()      # every check passed, registered in RUN_VERDICT
         step = Signal(8)
         mode = Signal(8)
         # Pulse: begin the layer in ``desc``. Registered, one copy for the feeder and one
@@ -451,9 +452,18 @@ class Accelerator(wiring.Component):
         info_bytes = Array(Const(b, 8) for b in info.pack())
         cycle_bytes = Array(cycles.word_select(i, 8) for i in range(4))
 
+        # Reply bytes pass a register before the FIFO (the byte multiplexers of the reply
+        # states are a path of their own). ``tx_ready`` is registered too: it is decided a
+        # cycle early, counting the byte in the register and one pushed in that cycle.
         tx_byte, tx_last, tx_valid = Signal(8), Signal(), Signal()
-        tx_ready = tx_fifo.w_rdy
-        m.d.comb += [tx_fifo.w_data.eq(Cat(tx_byte, tx_last)), tx_fifo.w_en.eq(tx_valid)]
+        tx_ready = Signal()
+        tx_staged = Signal()
+        tx_stage = Signal(9, reset_less=True)
+        tx_push = tx_valid & tx_ready
+        m.d[exec_domain] += [tx_staged.eq(tx_push), tx_stage.eq(Cat(tx_byte, tx_last)),
+                             tx_ready.eq(tx_fifo.level + tx_staged + tx_push
+                                         < tx_fifo.depth)]
+        m.d.comb += [tx_fifo.w_data.eq(tx_stage), tx_fifo.w_en.eq(tx_staged)]
         m.d.comb += rx.addr.eq(ptr)
         rdata_q = Signal(8, reset_less=True)
         m.d[exec_domain] += rdata_q.eq(rx.rdata)
@@ -585,7 +595,8 @@ class Accelerator(wiring.Component):
         m.d.comb += working.eq(1)  # every state but IDLE (which overrides it)
         with m.FSM(name="executor", domain=exec_domain):
             with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(~rx.done & (tx_fifo.level == 0) & ~tx.tx.valid),
+                m.d.comb += [self.idle.eq(~rx.done & ~tx_staged & (tx_fifo.level == 0)
+                                          & ~tx.tx.valid),
                              working.eq(0)]
                 m.d[exec_domain] += [ptr.eq(0), body_count.eq(0)]
                 with m.If(rx.done):
@@ -652,9 +663,15 @@ class Accelerator(wiring.Component):
                 tables_ok = (mode[1:4] == 0) if not self._tables else 1
                 zero = ((desc["m_tiles"] == 0) | (desc["n_tiles"] == 0)
                         | (desc["k_steps"] == 0))
-                groups_ok = group_end <= self._groups
-                w_ok = w_end <= self._w_depth
-                ok = step_ok & sparse_ok & tables_ok & ~zero & groups_ok & w_ok
+                # Each check registered here, their AND in RUN_VERDICT (the range checks
+                # are carry chains of up to 33 bits).
+                m.d[exec_domain] += [checks.eq(Cat(step_ok, sparse_ok, tables_ok, ~zero,
+                                                   group_end <= self._groups,
+                                                   w_end <= self._w_depth))]
+                m.next = "RUN_VERDICT"
+            with m.State("RUN_VERDICT"):
+                m.d.comb += busy.eq(1)
+                ok = checks.all()
                 m.d[exec_domain] += [run_ok.eq(ok), start_feed.eq(ok), start_write.eq(ok)]
                 m.next = "RUN_GO"
             with m.State("RUN_GO"):
