@@ -292,9 +292,13 @@ class Accelerator(wiring.Component):
             # Each bank's multiplexer has its own copy of ``landed.lane``.
             landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True,
                                   domain=core_domain)
+            # Which of the beat's elements are lanes (``e < step``), registered: ``step``
+            # only changes between layers.
+            lane_on = replica(m, Cat(*(e < step for e in range(a_elems))), f"lane_on_{r}",
+                              reset_less=True, domain=core_domain)
             for e in range(a_elems):
                 index = landed_lane + e
-                m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
+                m.d.comb += a_beat[r][e].eq(Mux(lane_on[e], lanes[index[:max(1, lane_bits)]]
                                                if cols > 1 else word[0], 0))
         a_selected = Signal.like(a_beat, reset_less=True)
         w_selected = Signal.like(w_q, reset_less=True)
@@ -472,13 +476,23 @@ class Accelerator(wiring.Component):
         lane = target[:lane_bits] if lane_bits else Const(0, 1)
         group = target[lane_bits:]
         commit = Signal()
-        m.d.comb += [w_write.addr.eq(target), w_write.data.eq(word[:self.weight_bits]),
-                     w_write.en.eq(commit & (space == Space.WEIGHT))]
+        # Every memory's write port takes its address, data and enable from registers of
+        # its own (the memories sit far apart and far from the executor): a word is written
+        # a cycle after it is committed, long before anything reads it.
+        def write_port(port, name, addr, data, en):
+            m.d.comb += [
+                port.addr.eq(replica(m, addr, f"{name}_waddr", reset_less=True,
+                                     domain=exec_domain)),
+                port.data.eq(replica(m, data, f"{name}_wdata", reset_less=True,
+                                     domain=exec_domain)),
+                port.en.eq(replica(m, en, f"{name}_wen", domain=exec_domain))]
+        write_port(w_write, "weight", target, word[:self.weight_bits],
+                   commit & (space == Space.WEIGHT))
         for r, (_, write) in enumerate(banks):
             host_bank = (commit & (space == Space.ACT) & (target[depth_bits:] == r))
-            m.d.comb += [write.addr.eq(Mux(running, wb_addr, target[:depth_bits])),
-                         write.data.eq(Mux(running, wb_data, word[:cols * 8])),
-                         write.en.eq(Mux(running, wb_en[r], host_bank))]
+            write_port(write, f"bank_{r}", Mux(running, wb_addr, target[:depth_bits]),
+                       Mux(running, wb_data, word[:cols * 8]),
+                       Mux(running, wb_en[r], host_bank))
         cfg = core.cfg_requant
         m.d.comb += [cfg.valid.eq(commit & (space == Space.REQUANT)),
                      cfg.payload.lane.eq(lane), cfg.payload.group.eq(group),
