@@ -292,13 +292,9 @@ class Accelerator(wiring.Component):
             # Each bank's multiplexer has its own copy of ``landed.lane``.
             landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True,
                                   domain=core_domain)
-            # Which of the beat's elements are lanes (``e < step``), registered: ``step``
-            # only changes between layers.
-            lane_on = replica(m, Cat(*(e < step for e in range(a_elems))), f"lane_on_{r}",
-                              reset_less=True, domain=core_domain)
             for e in range(a_elems):
                 index = landed_lane + e
-                m.d.comb += a_beat[r][e].eq(Mux(lane_on[e], lanes[index[:max(1, lane_bits)]]
+                m.d.comb += a_beat[r][e].eq(Mux(e < step, lanes[index[:max(1, lane_bits)]]
                                                if cols > 1 else word[0], 0))
         a_selected = Signal.like(a_beat, reset_less=True)
         w_selected = Signal.like(w_q, reset_less=True)
