@@ -40,11 +40,21 @@ def test_keep_replicas_stops_yosys_merging_copies(keep):
     assert _flip_flops(keep) == (8 * COPIES if keep else 8)
 
 
+def _marked_wires(component):
+    lines = to_rtlil(component, "t").splitlines()
+    return [lines[n + 1].split()[-1] for n, line in enumerate(lines[:-1])
+            if REPLICA_ATTR in line and lines[n + 1].lstrip().startswith("wire")]
+
+
 def test_mac_array_operand_copies_are_replicas():
-    rtlil = to_rtlil(MacArray(rows=2, cols=2, requant=False), "t")
-    lines = rtlil.splitlines()
-    marked = {lines[n + 1].split()[-1] for n, line in enumerate(lines[:-1])
-              if REPLICA_ATTR in line and lines[n + 1].lstrip().startswith("wire")}
+    marked = set(_marked_wires(MacArray(rows=2, cols=2, requant=False, product_stages=2)))
     for r in range(2):
         for c in range(2):
             assert {f"\\a_op_{r}_{c}", f"\\w_op_{r}_{c}", f"\\valid_2_{r}_{c}"} <= marked
+
+
+def test_registered_multiplier_operands_are_replicas():
+    # With one product stage each element's operand copies are a RegisteredMultiplier's
+    # registers (one module per element, each with its own ``a`` and ``b``).
+    marked = _marked_wires(MacArray(rows=2, cols=2, requant=False))
+    assert marked.count("\\a") == 4 and marked.count("\\b") == 4
