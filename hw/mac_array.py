@@ -105,7 +105,7 @@ class MacArray(wiring.Component):
         1: each product in one stage; 2: two half-width partial products in one stage, their
         sum in the next (one more cycle of latency), for multipliers built from LUTs, whose
         full-width product does not fit one 100 MHz cycle on an ECP5; 3: four quarter-width
-        partial products (each one adder), summed in two more stages.
+        partial products (each one adder) in one stage, summed in the next two.
     out_bits, out_signed :
         Output code type; default to the activation type so that layers chain.
 
@@ -278,8 +278,8 @@ class MacArray(wiring.Component):
         # Stage 1 registers the beats; stage 2 copies each element's operands into registers
         # of its own, so that the broadcast to a whole row / column and the route to a
         # multiplier far across the device (an 8x8 array spans every DSP column of an ECP5)
-        # each get a cycle; stage 3 registers the products (stages 3 and 4 with
-        # ``product_stages=2``); the next stage accumulates. The copies are replicas (see
+        # each get a cycle; stage 3 registers the products (stages 3 to 2 + product_stages
+        # with split products); the next stage accumulates. The copies are replicas (see
         # :mod:`.replica`), and so are the control bits that reach every element: one per
         # column at stage 2, one per element from stage 3 on, so that no register drives more
         # than a column's worth of loads.
