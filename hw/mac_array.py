@@ -10,7 +10,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for
-from .registered_multiplier import RegisteredMultiplier
 from .replica import replica, replica_signal
 from .requantizer import Requantizer, requant_param_layout
 
@@ -129,10 +128,6 @@ class MacArray(wiring.Component):
     ValueError
         If ``max_depth`` needs an accumulator wider than 32 bits.
     """
-
-    #: Each element's contribution is one product of its operands (subclasses with other
-    #: contributions set this to ``False``).
-    _plain_products = True
 
     def __init__(self, *, rows, cols, a_bits=8, w_bits=8, a_signed=True, w_signed=True,
                  max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None,
@@ -363,22 +358,12 @@ class MacArray(wiring.Component):
                     cleared.append(valid_rc)
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}", reset_less=True)
                 cleared.append(acc)
-                if self._product_stages == 1 and self._plain_products:
-                    # Operand copies and product in a RegisteredMultiplier: on an ECP5 the
-                    # DSP block's own registers.
-                    multiplier = RegisteredMultiplier(a_reg[r].shape(), terms.shape())
-                    m.submodules[f"multiplier_{r}_{c}"] = multiplier
-                    m.d.comb += [multiplier.a.eq(a_reg[r]), multiplier.b.eq(terms)]
-                    product = multiplier.p
-                else:
-                    a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
-                    terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
-                    contribution = self._contribution({r: a_op}, terms_op, r)
-                    product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
+                a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
+                terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
+                contribution = self._contribution({r: a_op}, terms_op, r)
+                product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
                 total = acc + product
-                if self._product_stages == 1 and self._plain_products:
-                    pass   # registered in the multiplier
-                elif self._product_stages == 1:
+                if self._product_stages == 1:
                     m.d.sync += product.eq(contribution)
                 else:
                     partials = []

@@ -45,8 +45,6 @@ class SparseMacArray(MacArray):
         ``data`` (``cols`` x ``n`` of ``value``, ``index``), ``dense``, ``tag``, ``last``.
     """
 
-    _plain_products = False
-
     def __init__(self, *, n, m, **kwargs):
         check_nm(n, m)
         self._n, self._m = n, m

@@ -47,14 +47,7 @@ def _marked_wires(component):
 
 
 def test_mac_array_operand_copies_are_replicas():
-    marked = set(_marked_wires(MacArray(rows=2, cols=2, requant=False, product_stages=2)))
+    marked = set(_marked_wires(MacArray(rows=2, cols=2, requant=False)))
     for r in range(2):
         for c in range(2):
             assert {f"\\a_op_{r}_{c}", f"\\w_op_{r}_{c}", f"\\valid_2_{r}_{c}"} <= marked
-
-
-def test_registered_multiplier_operands_are_replicas():
-    # With one product stage each element's operand copies are a RegisteredMultiplier's
-    # registers (one module per element, each with its own ``a`` and ``b``).
-    marked = _marked_wires(MacArray(rows=2, cols=2, requant=False))
-    assert marked.count("\\a") == 4 and marked.count("\\b") == 4
