@@ -55,7 +55,9 @@ _PROGRAM = "dfu-suffix -v 1209 -p 5af0 -a top.bit && dfu-util -D top.bit"
 ORANGECRAB_25F = Board(
     name="orangecrab-25f", title="OrangeCrab r0.2 (LFE5U-25F)", platform=OrangeCrab25F,
     family="ecp5", uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=int8_reference(cols=2, act_depth=512, groups=64, clk_freq=48e6))
+    # act_depth 1024, not 512: with 512 yosys 0.70 left two flip-flops driving one net in
+    # this system (see boards/build.py), and asserted in abc9 with product_stages 2.
+    config=int8_reference(cols=2, groups=64, clk_freq=48e6))
 
 ORANGECRAB_85F = Board(
     name="orangecrab-85f", title="OrangeCrab r0.2 (LFE5U-85F)", platform=OrangeCrab85F,
