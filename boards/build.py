@@ -152,12 +152,12 @@ def _tool_env():
 
 
 #: A known yosys fault (seen with YoWASP yosys 0.70 on a 2x2 ECP5 configuration with 64-word
-#: activation banks): synth_ecp5's enable-flip-flop mapping leaves two flip-flops driving one
-#: net, which nextpnr rejects.
+#: activation banks, and on the OrangeCrab-25F's 8x2 system with 512-word banks, there also
+#: with ``-nodffe``): synth_ecp5 leaves two flip-flops driving one net, which nextpnr rejects.
 _MULTIPLY_DRIVEN_HINT = (
-    "nextpnr found a net with two drivers in yosys' netlist, which yosys' flip-flop enable "
-    "mapping produces for a few configurations: build with a configuration file that changes "
-    "act_depth or the array size, or add synth_opts \"-nodffe\" to the board's overrides")
+    "nextpnr found a net with two drivers in yosys' netlist, which yosys produces for a few "
+    "configurations: build with a configuration file that changes act_depth or the array "
+    "size (synth_opts \"-nodffe\" in the board's overrides helped one such configuration)")
 
 
 def _run(cmd, cwd, env, what):
