@@ -4,13 +4,15 @@ __all__ = ["Board", "int8_reference"]
 
 from dataclasses import dataclass, field
 
+from ..config import PRESETS
+from .config import SystemConfig
+
 
 def int8_reference(**changes):
-    """A board's reference configuration: a dense 8x8 int8 accelerator with the digits
-    networks' buffers at 100 MHz and 115200 baud, with ``changes`` applied."""
-    return {**dict(rows=8, cols=8, a_bits=8, w_bits=8, sparsity=None, tables=False,
-                   act_depth=1024, w_depth=2048, groups=32, max_depth=4096, frame_bytes=1088,
-                   clk_freq=100e6, baud=115200), **changes}
+    """A board's reference configuration: the ``int8`` preset (a dense 8x8 int8 accelerator
+    with the digits networks' buffers) at 100 MHz and 115200 baud, with ``changes`` (to
+    accelerator and system keys alike) applied."""
+    return SystemConfig(PRESETS["int8"], clk_freq=100e6, baud=115200).replace(**changes)
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class Board:
     leds : tuple
         Up to four LED outputs for the Soc's ``leds`` (heartbeat, busy, receiving,
         sending), each ``(name, number)`` or ``(name, number, subsignal)``, or ``None``.
-    config : dict
-        The reference configuration: Accelerator parameters plus ``clk_freq`` and ``baud``.
+    config : SystemConfig
+        The reference configuration.
     notes : str
         What a user must know to connect the board.
     program : str
@@ -47,7 +49,7 @@ class Board:
     family: str
     uart: tuple
     leds: tuple
-    config: dict
+    config: SystemConfig
     notes: str = ""
     program: str = ""
     overrides: dict = field(default_factory=dict)

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import ConfigError, ToolError
 from ..hw.replica import KEEP_REPLICAS
 from .catalog import get_board
-from .config import check_config, load_config, make_soc
+from .config import SystemConfig, load_config, make_soc
 from .synth import python_tool
 from .xray import XRAY_TOOLS, xray_yosys_script
 
@@ -50,9 +50,10 @@ _NAME = "top"
 
 
 def resolve_config(board, config=None):
-    """The configuration to build: ``config`` (a dict, or a path to a JSON file) or the
-    board's reference configuration. Missing keys take the Accelerator's defaults; a missing
-    ``clk_freq`` is the board oscillator's frequency.
+    """The :class:`~sparqforge.boards.config.SystemConfig` to build: ``config`` (a
+    ``SystemConfig``, a dict of its JSON form, or a path to a JSON file) or the board's
+    reference configuration. Missing keys take the defaults; a missing ``clk_freq`` is the
+    board oscillator's frequency.
 
     Raises
     ------
@@ -61,11 +62,12 @@ def resolve_config(board, config=None):
     """
     board = get_board(board)
     if config is None:
-        config = dict(board.config)
+        config = board.config
     elif isinstance(config, (str, os.PathLike)):
         config = load_config(config)
-    config = check_config(config)
-    if config.get("mac_multipliers", "dsp") != "dsp" and board.family == "xilinx":
+    elif isinstance(config, dict):
+        config = SystemConfig.from_json(config)
+    if config.mac_multipliers != "dsp" and board.family == "xilinx":
         raise ConfigError(f"{board.title}: mac_multipliers \"lut\" is for the ECP5 and iCE40 "
                           f"flows; 7-series boards have DSP48E1 blocks to spare, use \"dsp\"")
     return config
@@ -80,7 +82,7 @@ def _top(board, config):
     button = (platform.default_rst, 0) if platform.default_rst else None
     try:
         clock = BoardClock(clock=(platform.default_clk, 0), f_in=f_in,
-                           f_out=float(config.get("clk_freq", f_in)), reset_button=button,
+                           f_out=float(config.clk_freq or f_in), reset_button=button,
                            family=board.family)
     except ValueError as exc:
         raise ConfigError(f"{board.title}: {exc}") from None
@@ -112,7 +114,7 @@ def _overrides(board, config):
                                       f"--timing-allow-fail",
                          script_after_read=(
                              f"{LUT_MULTIPLIERS}; {KEEP_REPLICAS}"
-                             if config.get("mac_multipliers") == "lut" else KEEP_REPLICAS),
+                             if config.mac_multipliers == "lut" else KEEP_REPLICAS),
                          script_after_synth=f"tee -q -o {_NAME}.stat.json stat -json")
         if board.family == "ice40":
             # The iCE40 has no LUT RAM: small memories (the FIFOs) would become flip-flops and
@@ -338,9 +340,7 @@ def _base_report(board, platform, top, build_dir):
         "board": board.name, "title": board.title, "family": board.family,
         "device": platform.device, "package": platform.package,
         "toolchain": platform.toolchain,
-        "config": {**{k: (list(v) if isinstance(v, tuple) else v)
-                      for k, v in soc.accelerator.params.items()},
-                   "clk_freq": soc.clk_freq, "baud": soc.baud},
+        "config": {**soc.config.to_json(), "clk_freq": soc.clk_freq, "baud": soc.baud},
         "divisor": soc.divisor, "build_dir": str(build_dir),
         "stage": None, "utilization": None, "capacity": None, "utilization_source": None,
         "fmax_mhz": None, "timing_met": None, "clocks": {}, "critical_path": None,
@@ -391,7 +391,7 @@ def _prepare(board, config, out_dir):
     plan, platform, top = board_plan(board, config)
     plan.extract(build_dir)
     report = _base_report(board, platform, top, build_dir)
-    report["config"]["mac_multipliers"] = config.get("mac_multipliers", "dsp")
+    report["config"]["mac_multipliers"] = config.mac_multipliers
     report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
     return board, platform, build_dir, _tool_env(), report
 

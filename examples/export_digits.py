@@ -11,12 +11,10 @@ import argparse
 import numpy as np
 import torch
 
-from sparqforge.accel import PRESETS, device_info
+from sparqforge.backends import open_device
 from sparqforge.sw import bundle, digits, golden
 from sparqforge.sw.export import export_model
 from sparqforge.sw.quantize import quantize_model
-from sparqforge.sw.runtime.device_model import DeviceModel
-from sparqforge.sw.runtime.link import Device, LoopbackTransport
 from sparqforge.sw.runtime.runner import Runner
 
 
@@ -46,7 +44,7 @@ def main():
 
     loaded = bundle.load(path)
     codes = loaded.quantize_input(x_test.numpy())
-    device = Device(LoopbackTransport(DeviceModel(device_info(PRESETS["demo"]))))
+    device = open_device("golden", "demo")
     runner = Runner(loaded, device)
     runner.load()
     logits = runner.infer(codes)

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from sparqforge.sw.prune import digits_pruning_report, format_report
+from sparqforge.sw.digits_pruning import digits_pruning_report, format_report
 
 
 def main(argv=None):

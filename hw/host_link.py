@@ -1,24 +1,21 @@
 """Framed byte link to the host: SLIP framing and a CRC-32 on every frame.
 
-The protocol is defined in ``docs/protocol.md`` and mirrored by
-``sparqforge.sw.runtime.protocol``. Frames are delimited by ``END`` (0xC0); ``END`` and
-``ESC`` (0xDB) inside a frame are escaped, so a lost, corrupted or duplicated byte damages
-at most the frames around it and the next ``END`` resynchronises.
+The protocol is defined in :mod:`sparqforge.protocol` (``docs/protocol.md``). Frames are
+delimited by ``END`` (0xC0); ``END`` and ``ESC`` (0xDB) inside a frame are escaped, so a lost,
+corrupted or duplicated byte damages at most the frames around it and the next ``END``
+resynchronises.
 """
 
-__all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "crc32_update", "FrameReceiver",
-           "FrameTransmitter"]
+__all__ = ["crc32_update", "frame_signature", "FrameReceiver", "FrameTransmitter",
+           "ReplyQueue"]
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ..protocol import CRC_INIT, CRC_POLY, CRC_REGISTER_RESIDUE, END, ESC, ESC_END, ESC_ESC
 from .sliced_memory import SlicedMemory
-
-END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-#: zlib's CRC-32 (reflected polynomial), its register's initial value, and the register
-#: value after a body followed by its own CRC (little-endian).
-CRC_POLY, CRC_INIT, CRC_RESIDUE = 0xEDB88320, 0xFFFFFFFF, 0xDEBB20E3
 
 
 def crc32_update(crc, byte):
@@ -31,13 +28,30 @@ def crc32_update(crc, byte):
     return value[:32]
 
 
+def frame_signature(size, header_bytes):
+    """What a :class:`FrameReceiver` offers the executor, seen from the receiver: the held
+    frame (``header``, ``done``, ``length``, ``ok``, ``overflow``), a synchronous read port of
+    its buffer (``addr`` in, ``rdata`` a cycle later) and ``release`` (in)."""
+    return wiring.Signature({
+        "header": Out(data.ArrayLayout(8, header_bytes)),
+        "done": Out(1),
+        "length": Out(range(size + 1)),
+        "ok": Out(1),
+        "overflow": Out(1),
+        "addr": In(range(size)),
+        "rdata": Out(8),
+        "release": In(1),
+    })
+
+
 class FrameReceiver(wiring.Component):
     """Decodes SLIP frames from ``rx`` into a frame buffer and checks their CRC-32.
 
-    A completed non-empty frame raises ``done`` with its ``length`` (bytes, CRC included),
-    ``ok`` (its CRC-32 residue matched) and ``overflow`` (longer than the buffer; the excess
-    was dropped), and ``rx`` stalls until ``release`` is pulsed, so the executor reads a
-    frame that can no longer change. Empty frames (back-to-back ``END``) are skipped.
+    A completed non-empty frame raises ``frame.done`` with its ``length`` (bytes, CRC
+    included), ``ok`` (its CRC-32 residue matched) and ``overflow`` (longer than the buffer;
+    the excess was dropped), and ``rx`` stalls until ``frame.release`` is pulsed, so the
+    executor reads a frame that can no longer change. Empty frames (back-to-back ``END``)
+    are skipped.
 
     Parameters
     ----------
@@ -50,16 +64,13 @@ class FrameReceiver(wiring.Component):
     ----------
     rx : In(stream(8))
         Bytes from the host.
-    addr, rdata :
-        Synchronous read port of the frame buffer (``rdata`` one cycle after ``addr``).
-    header : Out(ArrayLayout(8, header_bytes))
-        The frame's first ``header_bytes`` bytes, complete with ``done``: no buffer reads
-        before a command can be decoded. Bytes past a shorter frame's end hold what an
-        earlier frame left there, exactly as the buffer does.
-    done, length, ok, overflow : Out
-        The held frame.
-    release : In(1)
-        Frees the buffer for the next frame.
+    frame : Out(frame_signature(size, header_bytes))
+        ``addr``, ``rdata``: synchronous read port of the frame buffer (``rdata`` one cycle
+        after ``addr``). ``header``: the frame's first ``header_bytes`` bytes, complete with
+        ``done``: no buffer reads before a command can be decoded; bytes past a shorter
+        frame's end hold what an earlier frame left there, exactly as the buffer does.
+        ``done``, ``length``, ``ok``, ``overflow``: the held frame. ``release`` (in): frees the
+        buffer for the next frame.
     """
 
     def __init__(self, size, header_bytes=1):
@@ -70,25 +81,19 @@ class FrameReceiver(wiring.Component):
         self._header_bytes = header_bytes
         super().__init__({
             "rx": In(stream.Signature(8)),
-            "addr": In(range(size)),
-            "rdata": Out(8),
-            "header": Out(data.ArrayLayout(8, header_bytes)),
-            "done": Out(1),
-            "length": Out(range(size + 1)),
-            "ok": Out(1),
-            "overflow": Out(1),
-            "release": In(1),
+            "frame": Out(frame_signature(size, header_bytes)),
         })
 
     size = property(lambda self: self._size)
 
     def elaborate(self, platform):
         m = Module()
+        frame = self.frame
         # (A SlicedMemory for its read port: no collision logic after the block RAM.)
         m.submodules.buffer = buffer = SlicedMemory(width=8, depth=self._size, slice_bits=8)
         crc = Signal(32, init=CRC_INIT)
         write, read = buffer.write, buffer.read
-        m.d.comb += [read.addr.eq(self.addr), self.rdata.eq(read.data)]
+        m.d.comb += [read.addr.eq(frame.addr), frame.rdata.eq(read.data)]
 
         # Bytes pass an input register (``held``) before they are decoded: the escape state
         # and the byte's class are then registers, not the FIFO handshake in front of the
@@ -96,7 +101,7 @@ class FrameReceiver(wiring.Component):
         held = Signal()
         byte = Signal(8, reset_less=True)
         is_end, is_esc = Signal(reset_less=True), Signal(reset_less=True)
-        m.d.comb += self.rx.ready.eq(~self.done & ~held)
+        m.d.comb += self.rx.ready.eq(~frame.done & ~held)
         m.d.sync += held.eq(self.rx.valid & self.rx.ready)
         with m.If(self.rx.ready):
             m.d.sync += [byte.eq(self.rx.payload), is_end.eq(self.rx.payload == END),
@@ -109,40 +114,40 @@ class FrameReceiver(wiring.Component):
             decoded.eq(Mux(escape, Mux(byte == ESC_END, END, Mux(byte == ESC_ESC, ESC, byte)),
                            byte)),
             store.eq(held & (escape | (~is_end & ~is_esc))),
-            write.addr.eq(self.length),
+            write.addr.eq(frame.length),
             write.data.eq(decoded),
-            write.en.eq(store & (self.length < self._size)),
+            write.en.eq(store & (frame.length < self._size)),
         ]
         # The header registers are written a cycle after the byte is stored, from a
         # registered byte and one registered enable per header byte (so the 8-bit registers'
         # enables come straight from flip-flops). ``done`` comes at least two cycles after
         # the last stored byte, when the header is complete.
-        header = Signal.like(self.header, reset_less=True)
+        header = Signal.like(frame.header, reset_less=True)
         header_byte = Signal(8, reset_less=True)
         header_write = Signal(self._header_bytes)
-        m.d.comb += self.header.eq(header)
+        m.d.comb += frame.header.eq(header)
         m.d.sync += header_byte.eq(decoded)
         for i in range(self._header_bytes):
-            m.d.sync += header_write[i].eq(store & (self.length == i))
+            m.d.sync += header_write[i].eq(store & (frame.length == i))
             with m.If(header_write[i]):
                 m.d.sync += header[i].eq(header_byte)
-        with m.If(self.release):
-            m.d.sync += [self.done.eq(0), self.length.eq(0), self.overflow.eq(0),
+        with m.If(frame.release):
+            m.d.sync += [frame.done.eq(0), frame.length.eq(0), frame.overflow.eq(0),
                          escape.eq(0), crc.eq(CRC_INIT)]
         with m.Elif(held):
             with m.If(store):
                 m.d.sync += escape.eq(0)
-                with m.If(self.length < self._size):
-                    m.d.sync += [self.length.eq(self.length + 1),
+                with m.If(frame.length < self._size):
+                    m.d.sync += [frame.length.eq(frame.length + 1),
                                  crc.eq(crc32_update(crc, decoded))]
                 with m.Else():
-                    m.d.sync += self.overflow.eq(1)
+                    m.d.sync += frame.overflow.eq(1)
             with m.Elif(is_esc):
                 m.d.sync += escape.eq(1)
             with m.Else():  # END
                 m.d.sync += escape.eq(0)
-                with m.If((self.length != 0) | self.overflow):
-                    m.d.sync += [self.done.eq(1), self.ok.eq(crc == CRC_RESIDUE)]
+                with m.If((frame.length != 0) | frame.overflow):
+                    m.d.sync += [frame.done.eq(1), frame.ok.eq(crc == CRC_REGISTER_RESIDUE)]
         return m
 
 
@@ -234,4 +239,44 @@ class FrameTransmitter(wiring.Component):
                 with m.If(taken):
                     m.d.sync += [crc_index.eq(0), crc.eq(CRC_INIT)]
                     m.next = "IDLE"
+        return m
+
+
+class ReplyQueue(wiring.Component):
+    """The reply bytes' way to the :class:`FrameTransmitter`: a register, then a small FIFO.
+
+    The executor's byte multiplexers and the transmitter's state machine are then never in
+    one path, and ``i.ready`` is a register: it is decided a cycle early, counting the byte in
+    the register and one taken in that cycle.
+
+    Attributes
+    ----------
+    i : In(stream)
+        ``data`` (a byte), ``last`` (the frame's last byte).
+    o : Out(stream)
+        The same beats.
+    empty : Out(1)
+        No byte is held.
+    """
+
+    i: In(stream.Signature(data.StructLayout({"data": 8, "last": 1})))
+    o: Out(stream.Signature(data.StructLayout({"data": 8, "last": 1})))
+    empty: Out(1)
+
+    #: Beats the FIFO holds.
+    depth = 4
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=9, depth=self.depth)
+        staged = Signal()
+        stage = Signal(9, reset_less=True)
+        push = self.i.valid & self.i.ready
+        m.d.sync += [staged.eq(push), stage.eq(Cat(self.i.payload.data, self.i.payload.last)),
+                     self.i.ready.eq(fifo.level + staged + push < fifo.depth)]
+        m.d.comb += [fifo.w_data.eq(stage), fifo.w_en.eq(staged),
+                     self.o.payload.data.eq(fifo.r_data[:8]),
+                     self.o.payload.last.eq(fifo.r_data[8]),
+                     self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready),
+                     self.empty.eq(~staged & (fifo.level == 0))]
         return m

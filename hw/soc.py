@@ -71,15 +71,16 @@ class Soc(wiring.Component):
 
     Parameters
     ----------
+    config : AcceleratorConfig
+        The accelerator (built with ``gated=False``: one clock domain).
     clk_freq : float
         Frequency of the ``sync`` clock domain, Hz.
     baud : int
         UART bit rate; ``clk_freq / baud`` rounded must be at least 4 and within 2 %.
     rx_fifo : int
         Receive FIFO depth, bytes.
-    **params :
-        :class:`~sparqforge.hw.accelerator.Accelerator` parameters (``rows``, ``cols``,
-        ``a_bits``, ...); ``gated`` is always ``False`` here.
+    config : AcceleratorConfig
+        The accelerator (built with ``gated=False``: one clock domain).
 
     Attributes
     ----------
@@ -96,8 +97,7 @@ class Soc(wiring.Component):
     Raises
     ------
     TypeError, ValueError
-        On a bad clock, baud rate or accelerator parameter (see
-        :func:`uart_divisor` and :class:`~sparqforge.hw.accelerator.Accelerator`).
+        On a bad clock or baud rate (see :func:`uart_divisor`).
     """
 
     uart_rx: In(1, init=1)
@@ -105,29 +105,22 @@ class Soc(wiring.Component):
     leds: Out(4)
     idle: Out(1)
 
-    def __init__(self, *, clk_freq, baud=115200, rx_fifo=16, **params):
-        if "gated" in params:
-            raise TypeError("Soc always builds the accelerator with gated=False (one clock "
-                            "domain); remove the gated parameter")
+    def __init__(self, config, *, clk_freq, baud=115200, rx_fifo=16):
         if not isinstance(rx_fifo, int) or isinstance(rx_fifo, bool) or not 2 <= rx_fifo <= 4096:
             raise TypeError(f"Receive FIFO depth must be an integer in 2..4096, not {rx_fifo!r}")
         self._divisor = uart_divisor(clk_freq, baud)
         self._clk_freq = clk_freq
         self._baud = baud
         self._rx_fifo = rx_fifo
-        self._accelerator = Accelerator(gated=False, **params)
+        self._accelerator = Accelerator(config, gated=False)
         super().__init__()
 
     accelerator = property(lambda self: self._accelerator)
+    config = property(lambda self: self._accelerator.config)
     clk_freq = property(lambda self: self._clk_freq)
     baud = property(lambda self: self._baud)
     divisor = property(lambda self: self._divisor)
     info = property(lambda self: self._accelerator.info)
-
-    @property
-    def params(self):
-        """The accelerator's parameters plus ``clk_freq`` and ``baud``."""
-        return {**self._accelerator.params, "clk_freq": self._clk_freq, "baud": self._baud}
 
     def elaborate(self, platform):
         m = Module()

@@ -1,15 +1,22 @@
-"""scikit-learn's bundled digits dataset and the two small classifiers sparqforge ships with.
+"""The built-in example: scikit-learn's bundled digits dataset, the two small classifiers
+sparqforge ships with, and the three quantizations of the main job (``sparqforge demo``).
 
 The dataset (1,797 8x8 images, 10 classes) is part of the scikit-learn package, so nothing
 is downloaded. Pixels are scaled from 0..16 to 0..1. The split and the training are seeded,
 so every run gives the same models; training takes seconds on a CPU.
 """
 
-__all__ = ["load_digits", "DigitsMLP", "DigitsCNN", "make_model", "train", "evaluate"]
+__all__ = ["SCHEMES", "FINETUNE_SCHEDULE", "load_digits", "DigitsMLP", "DigitsCNN",
+           "make_model", "train", "finetune", "evaluate", "train_example",
+           "quantize_and_export"]
+
+import copy
 
 import numpy as np
 import torch
 from torch import nn
+
+from .schemes import SCHEMES
 
 
 def load_digits(*, test_fraction=0.3, seed=0):
@@ -90,3 +97,62 @@ def evaluate(model, x, y):
     """Top-1 accuracy in ``[0, 1]``."""
     model.eval()
     return float((model(x).argmax(dim=1) == y).float().mean())
+
+
+#: N:M fine-tuning schedule of the example: ``(learning rate, epochs)`` stages.
+FINETUNE_SCHEDULE = ((3e-3, 15), (1e-3, 5), (3e-4, 5))
+
+
+def finetune(model, x, y, *, schedule=FINETUNE_SCHEDULE, seed=0):
+    """:func:`train` once per ``(learning rate, epochs)`` stage; stage ``i`` uses seed
+    ``seed + i``."""
+    for stage, (lr, epochs) in enumerate(schedule):
+        train(model, x, y, epochs=epochs, lr=lr, seed=seed + stage)
+    return model
+
+
+def train_example(kind, *, seed=0):
+    """A trained float digits model (fixed seed) and the dataset split."""
+    torch.set_num_threads(1)
+    data = load_digits(seed=seed)
+    model = train(make_model(kind, seed=seed), data[0], data[1], seed=seed)
+    return model, data
+
+
+def quantize_and_export(kind, model, data, scheme, *, seed=0):
+    """Quantize ``model`` with ``scheme`` (one of :data:`SCHEMES`) and export it.
+
+    Returns ``(bundle, fake_quant_accuracy)``: the bundle and the test accuracy of the
+    quantized model simulated in floating point (what PyTorch would report).
+    """
+    from . import prune
+    from .export import export_model
+    from .quantize import quantize_model
+
+    x_train, y_train, x_test, y_test = data
+    calib = x_train[:256]
+    layers = [m for m in model if isinstance(m, (nn.Linear, nn.Conv2d))]
+    count = len(layers)
+    sparsity = None
+    if scheme == "uniform-w8a8":
+        qmodel = quantize_model(model, bits=8, method="uniform", act_bits=8, calib=calib)
+    elif scheme == "power-w4":
+        qmodel = quantize_model(model, bits=4, method="power",
+                                act_bits=[8] + [4] * (count - 1),
+                                act_method=["uniform"] + ["power"] * (count - 1), calib=calib)
+    elif scheme == "sparse24-w4":
+        sparse = copy.deepcopy(model)
+        sparsifier = prune.NMSparsifier(sparse, 2, 4, method="srste").attach()
+        finetune(sparse, x_train, y_train, seed=seed)
+        sparsifier.finalize()
+        # Data-free weight quantization keeps every pruned weight exactly zero.
+        qmodel = quantize_model(sparse, bits=4, method="uniform", act_bits=8, act_calib=calib)
+        sparsity = (2, 4)
+    else:
+        raise ValueError(f"Unknown scheme {scheme!r}; choose from {sorted(SCHEMES)}")
+    bundle = export_model(qmodel, calib, name=f"{kind}-{scheme}", sparsity=sparsity)
+    with torch.no_grad():
+        accuracy = evaluate(qmodel.fake_quant_model(), x_test, y_test)
+    if sparsity and not all(layer.get("sparsity") for layer in bundle.matmul_layers()):
+        raise AssertionError("a pruned layer lost its 2:4 pattern in quantization")
+    return bundle, float(np.float64(accuracy))

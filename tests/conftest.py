@@ -33,7 +33,7 @@ def trained():
 @pytest.fixture(scope="session")
 def bundles(trained):
     """(kind, scheme) -> bundle, exported once per session."""
-    from sparqforge.models import quantize_and_export
+    from sparqforge.sw.digits import quantize_and_export
 
     models, data = trained
     cache = {}

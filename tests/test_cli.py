@@ -61,7 +61,7 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, message):
 
 @pytest.mark.parametrize("config,message", [
     (None, "Unknown board 'arty'; choose one of arty-a7-35"),
-    ({"rows": 0}, "Impossible configuration: Row count must be an integer in 1..64, not 0"),
+    ({"rows": 0}, "c.json: rows (array rows) must be an integer in 1..64, not 0"),
     ({"rows": 4, "colums": 4}, "has unknown keys ['colums']"),
     ({"clk_freq": 24e6}, "set clk_freq to 1.2e+07, not 2.4e+07"),
 ])

@@ -13,27 +13,28 @@ import struct
 
 import numpy as np
 
+from ... import protocol
+from ...protocol import (REQUANT_RECORD, REQUESTS, RUN_REPLY, TABLE_SPACES, Command, DeviceInfo, FrameError,
+                         RunDescriptor, Space, Status, frame, unframe)
 from .. import golden
 from . import layouts
-from .protocol import (WEIGHT_TABLE_ALL_BIT, Command, FrameError, RunDescriptor,
-                       Space, Status, frame, unframe)
 
 
 class DeviceModel:
-    """A golden accelerator with the configuration ``info`` (a :class:`DeviceInfo`)."""
+    """A golden accelerator with the configuration ``config`` (an
+    :class:`~sparqforge.config.AcceleratorConfig`)."""
 
-    def __init__(self, info):
-        self.info = info
+    def __init__(self, config):
+        self.config = info = config
         r, c = info.rows, info.cols
         self.act = np.zeros((r, info.act_depth, c), dtype=np.int64)
         self.weights = np.zeros((info.w_depth, info.weight_bytes), dtype=np.uint8)
         self.requant = {k: np.zeros((info.groups, c), dtype=np.int64)
-                        for k, _, _ in layouts.REQUANT_FIELDS}
+                        for k, _, _ in REQUANT_RECORD}
         self.act_table = np.zeros(256, dtype=np.int64)
         self.weight_table = np.zeros((c, 256), dtype=np.int64)
-        count = (1 << info.threshold_bits) - 1
-        self.thresholds = np.zeros((info.groups, c, count), dtype=np.int64)
-        self.lane_bits = max(1, (c - 1).bit_length()) if c > 1 else 0
+        self.thresholds = np.zeros((info.groups, c, info.thresholds), dtype=np.int64)
+        self.lane_bits = info.lane_bits
 
     # -- protocol ---------------------------------------------------------------------
     def handle(self, body):
@@ -53,43 +54,34 @@ class DeviceModel:
 
     def _execute(self, command, payload):
         if command == Command.INFO:
-            return Status.OK, self.info.pack()
+            return Status.OK, DeviceInfo.of(self.config).pack()
         if command == Command.WRITE:
-            if len(payload) < 5:
+            request = REQUESTS[Command.WRITE]
+            if len(payload) < request.size:
                 raise _Reject(Status.LENGTH)
-            space, addr = payload[0], struct.unpack_from("<I", payload, 1)[0]
-            self.write(space, addr, payload[5:])
+            space, addr = struct.unpack_from(request.fields, payload)
+            self.write(space, addr, payload[request.size:])
             return Status.OK, b""
         if command == Command.READ:
-            if len(payload) != 7:
+            request = REQUESTS[Command.READ]
+            if len(payload) != request.size:
                 raise _Reject(Status.LENGTH)
-            space, addr, count = payload[0], *struct.unpack_from("<IH", payload, 1)
-            return Status.OK, self.read(space, addr, count)
+            return Status.OK, self.read(*struct.unpack(request.fields, payload))
         if command == Command.RUN:
             if len(payload) != RunDescriptor.SIZE:
                 raise _Reject(Status.LENGTH)
             self.run(RunDescriptor.unpack(payload))
-            return Status.OK, struct.pack("<I", 0)
+            return Status.OK, struct.pack(RUN_REPLY, 0)
         raise _Reject(Status.COMMAND)
 
     # -- memories -----------------------------------------------------------------------
     def _word_bytes(self, space):
-        info = self.info
-        sizes = {Space.ACT: info.cols, Space.WEIGHT: info.weight_bytes,
-                 Space.REQUANT: layouts.REQUANT_BYTES, Space.ACT_TABLE: 1,
-                 Space.WEIGHT_TABLE: 1, Space.THRESHOLD: 4}
-        if space not in sizes or (not info.tables and space in (
-                Space.ACT_TABLE, Space.WEIGHT_TABLE, Space.THRESHOLD)):
+        if space not in set(Space) or (not self.config.tables and space in TABLE_SPACES):
             raise _Reject(Status.SPACE)
-        return sizes[space]
+        return protocol.word_bytes(space, self.config)
 
     def _limit(self, space):
-        info = self.info
-        lanes = 1 << self.lane_bits
-        return {Space.ACT: info.rows << info.act_depth_bits, Space.WEIGHT: info.w_depth,
-                Space.REQUANT: info.groups * lanes, Space.ACT_TABLE: 256,
-                Space.WEIGHT_TABLE: (1 << WEIGHT_TABLE_ALL_BIT) + 256,
-                Space.THRESHOLD: info.groups * lanes * 256}[space]
+        return protocol.address_limit(space, self.config)
 
     def write(self, space, addr, data):
         size = self._word_bytes(space)
@@ -99,7 +91,7 @@ class DeviceModel:
         count = len(words)
         if addr + count > self._limit(space):
             raise _Reject(Status.RANGE)
-        info, addrs = self.info, addr + np.arange(count)
+        info, addrs = self.config, addr + np.arange(count)
         if space == Space.ACT:
             bank, word = addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)
             if np.any(bank >= info.rows):
@@ -115,7 +107,7 @@ class DeviceModel:
             self.act_table[addrs] = _reinterpret(words[:, 0], info.a_bits, False)
         elif space == Space.WEIGHT_TABLE:
             values = _reinterpret(words[:, 0], info.w_bits, True)
-            every = (addrs >> WEIGHT_TABLE_ALL_BIT) & 1
+            every = (addrs >> protocol.WEIGHT_TABLE_ALL_BIT) & 1
             lane = addrs >> 8
             if np.any(~every.astype(bool) & (lane >= info.cols)):
                 raise _Reject(Status.RANGE)
@@ -134,8 +126,8 @@ class DeviceModel:
     def read(self, space, addr, count):
         if space != Space.ACT:
             raise _Reject(Status.SPACE)
-        info = self.info
-        if count * info.cols > info.max_payload or addr + count > self._limit(space):
+        info = self.config
+        if count * info.cols > protocol.max_payload(info) or addr + count > self._limit(space):
             raise _Reject(Status.RANGE)
         addrs = addr + np.arange(count)
         words = self.act[addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)]
@@ -143,7 +135,7 @@ class DeviceModel:
 
     # -- a layer ------------------------------------------------------------------------
     def run(self, d):
-        info = self.info
+        info = self.config
         rows, cols = info.rows, info.cols
         sparse_array = info.m != 0
         n_kept = info.n if sparse_array else 1

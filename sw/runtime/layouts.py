@@ -1,32 +1,16 @@
-"""Bit layouts of the words the host writes into accelerator memories (NumPy only).
+"""Packing the words the host writes into accelerator memories (NumPy only).
 
-They mirror the Amaranth layouts of the hardware (``tests/hw/test_accelerator.py`` checks
-that they agree): fields are packed LSB first in declaration order, arrays element 0 first,
-and a word travels as ``ceil(bits / 8)`` little-endian bytes.
+The layouts themselves are :mod:`sparqforge.protocol`'s (``weight_word_fields``,
+``REQUANT_RECORD``), which the hardware builds its Amaranth layouts from too: fields are
+packed LSB first, and a word travels as ``ceil(bits / 8)`` little-endian bytes.
 """
 
-__all__ = ["REQUANT_FIELDS", "weight_word_bits", "pack_fields", "unpack_fields",
-           "pack_weight_words", "unpack_weight_words", "pack_requant", "unpack_requant",
-           "index_bits"]
+__all__ = ["pack_fields", "unpack_fields", "pack_weight_words", "unpack_weight_words",
+           "pack_requant", "unpack_requant"]
 
 import numpy as np
 
-
-def index_bits(m):
-    return max(1, (m - 1).bit_length())
-
-
-def _field_list_weight(info):
-    """(name, offset, width) of every leaf of one weight word, per (column, kept weight)."""
-    n = info.n if info.m else 1
-    idx = index_bits(info.m) if info.m else 0
-    elem = info.w_bits + idx
-    return n, idx, elem
-
-
-def weight_word_bits(info):
-    n, _, elem = _field_list_weight(info)
-    return info.cols * n * elem
+from ...protocol import REQUANT_BYTES, REQUANT_RECORD, weight_word_fields
 
 
 def pack_fields(fields, nbytes):
@@ -57,58 +41,47 @@ def unpack_fields(words, layout):
     return out
 
 
-def pack_weight_words(values, indices, info):
-    """Weight words from per-beat codes ``values`` ``[beats, cols, n]`` (``[beats, cols]`` for
-    a dense array) and ``indices`` (same shape, ignored for a dense array)."""
-    n, idx, elem = _field_list_weight(info)
-    values = np.asarray(values).reshape(-1, info.cols, n)
-    nbytes = info.weight_bytes
-    fields = []
-    for c in range(info.cols):
-        for j in range(n):
-            base = (c * n + j) * elem
-            fields.append((values[:, c, j], base, info.w_bits))
-            if idx:
-                fields.append((np.asarray(indices).reshape(-1, info.cols, n)[:, c, j],
-                               base + info.w_bits, idx))
-    return pack_fields(fields, nbytes)
+def pack_weight_words(values, indices, config):
+    """Weight words of an :class:`~sparqforge.config.AcceleratorConfig` from per-beat codes
+    ``values`` ``[beats, cols, kept]`` (``[beats, cols]`` for a dense array) and ``indices``
+    (same shape, ignored for a dense array)."""
+    values = np.asarray(values).reshape(-1, config.cols, config.kept)
+    indices = np.asarray(indices).reshape(-1, config.cols, config.kept)
+    source = {"code": values, "index": indices}
+    fields = [(source[name][:, column, kept], offset, width)
+              for column, kept, name, offset, width in weight_word_fields(config)]
+    return pack_fields(fields, config.weight_bytes)
 
 
-def unpack_weight_words(words, info):
-    """``(codes, indices)``, each ``[beats, cols, n]``: codes as stored (signed)."""
-    n, idx, elem = _field_list_weight(info)
-    layout = []
-    for c in range(info.cols):
-        for j in range(n):
-            base = (c * n + j) * elem
-            layout.append((base, info.w_bits, True))
-            layout.append((base + info.w_bits, idx, False) if idx else (base, 0, False))
-    flat = unpack_fields(words, layout)
-    codes = np.stack(flat[0::2], axis=-1).reshape(-1, info.cols, n)
-    indices = np.stack(flat[1::2], axis=-1).reshape(-1, info.cols, n)
+def unpack_weight_words(words, config):
+    """``(codes, indices)``, each ``[beats, cols, kept]``: codes as stored (signed); indices
+    are 0 on a dense array."""
+    layout = weight_word_fields(config)
+    flat = unpack_fields(words, [(offset, width, name == "code")
+                                 for _, _, name, offset, width in layout])
+    beats = np.asarray(words).shape[0]
+    codes = np.zeros((beats, config.cols, config.kept), dtype=np.int64)
+    indices = np.zeros_like(codes)
+    for (column, kept, name, _, _), value in zip(layout, flat):
+        (codes if name == "code" else indices)[:, column, kept] = value
     return codes, indices
 
 
-#: (name, width, signed) of a requantization record, LSB first (10 bytes).
-REQUANT_FIELDS = (("bias", 32, True), ("multiplier", 31, False), ("shift", 6, True),
-                  ("zero_point", 9, True), ("relu", 1, False))
-REQUANT_BYTES = 10
-
-
 def pack_requant(bias, multiplier, shift, zero_point, relu):
-    """Requantization records (one per channel) as ``[channels, 10]`` bytes."""
+    """Requantization records (one per channel) as ``[channels, REQUANT_BYTES]`` bytes."""
     values = dict(bias=bias, multiplier=multiplier, shift=shift, zero_point=zero_point,
                   relu=relu)
     fields, offset = [], 0
-    for name, width, _ in REQUANT_FIELDS:
+    for name, width, _ in REQUANT_RECORD:
         fields.append((np.asarray(values[name]), offset, width))
         offset += width
     return pack_fields(fields, REQUANT_BYTES)
 
 
 def unpack_requant(words):
+    """The fields of requantization records, by name."""
     layout, offset = [], 0
-    for _, width, is_signed in REQUANT_FIELDS:
+    for _, width, is_signed in REQUANT_RECORD:
         layout.append((offset, width, is_signed))
         offset += width
-    return dict(zip((f[0] for f in REQUANT_FIELDS), unpack_fields(words, layout)))
+    return dict(zip((f[0] for f in REQUANT_RECORD), unpack_fields(words, layout)))

@@ -15,8 +15,9 @@ import time
 import numpy as np
 
 from ...errors import LinkError, ToolError
-from .protocol import (Command, DeviceInfo, FrameError, SlipDecoder, Space,
-                       Status, frame, slip_encode, unframe)
+from ...protocol import (REQUESTS, RUN_REPLY, Command, DeviceInfo, FrameError, SlipDecoder,
+                         Space, Status, frame, max_payload, slip_encode, unframe,
+                         write_words_per_frame)
 
 
 class Transport:
@@ -240,10 +241,26 @@ class Device:
         return data
 
     def info(self):
-        """The device configuration (:class:`~sparqforge.sw.runtime.protocol.DeviceInfo`)."""
+        """What the device reports (:class:`~sparqforge.protocol.DeviceInfo`); its
+        ``config`` is the device's :class:`~sparqforge.config.AcceleratorConfig`.
+
+        Raises
+        ------
+        LinkError
+            When the device speaks another protocol version or reports a configuration this
+            host derives other widths from.
+        """
         if self._info is None:
-            self._info = DeviceInfo.unpack(self._ok(Command.INFO))
+            try:
+                self._info = DeviceInfo.unpack(self._ok(Command.INFO))
+            except FrameError as exc:
+                raise LinkError(f"The device's INFO reply is not usable: {exc}") from None
         return self._info
+
+    @property
+    def config(self):
+        """The device's :class:`~sparqforge.config.AcceleratorConfig` (from INFO)."""
+        return self.info().config
 
     def write(self, space, addr, words):
         """Write ``words`` (``[count, word_bytes]`` uint8 or bytes) from word ``addr`` on,
@@ -251,28 +268,29 @@ class Device:
         data = np.ascontiguousarray(words, dtype=np.uint8)
         word_bytes = data.shape[-1] if data.ndim > 1 else 1
         data = data.reshape(-1, word_bytes)
-        per_frame = max(1, (self.info().max_payload - 8) // word_bytes)
+        per_frame = write_words_per_frame(self.config, word_bytes)
+        request = REQUESTS[Command.WRITE]
         for start in range(0, len(data), per_frame):
             chunk = data[start:start + per_frame]
-            self._ok(Command.WRITE, struct.pack("<BI", int(space), addr + start) + chunk.tobytes())
+            self._ok(Command.WRITE, request.pack(int(space), addr + start) + chunk.tobytes())
 
     def read_act(self, addr, count):
         """``count`` activation words from ``addr`` as ``[count, cols]`` uint8."""
-        info = self.info()
-        per_frame = max(1, info.max_payload // info.cols)
+        config = self.config
+        per_frame = max(1, max_payload(config) // config.cols)
         parts = []
         for start in range(0, count, per_frame):
             n = min(per_frame, count - start)
-            data = self._ok(Command.READ, struct.pack("<BIH", Space.ACT, addr + start, n))
-            parts.append(np.frombuffer(data, dtype=np.uint8).reshape(n, info.cols))
-        return np.concatenate(parts) if parts else np.zeros((0, info.cols), np.uint8)
+            data = self._ok(Command.READ, REQUESTS[Command.READ].pack(Space.ACT, addr + start, n))
+            parts.append(np.frombuffer(data, dtype=np.uint8).reshape(n, config.cols))
+        return np.concatenate(parts) if parts else np.zeros((0, config.cols), np.uint8)
 
     def run(self, descriptor, *, cycles=None):
         """Execute one layer expected to take at most about ``cycles`` cycles; return the
         device's cycle count (0 from the golden model)."""
         budget = None if cycles is None else self._transport.budget(cycles)
         data = self._ok(Command.RUN, descriptor.pack(), budget=budget)
-        return struct.unpack("<I", data)[0]
+        return struct.unpack(RUN_REPLY, data)[0]
 
     def raw(self, command, payload=b""):
         """``(status, data)`` of any request, without raising on a non-OK status."""

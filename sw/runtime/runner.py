@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import ConfigError
 from .. import golden, nm_format
 from . import layouts
-from .protocol import WEIGHT_TABLE_ALL_BIT, RunDescriptor, Space
+from ...protocol import Mode, RunDescriptor, Space, encode_address
 
 
 class CompileError(ConfigError):
@@ -60,7 +60,7 @@ class Runner:
     def __init__(self, bundle, device):
         self.bundle = bundle
         self.device = device
-        self.info = info = device.info()
+        self.config = info = device.config
         self.plans = {}
         w_base = group_base = 0
         sparse_device = info.m != 0
@@ -90,12 +90,10 @@ class Runner:
             n_tiles = _ceil(n, info.cols)
             k_steps = _ceil(k, step)
             self._check_accumulator(layer, where)
-            mode = ((RunDescriptor.MODE_SPARSE if sparse else 0)
-                    | (RunDescriptor.MODE_THRESHOLD if layer["output"] == "threshold" else 0)
-                    | (RunDescriptor.MODE_ACT_TABLE if layer.get("act_table") is not None
-                       else 0)
-                    | (RunDescriptor.MODE_WEIGHT_TABLE if layer.get("weight_table") is not None
-                       else 0))
+            mode = ((Mode.SPARSE if sparse else 0)
+                    | (Mode.THRESHOLD if layer["output"] == "threshold" else 0)
+                    | (Mode.ACT_TABLE if layer.get("act_table") is not None else 0)
+                    | (Mode.WEIGHT_TABLE if layer.get("weight_table") is not None else 0))
             self.plans[index] = LayerPlan(index, layer, sparse, step, k_steps,
                                           _ceil(k, info.cols), n_tiles, w_base, group_base,
                                           mode)
@@ -122,17 +120,17 @@ class Runner:
         if layer.get("weight_table") is not None:
             w = np.asarray(layer["weight_table"])[w & 0xFF]
         a_max = (int(np.max(layer["act_table"])) if layer.get("act_table") is not None
-                 else (1 << self.info.a_bits) - 1)
+                 else (1 << self.config.a_bits) - 1)
         worst = int(np.abs(w).sum(axis=1).max()) * a_max
-        if worst >= 1 << (self.info.acc_bits - 1):
+        if worst >= 1 << (self.config.acc_bits - 1):
             raise CompileError(f"{where} can reach accumulators of {worst}; the accelerator's "
-                               f"{self.info.acc_bits}-bit accumulator cannot hold them: "
+                               f"{self.config.acc_bits}-bit accumulator cannot hold them: "
                                f"generate it with a larger max depth")
 
     # -- loading ------------------------------------------------------------------------
     def weight_words(self, plan):
         """The layer's weight beats as device words ``[n_tiles * k_steps, weight_bytes]``."""
-        info, layer = self.info, plan.layer
+        info, layer = self.config, plan.layer
         cols = info.cols
         w = np.asarray(layer["weight"], dtype=np.int64)
         n, k = w.shape
@@ -156,8 +154,7 @@ class Runner:
 
     def load(self):
         """Write every layer's weights, requantization parameters and thresholds."""
-        info = self.info
-        lane_bits = max(1, (info.cols - 1).bit_length()) if info.cols > 1 else 0
+        info = self.config
         for plan in self.plans.values():
             layer = plan.layer
             self.device.write(Space.WEIGHT, plan.w_base, self.weight_words(plan))
@@ -171,13 +168,14 @@ class Runner:
                         layer["bias"][lanes], layer["multiplier"][lanes],
                         layer["shift"][lanes], layer["zero_point"][lanes],
                         layer["relu"][lanes])
-                    self.device.write(Space.REQUANT, group << lane_bits, records)
+                    self.device.write(Space.REQUANT,
+                                      encode_address(Space.REQUANT, info, group=group), records)
                 else:
-                    full = (1 << info.threshold_bits) - 1
+                    full = info.thresholds
                     t = np.full((count, full), (1 << 31) - 1, dtype=np.int64)
                     t[:, :layer["thresholds"].shape[1]] = layer["thresholds"][lanes]
                     for lane in range(count):
-                        address = ((group << lane_bits) | lane) << 8
+                        address = encode_address(Space.THRESHOLD, info, group=group, lane=lane)
                         words = t[lane].astype("<i4").view(np.uint8).reshape(full, 4)
                         self.device.write(Space.THRESHOLD, address, words)
 
@@ -190,7 +188,8 @@ class Runner:
             current_act = act
         if weight is not None and (current_weight is None
                                    or not np.array_equal(weight, current_weight)):
-            self.device.write(Space.WEIGHT_TABLE, 1 << WEIGHT_TABLE_ALL_BIT,
+            self.device.write(Space.WEIGHT_TABLE,
+                              encode_address(Space.WEIGHT_TABLE, self.config, all=1),
                               (np.asarray(weight, dtype=np.int64) & 0xFF).astype(np.uint8)
                               .reshape(256, 1))
             current_weight = weight
@@ -216,25 +215,26 @@ class Runner:
         return items
 
     def _write_rows(self, rows, base, stride):
-        info = self.info
+        info = self.config
         padded_rows = _ceil(len(rows), info.rows) * info.rows
         data = np.zeros((padded_rows, stride * info.cols), dtype=np.uint8)
         data[:len(rows), :rows.shape[1]] = rows
         per_bank = data.reshape(-1, info.rows, stride, info.cols).transpose(1, 0, 2, 3)
         for bank in range(info.rows):
-            self.device.write(Space.ACT, (bank << info.act_depth_bits) | base,
+            self.device.write(Space.ACT, encode_address(Space.ACT, info, bank=bank, word=base),
                               per_bank[bank].reshape(-1, info.cols))
 
     def _read_rows(self, count, base, stride, width):
-        info = self.info
+        info = self.config
         m_tiles = _ceil(count, info.rows)
-        banks = [self.device.read_act((bank << info.act_depth_bits) | base, m_tiles * stride)
+        banks = [self.device.read_act(encode_address(Space.ACT, info, bank=bank, word=base),
+                                      m_tiles * stride)
                  .reshape(m_tiles, stride * info.cols) for bank in range(info.rows)]
         rows = np.stack(banks, axis=1).reshape(m_tiles * info.rows, stride * info.cols)
         return rows[:count, :width].astype(np.int64)
 
     def _run_segment(self, indices, x):
-        info = self.info
+        info = self.config
         plans = [self.plans[i] for i in indices]
         half = info.act_depth // 2
         widest = max(max(p.a_stride, p.n_tiles) for p in plans)

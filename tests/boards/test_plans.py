@@ -169,8 +169,8 @@ def test_ecp5_pll_parameters():
 def test_reference_configuration_is_valid(name):
     board = BOARDS[name]
     config = resolve_config(name)
-    soc = make_soc(config, clk_freq=config["clk_freq"])
-    assert soc.clk_freq == board.config["clk_freq"]
+    soc = make_soc(config, clk_freq=config.clk_freq)
+    assert soc.clk_freq == board.config.clk_freq
     assert abs(soc.clk_freq / soc.divisor / soc.baud - 1) < 0.02
 
 
@@ -178,7 +178,7 @@ def test_config_files_and_their_errors(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"rows": 4, "cols": 4, "sparsity": [2, 4], "clk_freq": 50e6,
                                 "baud": 115200}))
-    assert load_config(good)["sparsity"] == (2, 4)
+    assert load_config(good).accelerator.sparsity == (2, 4)
     bad_key = tmp_path / "bad_key.json"
     bad_key.write_text(json.dumps({"rows": 4, "colums": 4}))
     with pytest.raises(ConfigError, match=r"unknown keys \['colums'\]"):
@@ -191,8 +191,9 @@ def test_config_files_and_their_errors(tmp_path):
         load_config(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="set clk_freq to 1.2e\\+07, not 2.4e\\+07"):
         board_plan("icebreaker", {**SMALL, "clk_freq": 24e6})
-    with pytest.raises(ConfigError, match="Impossible configuration: Activation depth"):
-        make_soc({"act_depth": 100}, clk_freq=12e6)
+    with pytest.raises(ConfigError, match="act_depth .words per activation bank. must be a "
+                                           "power of two, not 100"):
+        resolve_config("icebreaker", {"act_depth": 100})
     with pytest.raises(ConfigError, match="Unknown board 'arty'; choose one of"):
         get_board("arty")
 
@@ -202,7 +203,8 @@ def test_lut_multipliers_option():
     lut, _, _ = board_plan("ulx3s-85f", {**SMALL, "mac_multipliers": "lut"})
     assert "booth" not in _text(dsp, "top.ys")
     assert f"{LUT_MULTIPLIERS}; {KEEP_REPLICAS}" in _text(lut, "top.ys")
-    with pytest.raises(ConfigError, match="mac_multipliers 'dsps'; use \"dsp\" or \"lut\""):
+    with pytest.raises(ConfigError, match="mac_multipliers must be \"dsp\" or \"lut\", not "
+                                           "'dsps'"):
         resolve_config("ulx3s-85f", {"mac_multipliers": "dsps"})
     with pytest.raises(ConfigError, match="mac_multipliers \"lut\" is for the ECP5 and iCE40"):
         resolve_config("arty-a7-35", {"mac_multipliers": "lut"})

@@ -5,7 +5,7 @@ import random
 from amaranth.sim import Simulator
 
 from sparqforge.hw.host_link import FrameReceiver, FrameTransmitter
-from sparqforge.sw.runtime.protocol import SlipDecoder, frame, slip_encode, unframe
+from sparqforge.protocol import SlipDecoder, frame, slip_encode, unframe
 
 
 def test_receiver_decodes_frames_and_checks_crc():
@@ -27,20 +27,20 @@ def test_receiver_decodes_frames_and_checks_crc():
 
     async def executor(ctx):
         for _ in range(4):
-            await ctx.tick().until(rx.done)
-            length, ok, overflow = ctx.get(rx.length), ctx.get(rx.ok), ctx.get(rx.overflow)
-            header = bytes(ctx.get(rx.header))
+            await ctx.tick().until(rx.frame.done)
+            length, ok, overflow = ctx.get(rx.frame.length), ctx.get(rx.frame.ok), ctx.get(rx.frame.overflow)
+            header = bytes(ctx.get(rx.frame.header))
             content = []
             for addr in range(64):
-                ctx.set(rx.addr, addr)
+                ctx.set(rx.frame.addr, addr)
                 await ctx.tick()
-                content.append(ctx.get(rx.rdata))
+                content.append(ctx.get(rx.frame.rdata))
             # The header registers hold what the buffer holds, past a short frame's end too.
             assert header == bytes(content[:12])
             seen.append((bytes(content[:min(length, 64)]), ok, overflow))
-            ctx.set(rx.release, 1)
+            ctx.set(rx.frame.release, 1)
             await ctx.tick()
-            ctx.set(rx.release, 0)
+            ctx.set(rx.frame.release, 0)
 
     sim = Simulator(rx)
     sim.add_clock(1e-8)

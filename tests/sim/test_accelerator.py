@@ -6,30 +6,32 @@ import struct
 import numpy as np
 import pytest
 
-from sparqforge.accel import PRESETS, make_accelerator
+from sparqforge.config import PRESETS, AcceleratorConfig
+from sparqforge.hw.accelerator import Accelerator
+from sparqforge.protocol import (WEIGHT_TABLE_ALL_BIT, Command, RunDescriptor, SlipDecoder,
+                                 Space, Status, frame, slip_encode, unframe)
 from sparqforge.sim.link_model import LinkModel
 from sparqforge.sw import golden
 from sparqforge.sw.runtime import layouts
 from sparqforge.sw.runtime.device_model import DeviceModel
 from sparqforge.sw.runtime.link import Device, FaultyTransport, LoopbackTransport, PipeTransport
-from sparqforge.sw.runtime.protocol import (WEIGHT_TABLE_ALL_BIT, Command, RunDescriptor,
-                                            Space, Status, frame)
 from sparqforge.sw.runtime.runner import Runner
 
 pytestmark = pytest.mark.sim
 
 SMALL = {
-    "dense_2x4": dict(rows=2, cols=4, act_depth=64, w_depth=64, groups=4),
-    "sparse_tables_3x4": dict(rows=3, cols=4, sparsity=(2, 4), tables=True, act_depth=64,
-                              w_depth=64, groups=4, product_stages=2),
+    "dense_2x4": AcceleratorConfig(rows=2, cols=4, act_depth=64, w_depth=64, groups=4),
+    "sparse_tables_3x4": AcceleratorConfig(rows=3, cols=4, sparsity=(2, 4), tables=True,
+                                           act_depth=64, w_depth=64, groups=4,
+                                           product_stages=2),
 }
 
 
-def devices(params):
-    accel = make_accelerator(params, gated=True)
+def devices(config):
+    accel = Accelerator(config, gated=True)
     rtl = Device(PipeTransport(LinkModel(accel).build()), budget_cycles=10 ** 7)
-    gold = Device(LoopbackTransport(DeviceModel(accel.info)))
-    return rtl, gold, accel.info
+    gold = Device(LoopbackTransport(DeviceModel(config)))
+    return rtl, gold, config
 
 
 def random_state(rng, info):
@@ -112,7 +114,6 @@ def test_protocol_errors_match_the_golden_device():
     # A damaged frame gets a CRC reply and changes nothing.
     damaged = bytearray(frame(77, Command.WRITE, struct.pack("<BI", Space.ACT, 0) + bytes(4)))
     damaged[7] ^= 1
-    from sparqforge.sw.runtime.protocol import SlipDecoder, slip_encode, unframe
     reply = SlipDecoder().feed(rtl.transport.exchange(slip_encode(bytes(damaged)),
                                                       budget=10 ** 6))
     assert [unframe(body)[:2] for body in reply] == [(77, Status.CRC)]
@@ -121,7 +122,7 @@ def test_protocol_errors_match_the_golden_device():
 
 @pytest.fixture(scope="module")
 def demo_model():
-    return LinkModel(make_accelerator(PRESETS["demo"], gated=True)).build()
+    return LinkModel(Accelerator(PRESETS["demo"], gated=True)).build()
 
 
 @pytest.mark.parametrize("kind,scheme", [("mlp", "sparse24-w4"), ("cnn", "power-w4")])

@@ -5,12 +5,12 @@ network comes back bit for bit."""
 import numpy as np
 import pytest
 
+from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.soc import Soc
+from sparqforge.protocol import Command, SlipDecoder, Status, frame, slip_encode, unframe
 from sparqforge.sim.uart_model import UartLinkModel
 from sparqforge.sw import golden
 from sparqforge.sw.runtime.link import Device, PipeTransport
-from sparqforge.sw.runtime.protocol import (Command, SlipDecoder, Status, frame, slip_encode,
-                                            unframe)
 from sparqforge.sw.runtime.runner import Runner
 
 pytestmark = pytest.mark.sim
@@ -18,13 +18,13 @@ pytestmark = pytest.mark.sim
 # 4x4 int8 with room for the digits MLP (64-64-32-10): 1632 weight words, 27 groups; two
 # product stages as in the large ECP5 references. clk_freq = 16 * baud: 16 clock cycles
 # per bit.
-CONFIG = dict(rows=4, cols=4, act_depth=256, w_depth=2048, groups=32, max_depth=1024,
-              frame_bytes=1088, product_stages=2, clk_freq=1_600_000, baud=100_000)
+CONFIG = AcceleratorConfig(rows=4, cols=4, act_depth=256, w_depth=2048, groups=32,
+                           max_depth=1024, frame_bytes=1088, product_stages=2)
 
 
 @pytest.fixture(scope="module")
 def soc_model():
-    soc = Soc(**CONFIG)
+    soc = Soc(CONFIG, clk_freq=1_600_000, baud=100_000)
     assert soc.divisor == 16
     model = UartLinkModel(soc)
     model.build()
@@ -48,7 +48,7 @@ def test_uart_soc_runs_a_network_bit_exactly(soc_model, bundles, trained):
         assert device.retransmissions == 0
         # Every byte really crossed the UART: at least ten bit times per byte loaded.
         weight_bytes = sum(plan.n_tiles * plan.k_steps for plan in runner.plans.values()) \
-            * soc.info.weight_bytes
+            * soc.config.weight_bytes
         assert transport.cycles > weight_bytes * 10 * soc.divisor
     finally:
         device.close()

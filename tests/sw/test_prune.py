@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparqforge.sw import digits, nm_format, prune
+from sparqforge.sw import digits, digits_pruning, nm_format, prune
 
 PATTERNS = [(1, 2), (2, 4), (1, 4), (2, 8), (4, 8)]
 
@@ -445,7 +445,7 @@ def test_format_report_table():
     report = {"settings": {"methods": ["bdwp", "srste"]},
               "models": {"mlp": {"dense": 0.95, "dense_finetuned": 0.96, "patterns": {
                   "2:4": {"oneshot": 0.5, "bdwp": 0.9412, "srste": 0.9, "exact_nm": True}}}}}
-    lines = prune.format_report(report).splitlines()
+    lines = digits_pruning.format_report(report).splitlines()
     assert lines[0].split() == ["model", "pattern", "dense", "dense+ft", "one-shot", "bdwp",
                                 "srste", "exact", "N:M"]
     assert lines[2].split() == ["mlp", "2:4", "95.00", "96.00", "50.00", "94.12", "90.00", "yes"]

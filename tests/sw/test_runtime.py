@@ -6,19 +6,19 @@ import struct
 import numpy as np
 import pytest
 
-from sparqforge.accel import PRESETS, device_info
+from sparqforge.config import PRESETS
 from sparqforge.errors import LinkError
+from sparqforge.protocol import (Command, RunDescriptor, Space, Status, frame, slip_encode,
+                                 SlipDecoder, unframe)
 from sparqforge.sw import golden
 from sparqforge.sw.runtime.device_model import DeviceModel
 from sparqforge.sw.runtime.link import Device, FaultyTransport, LoopbackTransport
-from sparqforge.sw.runtime.protocol import (Command, RunDescriptor, Space, Status, frame,
-                                            slip_encode, SlipDecoder, unframe)
 from sparqforge.sw.runtime.runner import CompileError, Runner
 
 
 @pytest.fixture(scope="module")
 def demo_info():
-    return device_info(PRESETS["demo"])
+    return PRESETS["demo"]
 
 
 def golden_device(info):
@@ -41,7 +41,7 @@ def test_compiled_program_equals_golden_network(kind, scheme, bundles, trained, 
 
 def test_small_activation_banks_split_batches_into_chunks(bundles, trained):
     bundle = bundles("mlp", "uniform-w8a8")
-    info = device_info(dict(PRESETS["int8"], act_depth=32))
+    info = PRESETS["int8"].replace(act_depth=32)
     codes = bundle.quantize_input(trained[1][2][:100].numpy())
     runner = Runner(bundle, golden_device(info))
     runner.load()
@@ -100,13 +100,13 @@ def test_slip_framing_survives_special_bytes():
 
 
 def test_compile_errors_name_the_layer_and_the_fix(bundles):
-    no_tables = device_info(PRESETS["int8"])
+    no_tables = PRESETS["int8"]
     with pytest.raises(CompileError, match="uses power-exponent tables or thresholds; generate "
                                            "the accelerator with tables"):
         Runner(bundles("mlp", "power-w4"), golden_device(no_tables))
-    few_groups = device_info(dict(PRESETS["int8"], groups=4))
+    few_groups = PRESETS["int8"].replace(groups=4)
     with pytest.raises(CompileError, match="need 14 channel groups; the accelerator holds 4"):
         Runner(bundles("mlp", "uniform-w8a8"), golden_device(few_groups))
-    small = device_info(dict(PRESETS["int8"], w_depth=100))
+    small = PRESETS["int8"].replace(w_depth=100)
     with pytest.raises(CompileError, match="weight words; the accelerator holds 100"):
         Runner(bundles("mlp", "uniform-w8a8"), golden_device(small))

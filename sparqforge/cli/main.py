@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
-from .accel import BACKENDS
+from .. import __version__
+from ..backends import BACKENDS
 from .blocks import ArrayConfig, parse_shape, parse_sparsity
-from .errors import ConfigError, SparqforgeError
-from .models import SCHEMES
+from ..errors import ConfigError, SparqforgeError
+from ..sw.schemes import SCHEMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,7 +88,7 @@ def _print_report(report, as_json):
 
 def cmd_generate(args):
     from .blocks import build_array
-    from .hw.emit import description, to_rtlil, to_verilog
+    from ..hw.emit import description, to_rtlil, to_verilog
 
     config = _config(args)
     array = build_array(config)
@@ -149,10 +149,10 @@ def cmd_demo(args):
 
 
 def cmd_export(args):
-    from .models import quantize_and_export, train
-    from .sw import bundle as bundle_io
+    from ..sw import bundle as bundle_io
+    from ..sw.digits import quantize_and_export, train_example
 
-    model, data = train(args.model)
+    model, data = train_example(args.model)
     bundle, accuracy = quantize_and_export(args.model, model, data, args.quant)
     out = Path(args.output)
     if out.parent and not out.parent.exists():
@@ -167,7 +167,7 @@ def _load_inputs(args, bundle):
     import numpy as np
 
     if args.digits:
-        from .sw import digits
+        from ..sw import digits
         _, _, x, y = digits.load_digits()
         return x.numpy(), y.numpy()
     if args.inputs is None:
@@ -189,14 +189,14 @@ def _load_inputs(args, bundle):
 def cmd_infer(args):
     import numpy as np
 
-    from .accel import load_accelerator_config, open_device
-    from .sw import bundle as bundle_io
-    from .sw.runtime.runner import Runner, progress_bar
+    from ..backends import open_device, resolve_config
+    from ..sw import bundle as bundle_io
+    from ..sw.runtime.runner import Runner, progress_bar
 
     bundle = bundle_io.load(args.bundle)
     x, y = _load_inputs(args, bundle)
-    params = load_accelerator_config(args.accel)
-    device = open_device(args.backend, params, quiet=args.json,
+    config = resolve_config(args.accel)
+    device = open_device(args.backend, config, quiet=args.json,
                          log=lambda m: print(m, file=sys.stderr))
     try:
         runner = Runner(bundle, device)
@@ -226,7 +226,7 @@ def cmd_infer(args):
 
 
 def _board_report(report, as_json):
-    from .boards.build import summary
+    from ..boards.build import summary
 
     if as_json:
         print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
@@ -235,14 +235,14 @@ def _board_report(report, as_json):
 
 
 def cmd_build(args):
-    from .boards.build import build_board
+    from ..boards.build import build_board
 
     _board_report(build_board(args.board, args.config, args.out), args.json)
     return 0
 
 
 def cmd_synth(args):
-    from .boards.build import build_board, synth_board
+    from ..boards.build import build_board, synth_board
 
     run = build_board if args.place else synth_board
     _board_report(run(args.board, args.config, args.out), args.json)
@@ -250,7 +250,7 @@ def cmd_synth(args):
 
 
 def _add_board_options(parser):
-    from .boards.catalog import BOARDS
+    from ..boards.catalog import BOARDS
 
     parser.add_argument("--board", required=True, metavar="BOARD",
                         help=f"one of: {', '.join(BOARDS)} (or with _ for -)")

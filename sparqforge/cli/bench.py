@@ -19,8 +19,8 @@ def _log(quiet, message):
 
 
 def _harness_for(array, name):
-    from .hw.emit import description, to_verilog
-    from .sim.harness import StreamHarness
+    from ..hw.emit import description, to_verilog
+    from ..sim.harness import StreamHarness
 
     desc = description(array, name)
     harness = StreamHarness(to_verilog(array, name), desc)
@@ -30,7 +30,7 @@ def _harness_for(array, name):
 
 def _timed_run(schedule, desc, harness):
     """Run without stalls; the time is the compiled simulation loop's own wall time."""
-    from .sim.run import run_schedule
+    from ..sim.run import run_schedule
 
     stats = {}
     got, cycles = run_schedule(schedule, desc, harness=harness, stall=0.0, stats=stats)
@@ -39,8 +39,8 @@ def _timed_run(schedule, desc, harness):
 
 def bench_dense(quiet=False, size=256):
     """A ``size``^3 int8 matmul through an 8x8 dense array in Verilator."""
-    from .sim.mac_array.schedule import dense_schedule, random_layer
-    from .sw import golden
+    from ..sim.mac_array.schedule import dense_schedule, random_layer
+    from ..sw import golden
 
     config = ArrayConfig(rows=8, cols=8, max_depth=size, groups=size // 8)
     array = build_array(config)
@@ -65,9 +65,9 @@ def bench_dense(quiet=False, size=256):
 def bench_sparse(quiet=False, size=256, synth=True):
     """The same int8 matmul with N:M weights on 8x8 sparse arrays, dense mode vs sparse
     mode, plus yosys ``synth_xilinx`` resources of dense and sparse arrays."""
-    from .sim.mac_array.schedule import (random_layer, random_nm_weights,
+    from ..sim.mac_array.schedule import (random_layer, random_nm_weights,
                                           sparse_dense_schedule, sparse_schedule)
-    from .sw import golden, nm_format
+    from ..sw import golden, nm_format
 
     report = {}
     types = dict(a_bits=8, a_signed=True, w_bits=8, w_signed=True, out_bits=8, out_signed=True)
@@ -100,7 +100,7 @@ def bench_sparse(quiet=False, size=256, synth=True):
 def _sparse_only(config):
     """The N:M array of ``config`` without its dense mode (the index multiplexers that force
     ``0..N-1``), built only to measure what the mode costs."""
-    from .hw.sparse_mac_array import SparseMacArray
+    from ..hw.sparse_mac_array import SparseMacArray
 
     class SparseOnly(SparseMacArray):
         def _column_terms(self, m, w, col):
@@ -113,7 +113,7 @@ def synth_arrays(quiet=False):
     """yosys ``synth_xilinx`` resources of 8x8 dense, 2:4 and 2:8 arrays at 4 and 8 bits,
     and what the 2:4 array's dense mode costs (``sparse.synth.mode_cost.*``: the 2:4 array
     minus the same array without the mode)."""
-    from .boards.synth import synth_xilinx
+    from ..boards.synth import synth_xilinx
 
     report = {}
     for bits in (4, 8):
@@ -136,7 +136,7 @@ def synth_arrays(quiet=False):
 
 def bench_power(quiet=False, synth=True):
     """Quantization quality (uniform vs power) and the hardware cost of the power units."""
-    from .sw.quality import power_metrics
+    from ..sw.quality import power_metrics
 
     report = power_metrics(progress=None if quiet else (lambda msg: _log(False, msg)))
     if synth:
@@ -147,9 +147,9 @@ def bench_power(quiet=False, synth=True):
 def synth_power_units(quiet=False):
     """yosys ``synth_xilinx`` resources of the dequant and threshold units for 8 lanes at
     4- and 8-bit codes (weight tables: 8 channel groups; 24-bit accumulators)."""
-    from .boards.synth import synth_xilinx
-    from .hw.dequant_unit import DequantUnit
-    from .hw.threshold_unit import ThresholdUnit
+    from ..boards.synth import synth_xilinx
+    from ..hw.dequant_unit import DequantUnit
+    from ..hw.threshold_unit import ThresholdUnit
 
     report = {}
     for bits in (4, 8):
@@ -176,19 +176,19 @@ def bench_runtime(quiet=False):
     """
     import time as _time
 
-    from .accel import PRESETS, open_device
-    from .models import quantize_and_export, train
-    from .sw import golden
-    from .sw.runtime.runner import Runner
+    from ..backends import open_device
+    from ..sw import golden
+    from ..sw.digits import quantize_and_export, train_example
+    from ..sw.runtime.runner import Runner
 
     report = {}
-    device = open_device("verilator", PRESETS["int8"], quiet=quiet,
+    device = open_device("verilator", "int8", quiet=quiet,
                          log=lambda m: _log(quiet, m))
     transport = device.transport
     total_cycles = total_loop = total_wall = 0.0
     try:
         for kind in ("mlp", "cnn"):
-            model, data = train(kind)
+            model, data = train_example(kind)
             bundle, _ = quantize_and_export(kind, model, data, "uniform-w8a8")
             codes = bundle.quantize_input(data[2].numpy())
             reference = golden.run_network(bundle.layers, codes)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .accel import PRESETS, make_accelerator, open_device
-from .models import SCHEMES, quantize_and_export, train
+from ..backends import open_device
+from ..config import PRESETS
+from ..sw.schemes import SCHEMES
 
 
 def _log(message, quiet):
@@ -25,31 +26,30 @@ def _log(message, quiet):
 def run_demo(*, out_dir="build/demo", models=("mlp", "cnn"), schemes=tuple(SCHEMES),
              backend="verilator", clock_mhz=100.0, quiet=False):
     """Run the main job; return a list of result rows (dicts)."""
-    from .hw.emit import to_verilog
-    from .sw import bundle as bundle_io
-    from .sw import golden
-    from .sw.runtime.runner import Runner, progress_bar
+    from ..hw.accelerator import Accelerator
+    from ..hw.emit import to_verilog
+    from ..sw import bundle as bundle_io
+    from ..sw import digits, golden
+    from ..sw.runtime.runner import Runner, progress_bar
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    params = PRESETS["demo"]
-    (out / "accelerator.v").write_text(to_verilog(make_accelerator(params), "accelerator"))
-    _log(f"accelerator: 8x8 int8 array with 2:4 sparsity and power-exponent units "
-         f"(Verilog in {out / 'accelerator.v'})", quiet)
-    device = open_device(backend, params, quiet=quiet, log=lambda m: _log(m, quiet))
+    config = PRESETS["demo"]
+    (out / "accelerator.v").write_text(to_verilog(Accelerator(config), "accelerator"))
+    _log(f"accelerator: {config.describe()} (Verilog in {out / 'accelerator.v'})", quiet)
+    device = open_device(backend, config, quiet=quiet, log=lambda m: _log(m, quiet))
     rows = []
     try:
         for kind in models:
             start = time.monotonic()
-            model, data = train(kind)
-            from .sw import digits
+            model, data = digits.train_example(kind)
             float_acc = digits.evaluate(model, data[2], data[3])
             _log(f"{kind}: trained in {time.monotonic() - start:.1f} s, float test accuracy "
                  f"{100 * float_acc:.2f} %", quiet)
             labels = data[3].numpy()
             for scheme in schemes:
                 start = time.monotonic()
-                bundle, fake_acc = quantize_and_export(kind, model, data, scheme)
+                bundle, fake_acc = digits.quantize_and_export(kind, model, data, scheme)
                 path = bundle_io.save(bundle, out / f"{kind}-{scheme}.npz")
                 bundle = bundle_io.load(path)
                 _log(f"{kind} {scheme}: exported {path} in {time.monotonic() - start:.1f} s",

@@ -5,7 +5,7 @@ __all__ = ["ArrayConfig", "build_array", "parse_sparsity", "parse_shape"]
 import re
 from dataclasses import asdict, dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,9 @@ def build_array(config, *, sparse_class=None):
         With the generator's own message when a parameter is impossible.
     """
     # Deferred: importing Amaranth is slow and not every command needs it.
-    from .hw.mac_array import MacArray
-    from .hw.power_mac_array import PowerMacArray
-    from .hw.sparse_mac_array import SparseMacArray
+    from ..hw.mac_array import MacArray
+    from ..hw.power_mac_array import PowerMacArray
+    from ..hw.sparse_mac_array import SparseMacArray
 
     kw = dict(rows=config.rows, cols=config.cols, a_bits=config.a_bits,
               a_signed=config.a_signed, w_bits=config.w_bits, w_signed=config.w_signed,

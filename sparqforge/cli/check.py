@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from .blocks import build_array
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _log(quiet, message):
@@ -21,7 +21,7 @@ def _log(quiet, message):
 def layer_for(config, shape, rng):
     """Random operands and requantization parameters of ``shape`` for ``config``; N:M
     sparse weights when the array is sparse."""
-    from .sim.mac_array.schedule import random_layer, random_nm_weights
+    from ..sim.mac_array.schedule import random_layer, random_nm_weights
 
     m_dim, k_dim, n_dim = shape
     types = dict(a_bits=config.a_bits, a_signed=config.a_signed, w_bits=config.w_bits,
@@ -54,8 +54,8 @@ def check_array(config, shape, *, seed=0, stall=0.3, quiet=False):
     valid/ready stalls of probability ``stall`` on every stream. Sparse arrays run the
     same N:M layer in sparse mode and in dense mode.
     """
-    from .sim.mac_array.schedule import dense_schedule, sparse_dense_schedule, sparse_schedule
-    from .sw import golden, nm_format
+    from ..sim.mac_array.schedule import dense_schedule, sparse_dense_schedule, sparse_schedule
+    from ..sw import golden, nm_format
 
     config = sized_for(config, shape)
     array = build_array(config)
@@ -83,7 +83,7 @@ def check_array(config, shape, *, seed=0, stall=0.3, quiet=False):
 def _check_power(config, array, shape, rng, *, seed, stall, quiet):
     """Random codes, tables and thresholds (some exactly on accumulators) through the
     power-exponent array."""
-    from .sim.power_mac_array.schedule import power_expected, power_schedule, random_power_layer
+    from ..sim.power_mac_array.schedule import power_expected, power_schedule, random_power_layer
 
     m_dim, k_dim, n_dim = shape
     params = array.params | {"acc_bits": array.acc_bits}
@@ -96,10 +96,10 @@ def _check_power(config, array, shape, rng, *, seed, stall, quiet):
 
 def _simulate(config, array, shape, modes, want, *, seed, stall, quiet):
     """Run every mode's schedule without and with stalls; build the report."""
-    from .hw.emit import description, to_verilog
-    from .sim.check import compare
-    from .sim.harness import StreamHarness
-    from .sim.run import run_schedule
+    from ..hw.emit import description, to_verilog
+    from ..sim.check import compare
+    from ..sim.harness import StreamHarness
+    from ..sim.run import run_schedule
 
     name = config.name
     desc = description(array, name)

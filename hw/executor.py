@@ -1,0 +1,494 @@
+"""The command executor: decodes each received frame and carries out INFO, WRITE, READ and RUN
+(:mod:`sparqforge.protocol`), replying once the command has completed."""
+
+__all__ = ["Executor"]
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..protocol import (CODE_OFFSET, CRC_BYTES, FIELDS_OFFSET, HEADER_BYTES, MIN_FRAME,
+                        REQUANT_BYTES, REQUESTS, SEQ_OFFSET, TABLE_SPACES, Command, DeviceInfo,
+                        Mode, RunDescriptor, Space, Status, address_fields, address_limit,
+                        max_payload, word_bytes)
+from .feeder import descriptor_layout
+from .host_link import frame_signature
+from .replica import replica_signal
+
+
+def _field(header, offset, size):
+    """A little-endian header field of ``size`` bytes at byte ``offset``."""
+    return Cat(*(header[offset + i] for i in range(size)))
+
+
+class Executor(wiring.Component):
+    """Executes the frame the receiver holds and streams its reply.
+
+    Every frame gets exactly one reply, ``seq | status | data``: ``CRC`` or ``LENGTH`` for a
+    damaged or too long frame (which changes nothing), ``COMMAND`` for an unknown command,
+    ``LENGTH``, ``SPACE`` or ``RANGE`` for a request that does not fit this accelerator
+    (``address_limit``, :func:`~sparqforge.protocol.word_bytes`), else ``OK`` with INFO's
+    :class:`~sparqforge.protocol.DeviceInfo`, READ's words or RUN's cycle count. A WRITE
+    commits each word as soon as it is complete and stops at the first word out of range
+    (the words before it stay written). A RUN's descriptor is checked (step, mode, ranges)
+    before the layer starts; it then waits for the writeback's ``finished``.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    core_signature : wiring.Signature
+        The array core's; the executor drives its ``cfg_*`` table write ports.
+
+    Attributes
+    ----------
+    frame : In(frame_signature(frame_bytes, HEADER_BYTES))
+        The receiver's held frame.
+    reply : Out(stream)
+        Reply bytes (``data``, ``last``) for the frame transmitter.
+    idle : Out(1)
+        Waiting for a frame, and none is held.
+    working : Out(1)
+        Not waiting for a frame.
+    busy : Out(1)
+        The core domain has work (a layer runs or one of its tables is written).
+    host_read_addr, host_reading, act_data :
+        The memories' host read port (see :class:`~sparqforge.hw.memories.Memories`).
+    host_write, weight_write :
+        The memories' host write ports.
+    cfg_requant, cfg_act, cfg_weight, cfg_threshold : Out(stream)
+        The core's table write ports (those it has).
+    desc : Out(descriptor_layout())
+        The RUN descriptor, loaded from the header of every frame (only a RUN uses it, and
+        no frame is taken while a layer runs).
+    start_feed, start_write : Out(1)
+        Pulse: begin the layer (two registered copies: each drives a few hundred counter
+        bits far from the executor).
+    running, finished : In(1), cycles : In(32)
+        The writeback's.
+    """
+
+    def __init__(self, config, *, core_signature):
+        self._config = config
+        word = data.ArrayLayout(8, config.cols)
+        depth_bits = config.act_depth_bits
+        # (An ``In`` member's signature is seen from the core; its source sees it flipped.)
+        cfg = {name: Out(member.signature.flip())
+               for name, member in core_signature.members.items() if name.startswith("cfg_")}
+        super().__init__({
+            "frame": In(frame_signature(config.frame_bytes, HEADER_BYTES)),
+            "reply": Out(stream.Signature(data.StructLayout({"data": 8, "last": 1}))),
+            "idle": Out(1),
+            "working": Out(1),
+            "busy": Out(1),
+            "host_read_addr": Out(depth_bits),
+            "host_reading": Out(1),
+            "act_data": In(data.ArrayLayout(word, config.rows)),
+            "host_write": Out(wiring.Signature({"addr": Out(depth_bits), "data": Out(word),
+                                                "en": Out(config.rows)})),
+            "weight_write": Out(wiring.Signature({"addr": Out(16),
+                                                  "data": Out(config.weight_bits),
+                                                  "en": Out(1)})),
+            **cfg,
+            "desc": Out(descriptor_layout()),
+            "start_feed": Out(1),
+            "start_write": Out(1),
+            "running": In(1),
+            "finished": In(1),
+            "cycles": In(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        header = self.frame.header
+        # The signals the parts of the executor share.
+        s = SimpleNamespace()
+        s.space = header[REQUESTS[Command.WRITE].offset("space")[0]]
+        s.addr = Signal(32)
+        m.d.comb += s.addr.eq(_field(header, *REQUESTS[Command.WRITE].offset("addr")))
+        s.count = _field(header, *REQUESTS[Command.READ].offset("count"))
+        s.command = header[CODE_OFFSET]
+        s.status = Signal(8)
+        s.target = Signal(32)
+        s.commit = Signal()
+        s.word = Signal(max(config.cols * 8, config.weight_bits, REQUANT_BYTES * 8, 32))
+        widest = max(config.cols, config.weight_bytes, REQUANT_BYTES)
+        s.byte_index = Signal(range(widest + 1))
+        s.word_bytes = Signal(range(widest + 1))
+        s.ptr = Signal(range(config.frame_bytes + 1))
+        s.body_index = Signal(range(1 << 16))
+        s.body_count = Signal(range(1 << 16))
+        s.is_command = {c: Signal(name=f"is_{c.name.lower()}") for c in Command}
+        self._word_commits(m, s)
+        self._frame_checks(m, s)
+        self._run_descriptor(m, s)
+        self._reply_bytes(m, s)
+        self._fsm(m, s)
+        return m
+
+    def _word_commits(self, m, s):
+        """Each complete WRITE word to its space, and whether its address is in range."""
+        config = self._config
+        target, word, space = s.target, s.word, s.space
+        fields = {sp: address_fields(sp, config) for sp in Space}
+
+        def field(sp, name):
+            f = fields[sp][name]
+            return target[f.offset:f.offset + f.width] if f.width is not None \
+                else target[f.offset:]
+        act = fields[Space.ACT]
+        m.d.comb += [self.host_write.addr.eq(field(Space.ACT, "word")),
+                     self.host_write.data.eq(word[:config.cols * 8]),
+                     self.weight_write.addr.eq(target), self.weight_write.data.eq(word),
+                     self.weight_write.en.eq(s.commit & (space == Space.WEIGHT))]
+        for r in range(config.rows):
+            m.d.comb += self.host_write.en[r].eq(s.commit & (space == Space.ACT)
+                                                 & (target[act["bank"].offset:] == r))
+        lane_bits = config.lane_bits
+        requant = self.cfg_requant
+        m.d.comb += [requant.valid.eq(s.commit & (space == Space.REQUANT)),
+                     requant.payload.lane.eq(field(Space.REQUANT, "lane") if lane_bits else 0),
+                     requant.payload.group.eq(field(Space.REQUANT, "group")),
+                     requant.payload.param.eq(word)]
+        spaces = [Space.ACT, Space.WEIGHT, Space.REQUANT]
+        if config.tables:
+            spaces += list(TABLE_SPACES)
+            act_cfg, w_cfg, t_cfg = self.cfg_act, self.cfg_weight, self.cfg_threshold
+            m.d.comb += [
+                act_cfg.valid.eq(s.commit & (space == Space.ACT_TABLE)),
+                act_cfg.payload.all.eq(1),
+                act_cfg.payload.code.eq(field(Space.ACT_TABLE, "code")),
+                act_cfg.payload.value.eq(word[:8]),
+                w_cfg.valid.eq(s.commit & (space == Space.WEIGHT_TABLE)),
+                w_cfg.payload.lane.eq(
+                    target[fields[Space.WEIGHT_TABLE]["lane"].offset:][:lane_bits]
+                    if lane_bits else 0),
+                w_cfg.payload.all.eq(field(Space.WEIGHT_TABLE, "all")),
+                w_cfg.payload.code.eq(field(Space.WEIGHT_TABLE, "code")),
+                w_cfg.payload.value.eq(word[:8]),
+                t_cfg.valid.eq(s.commit & (space == Space.THRESHOLD)),
+                t_cfg.payload.index.eq(field(Space.THRESHOLD, "index")),
+                t_cfg.payload.lane.eq(field(Space.THRESHOLD, "lane") if lane_bits else 0),
+                t_cfg.payload.group.eq(field(Space.THRESHOLD, "group")),
+                t_cfg.payload.value.eq(word[:32].as_signed()),
+            ]
+        s.known_space = Signal()
+        limit = Signal(32)
+        with m.Switch(space):
+            for sp in spaces:
+                with m.Case(sp):
+                    m.d.comb += [s.known_space.eq(1), limit.eq(address_limit(sp, config)),
+                                 s.word_bytes.eq(word_bytes(sp, config))]
+        # Lane and threshold-index fields must name a real lane / threshold.
+        lane_ok = Signal()
+        m.d.comb += lane_ok.eq(1)
+        if lane_bits and (1 << lane_bits) != config.cols:
+            with m.Switch(space):
+                with m.Case(Space.REQUANT):
+                    m.d.comb += lane_ok.eq(field(Space.REQUANT, "lane") < config.cols)
+                with m.Case(Space.WEIGHT_TABLE):
+                    lane = target[fields[Space.WEIGHT_TABLE]["lane"].offset:]
+                    all_bit = fields[Space.WEIGHT_TABLE]["all"].offset
+                    m.d.comb += lane_ok.eq((lane[:lane_bits] < config.cols)
+                                           & (target[fields[Space.WEIGHT_TABLE]["lane"].offset
+                                                     + lane_bits:all_bit] == 0))
+                with m.Case(Space.THRESHOLD):
+                    m.d.comb += lane_ok.eq(field(Space.THRESHOLD, "lane") < config.cols)
+        index_ok = Signal()
+        m.d.comb += index_ok.eq(lane_ok)
+        if config.tables:
+            with m.If(space == Space.THRESHOLD):
+                m.d.comb += index_ok.eq(lane_ok
+                                        & (field(Space.THRESHOLD, "index") < config.thresholds))
+        # Whether ``target`` may be written, registered: it changes only in WRITE_COMMIT and
+        # DECODE, each at least two cycles before the next WRITE_COMMIT reads this.
+        s.target_ok = Signal()
+        m.d.sync += s.target_ok.eq((target < limit) & index_ok)
+
+    def _frame_checks(self, m, s):
+        """The checks DECODE branches on, registered: the frame is complete and no longer
+        changes from the cycle IDLE sees ``done``, one cycle before HEADER_DONE. A READ's
+        range check takes two registered steps (the end address, then the verdict)."""
+        config, frame = self._config, self.frame
+        for name in ("frame_bad", "write_short", "read_length_bad", "run_length_bad",
+                     "space_unknown", "read_range_bad"):
+            setattr(s, name, Signal(name=name))
+        read_end = Signal(33)
+        m.d.sync += [
+            s.frame_bad.eq(~frame.ok | frame.overflow | (frame.length < MIN_FRAME)),
+            s.write_short.eq(frame.length < REQUESTS[Command.WRITE].frame_bytes),
+            s.read_length_bad.eq(frame.length != REQUESTS[Command.READ].frame_bytes),
+            s.run_length_bad.eq(frame.length != REQUESTS[Command.RUN].frame_bytes),
+            s.space_unknown.eq(~s.known_space),
+            read_end.eq(s.addr + s.count),
+            s.read_range_bad.eq((s.count * config.cols > max_payload(config))
+                                | (read_end > address_limit(Space.ACT, config))
+                                | (s.count == 0)),
+        ]
+        m.d.sync += [flag.eq(s.command == c) for c, flag in s.is_command.items()]
+
+    def _run_descriptor(self, m, s):
+        """The descriptor registers, the weight word count ``n_tiles * k_steps`` and the RUN
+        checks (``s.checks``, then ``s.run_ok``)."""
+        config, desc, header = self._config, self.desc, self.frame.header
+        offsets = RunDescriptor.offsets()
+        # A RUN's weight words n_tiles * k_steps, by shift and add, one bit of k_steps per
+        # cycle (at most 16) from HEADER_DONE on, for every frame; RUN_SIZE waits for the
+        # last bit. A multiplier would take a DSP block (the iCE40UP5K's eight are all in
+        # the datapath) and, in one cycle with the checks after it, be the slowest path of
+        # the whole system. The registers load on a registered pulse, not on a state.
+        s.w_words = Signal(32)
+        s.mul_a, s.mul_b = Signal(32), Signal(16)
+        # The descriptor is loaded from the header of every frame on a pulse of its own, so
+        # that its registers' enable is one flip-flop, not the executor's state and checks.
+        s.load_mul = Signal()
+        s.load_desc = replica_signal(1, name="load_desc")
+        m.d.sync += [s.load_mul.eq(0), s.load_desc.eq(0)]
+        with m.If(s.load_mul):
+            m.d.sync += [s.mul_a.eq(_field(header, *offsets["n_tiles"])),
+                         s.mul_b.eq(_field(header, *offsets["k_steps"])), s.w_words.eq(0)]
+        with m.If(s.load_desc):
+            m.d.sync += [getattr(desc, name).eq(_field(header, *offsets[name]))
+                         for name in RunDescriptor.FIELDS]
+        with m.Else():
+            m.d.sync += [s.mul_a.eq(s.mul_a << 1), s.mul_b.eq(s.mul_b >> 1)]
+            with m.If(s.mul_b[0]):
+                m.d.sync += s.w_words.eq(s.w_words + s.mul_a)
+        # The RUN checks' sums, registered every cycle: the descriptor is loaded in
+        # HEADER_DONE and ``w_words`` is complete when RUN_SIZE leaves, a cycle before
+        # RUN_CHECK.
+        group_end, w_end = Signal(17), Signal(33)
+        m.d.sync += [group_end.eq(desc.group_base + desc.n_tiles),
+                     w_end.eq(desc.w_base + s.w_words)]
+        sparse = config.sparse
+        allowed_steps = sorted(set(config.sparsity)) if sparse else [1]
+        step_ok = 0
+        for value in allowed_steps:
+            step_ok = step_ok | (desc.step == value)
+        sparse_ok = ~desc.mode[Mode.SPARSE.bit] | (desc.step == (config.m if sparse else 0))
+        tables_ok = ((desc.mode[Mode.THRESHOLD.bit:Mode.WEIGHT_TABLE.bit + 1] == 0)
+                     if not config.tables else 1)
+        zero = (desc.m_tiles == 0) | (desc.n_tiles == 0) | (desc.k_steps == 0)
+        # Each check registered in RUN_CHECK, their AND in RUN_VERDICT (the range checks
+        # are carry chains of up to 33 bits).
+        s.check_values = Cat(step_ok, sparse_ok, tables_ok, ~zero, group_end <= config.groups,
+                             w_end <= config.w_depth)
+        s.checks = Signal(len(s.check_values))
+        s.run_ok = Signal()
+
+    def _reply_bytes(self, m, s):
+        """The registers and multiplexers behind the reply bytes of INFO, RUN and READ."""
+        config = self._config
+        s.info_bytes = Array(Const(b, 8) for b in DeviceInfo.of(config).pack())
+        s.cycle_bytes = Array(self.cycles.word_select(i, 8) for i in range(4))
+        act = address_fields(Space.ACT, config)
+        m.d.comb += self.host_read_addr.eq(s.target[:act["word"].offset + act["word"].width])
+        # The bank a host READ reads, chosen in two steps (the banks sit far apart): one of
+        # every four banks in READ_LATCH, then one of those in READ_PICK.
+        s.bank = s.target[act["bank"].offset:][:max(2, (config.rows - 1).bit_length())]
+        s.bank_groups = [list(self.act_data)[i:i + 4] for i in range(0, config.rows, 4)]
+        s.picked = [Signal(data.ArrayLayout(8, config.cols), name=f"read_picked_{g}",
+                           reset_less=True) for g in range(len(s.bank_groups))]
+        s.read_word = Signal(data.ArrayLayout(8, config.cols))
+        s.rdata_q = Signal(8, reset_less=True)
+        m.d.sync += s.rdata_q.eq(self.frame.rdata)
+        m.d.comb += self.frame.addr.eq(s.ptr)
+        s.host_reading = Signal()    # registered: high exactly in READ_ISSUE
+        m.d.sync += s.host_reading.eq(0)
+        m.d.comb += self.host_reading.eq(s.host_reading)
+
+    def _fsm(self, m, s):
+        config, frame, reply = self._config, self.frame, self.reply
+        status, target, word = s.status, s.target, s.word
+        data_end = Signal.like(s.ptr)
+        start_feed = replica_signal(1, name="start_feed")
+        start_write = replica_signal(1, name="start_write")
+        m.d.sync += [start_feed.eq(0), start_write.eq(0)]
+        m.d.comb += [self.start_feed.eq(start_feed), self.start_write.eq(start_write),
+                     s.commit.eq(0), self.working.eq(1)]
+        # Where a WRITE's data starts in its frame.
+        write_data = FIELDS_OFFSET + REQUESTS[Command.WRITE].size
+        with m.FSM(name="executor"):
+            with m.State("IDLE"):
+                m.d.comb += [self.idle.eq(~frame.done), self.working.eq(0)]
+                m.d.sync += [s.ptr.eq(0), s.body_count.eq(0)]
+                with m.If(frame.done):
+                    m.d.sync += [s.load_mul.eq(1), s.load_desc.eq(1)]
+                    m.next = "HEADER_DONE"
+            with m.State("HEADER_DONE"):
+                # The header is complete; the frame checks are registered from it here.
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(s.frame_bad):
+                    # Damaged or cut frames are retried by the host; too long ones are not.
+                    m.d.sync += status.eq(Mux(frame.overflow, Status.LENGTH, Status.CRC))
+                    m.next = "REPLY_SEQ"
+                with m.Elif(s.is_command[Command.INFO]):
+                    m.d.sync += [status.eq(Status.OK), s.body_count.eq(len(s.info_bytes)),
+                                 s.body_index.eq(0)]
+                    m.next = "REPLY_SEQ"
+                with m.Elif(s.is_command[Command.WRITE]):
+                    m.d.sync += [target.eq(s.addr), s.byte_index.eq(0), s.ptr.eq(write_data),
+                                 data_end.eq(frame.length - CRC_BYTES),
+                                 status.eq(Status.OK)]
+                    with m.If(s.write_short):
+                        m.d.sync += status.eq(Status.LENGTH)
+                        m.next = "REPLY_SEQ"
+                    with m.Elif(s.space_unknown):
+                        m.d.sync += status.eq(Status.SPACE)
+                        m.next = "REPLY_SEQ"
+                    with m.Else():
+                        m.next = "WRITE_FETCH"
+                with m.Elif(s.is_command[Command.READ]):
+                    m.d.sync += [target.eq(s.addr), s.body_count.eq(s.count), s.body_index.eq(0),
+                                 status.eq(Status.OK)]
+                    with m.If(s.read_length_bad):
+                        m.d.sync += status.eq(Status.LENGTH)
+                    with m.Elif(s.space != Space.ACT):
+                        m.d.sync += status.eq(Status.SPACE)
+                    with m.Elif(s.read_range_bad):
+                        m.d.sync += status.eq(Status.RANGE)
+                    m.next = "REPLY_SEQ"
+                with m.Elif(s.is_command[Command.RUN]):
+                    with m.If(s.run_length_bad):
+                        m.d.sync += status.eq(Status.LENGTH)
+                        m.next = "REPLY_SEQ"
+                    with m.Else():
+                        # The descriptor was loaded with ``load_desc``.
+                        m.next = "RUN_SIZE"
+                with m.Else():
+                    m.d.sync += status.eq(Status.COMMAND)
+                    m.next = "REPLY_SEQ"
+            with m.State("RUN_SIZE"):
+                # Waits for the weight word count (``w_words``, see ``load_mul``); the loop
+                # bounds minus one are registered for the feeder's and writeback's loop tests.
+                m.d.comb += self.busy.eq(1)
+                desc = self.desc
+                m.d.sync += [desc.k_last.eq(desc.k_steps - 1), desc.m_last.eq(desc.m_tiles - 1),
+                             desc.n_last.eq(desc.n_tiles - 1)]
+                with m.If(s.mul_b == 0):
+                    m.next = "RUN_CHECK"
+            with m.State("RUN_CHECK"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += s.checks.eq(s.check_values)
+                m.next = "RUN_VERDICT"
+            with m.State("RUN_VERDICT"):
+                m.d.comb += self.busy.eq(1)
+                ok = s.checks.all()
+                m.d.sync += [s.run_ok.eq(ok), start_feed.eq(ok), start_write.eq(ok)]
+                m.next = "RUN_GO"
+            with m.State("RUN_GO"):
+                # The checks' verdict, registered; ``start_*`` pulse in this cycle when it
+                # is OK and reset the whole controller.
+                m.d.comb += self.busy.eq(1)
+                with m.If(s.run_ok):
+                    m.d.sync += status.eq(Status.OK)
+                    m.next = "RUN_WAIT"
+                with m.Else():
+                    m.d.sync += status.eq(Status.RANGE)
+                    m.next = "REPLY_SEQ"
+            with m.State("RUN_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(self.finished):
+                    m.d.sync += [s.body_count.eq(4), s.body_index.eq(0)]
+                    m.next = "REPLY_SEQ"
+            with m.State("WRITE_FETCH"):
+                with m.If(s.ptr == data_end):
+                    with m.If(s.byte_index != 0):
+                        m.d.sync += status.eq(Status.LENGTH)
+                    m.next = "REPLY_SEQ"
+                with m.Else():
+                    m.d.sync += s.ptr.eq(s.ptr + 1)
+                    m.next = "WRITE_WAIT"
+            with m.State("WRITE_WAIT"):
+                # The buffer's byte lands and is registered (``rdata_q``): a block RAM's
+                # output goes through no logic before a register.
+                m.next = "WRITE_BYTE"
+            with m.State("WRITE_BYTE"):
+                m.d.sync += word.word_select(s.byte_index, 8).eq(s.rdata_q)
+                with m.If(s.byte_index == s.word_bytes - 1):
+                    m.d.sync += s.byte_index.eq(0)
+                    m.next = "WRITE_COMMIT"
+                with m.Else():
+                    m.d.sync += s.byte_index.eq(s.byte_index + 1)
+                    m.next = "WRITE_FETCH"
+            with m.State("WRITE_COMMIT"):
+                # Only tables inside the core need its clock; memories are the executor's.
+                m.d.comb += self.busy.eq((s.space != Space.ACT) & (s.space != Space.WEIGHT))
+                with m.If(s.target_ok):
+                    m.d.comb += s.commit.eq(1)
+                    m.d.sync += target.eq(target + 1)
+                    m.next = "WRITE_FETCH"
+                with m.Else():
+                    m.d.sync += status.eq(Status.RANGE)
+                    m.next = "REPLY_SEQ"
+            with m.State("REPLY_SEQ"):
+                m.d.comb += [reply.payload.data.eq(frame.header[SEQ_OFFSET]), reply.valid.eq(1)]
+                with m.If(reply.ready):
+                    m.next = "REPLY_STATUS"
+            with m.State("REPLY_STATUS"):
+                no_body = (status != Status.OK) | (s.body_count == 0)
+                m.d.comb += [reply.payload.data.eq(status), reply.valid.eq(1),
+                             reply.payload.last.eq(no_body)]
+                with m.If(reply.ready):
+                    with m.If(no_body):
+                        m.next = "DONE"
+                    with m.Elif(s.is_command[Command.READ]):
+                        m.d.sync += [s.byte_index.eq(0), s.host_reading.eq(1)]
+                        m.next = "READ_ISSUE"
+                    with m.Else():
+                        m.next = "REPLY_BODY"
+            with m.State("REPLY_BODY"):
+                last_byte = s.body_index == s.body_count - 1
+                m.d.comb += [reply.payload.data.eq(Mux(s.command == Command.INFO,
+                                                       s.info_bytes[s.body_index],
+                                                       s.cycle_bytes[s.body_index[:2]])),
+                             reply.valid.eq(1), reply.payload.last.eq(last_byte)]
+                with m.If(reply.ready):
+                    m.d.sync += s.body_index.eq(s.body_index + 1)
+                    with m.If(last_byte):
+                        m.next = "DONE"
+            with m.State("READ_ISSUE"):
+                # ``host_reading`` is set (a register: it selects every bank's address).
+                m.next = "READ_ADDRESS"
+            with m.State("READ_ADDRESS"):
+                # The banks' address registers hold ``target``.
+                m.next = "READ_WAIT"
+            with m.State("READ_WAIT"):
+                # The word lands in the memories' data registers.
+                m.next = "READ_LATCH"
+            with m.State("READ_LATCH"):
+                for g, group in enumerate(s.bank_groups):
+                    m.d.sync += s.picked[g].eq(
+                        Array(q.as_value() for q in group)[s.bank[:2]] if len(group) > 1
+                        else group[0])
+                m.next = "READ_PICK"
+            with m.State("READ_PICK"):
+                m.d.sync += [s.read_word.eq(Array(s.picked)[s.bank[2:]] if len(s.picked) > 1
+                                            else s.picked[0]),
+                             s.byte_index.eq(0)]
+                m.next = "READ_SEND"
+            with m.State("READ_SEND"):
+                last_word = s.body_index == s.body_count - 1
+                last_byte = s.byte_index == config.cols - 1
+                m.d.comb += [reply.payload.data.eq(
+                                 s.read_word.as_value().word_select(s.byte_index, 8)),
+                             reply.valid.eq(1),
+                             reply.payload.last.eq(last_word & last_byte)]
+                with m.If(reply.ready):
+                    m.d.sync += s.byte_index.eq(s.byte_index + 1)
+                    with m.If(last_byte):
+                        m.d.sync += [s.body_index.eq(s.body_index + 1), target.eq(target + 1)]
+                        m.next = "READ_NEXT"
+            with m.State("READ_NEXT"):
+                with m.If(s.body_index == s.body_count):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += s.host_reading.eq(1)
+                    m.next = "READ_ISSUE"
+            with m.State("DONE"):
+                m.d.comb += frame.release.eq(1)
+                m.next = "IDLE"
+

@@ -1,0 +1,207 @@
+"""The feeder: a layer's activation and weight beats from the memories into the array core."""
+
+__all__ = ["Feeder"]
+
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..protocol import Mode
+from .replica import replica
+
+#: Beats each of the feeder's FIFOs holds.
+FIFO_DEPTH = 8
+
+
+def descriptor_layout():
+    """What the feeder and the writeback take from a RUN descriptor: its fields (see
+    :class:`~sparqforge.protocol.RunDescriptor`) and the loop bounds minus one."""
+    fields = {name: 16 for name in ("m_tiles", "n_tiles", "k_steps", "a_base", "a_stride",
+                                    "w_base", "out_base", "out_stride", "group_base",
+                                    "k_last", "m_last", "n_last")}
+    return data.StructLayout({**fields, "step": 8, "mode": 8})
+
+
+class Feeder(wiring.Component):
+    """Reads a layer's beats out of the memories and streams them into the array core.
+
+    On ``start`` it walks the descriptor's tiles: for each channel tile ``nt``, each row
+    tile ``mt`` and each step ``s``, one activation word from every bank (``a_base + mt *
+    a_stride`` on, ``step`` lanes per beat) and one weight word (``w_base + nt * k_steps + s``);
+    the last step of a tile carries ``last`` and the tile's parameter group
+    (``group_base + nt``) as its tag. Beats go through two FIFOs to the core; a beat is only
+    issued while the FIFOs have room for every beat in flight, so the feeder never drops
+    one and issues one beat per cycle while the core takes them.
+
+    Latency: a beat issued in cycle ``t`` has its address in the memories' address registers
+    in ``t + 1``, its words in the memories' data registers in ``t + 3``; its lanes are
+    selected beside each bank in ``t + 4`` and it enters the FIFOs in ``t + 5`` (every
+    stage registered: the banks sit far apart and far from the counters).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    a_signature, w_signature : stream.Signature
+        The array core's ``a`` and ``w`` streams.
+
+    Attributes
+    ----------
+    start : In(1)
+        Pulse: begin the layer in ``desc`` (held from then until the layer ends).
+    desc : In(descriptor_layout())
+    act_addr : Out(16), weight_addr : Out(16)
+        Memory addresses of the beat being issued.
+    act_data : In(ArrayLayout(ArrayLayout(8, cols), rows)), weight_data : In(weight_bits)
+        The memories' registered read data, three cycles after the addresses.
+    a, w : Out(stream)
+        Beats for the array core; ``mode`` bits of the descriptor become the beats'
+        ``dense`` and ``bypass`` flags.
+    mode : Out(1)
+        Threshold output (the core's output selection).
+    """
+
+    def __init__(self, config, *, a_signature, w_signature, tag_bits):
+        self._config = config
+        self._tag_bits = tag_bits
+        self._a_elems = config.m if config.sparse else 1
+        super().__init__({
+            "start": In(1),
+            "desc": In(descriptor_layout()),
+            "act_addr": Out(16),
+            "weight_addr": Out(16),
+            "act_data": In(data.ArrayLayout(data.ArrayLayout(8, config.cols), config.rows)),
+            "weight_data": In(config.weight_bits),
+            "a": Out(a_signature),
+            "w": Out(w_signature),
+            "mode": Out(1),
+        })
+
+    #: Cycles from issuing a beat to its entering the FIFOs.
+    latency = 5
+
+    def elaborate(self, platform):
+        m = Module()
+        config, desc = self._config, self.desc
+        rows, cols = config.rows, config.cols
+        a_elems = self._a_elems
+        lane_bits = config.lane_bits
+
+        a_beat = Signal(data.ArrayLayout(data.ArrayLayout(8, a_elems), rows))
+        m.submodules.a_fifo = a_fifo = SyncFIFOBuffered(width=a_beat.shape().size,
+                                                        depth=FIFO_DEPTH)
+        # Weight words and their tag / last bits travel in two FIFOs pushed and popped
+        # together, so the (often 64-bit) word FIFO is not widened past a machine word.
+        m.submodules.w_fifo = w_fifo = SyncFIFOBuffered(width=config.weight_bits,
+                                                        depth=FIFO_DEPTH)
+        side_layout = data.StructLayout({"tag": self._tag_bits, "last": 1})
+        m.submodules.side_fifo = side_fifo = SyncFIFOBuffered(width=side_layout.size,
+                                                              depth=FIFO_DEPTH)
+
+        issuing = Signal()
+        nt, mt, s = Signal(16), Signal(16), Signal(16)
+        a_word, a_row = Signal(16), Signal(16)
+        lane_off = Signal(range(cols + 1))
+        w_addr, w_tile = Signal(16), Signal(16)
+        # The loop tests, registered beside their counters (each is updated with the
+        # counter it tests), so that a beat's issue and the counters' enables depend on
+        # flags, not on 16-bit comparisons.
+        s_last, mt_last, nt_last = Signal(), Signal(), Signal()   # s == k_last, ...
+        lane_wrap = Signal()                                        # lane_off + step == cols
+        # The beat's flags through the stages of its words (see the class docstring):
+        # ``issued`` (addresses registered), ``pending`` (in the block RAMs), ``landed``
+        # (words registered), ``selected`` (lanes selected), ``fed`` (into the FIFOs).
+        beat_layout = data.StructLayout({"valid": 1, "lane": range(cols + 1),
+                                         "tag": self._tag_bits, "last": 1})
+        issued, pending, landed, selected, fed = (Signal(beat_layout, name=name) for name in (
+            "issued", "pending", "landed", "selected", "fed"))
+        in_flight = (issued.valid + pending.valid + landed.valid + selected.valid
+                     + fed.valid)
+        # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
+        # the AND of two registers: it fans out to every feeder counter. It is decided a
+        # cycle early with one place to spare, for the beat issued in that cycle: beats in
+        # flight plus in the FIFO grow by at most one per cycle.
+        room = Signal()
+        m.d.sync += room.eq((a_fifo.level + in_flight < FIFO_DEPTH - 1)
+                            & (w_fifo.level + in_flight < FIFO_DEPTH - 1))
+        issue = issuing & room
+
+        m.d.comb += [self.act_addr.eq(a_word), self.weight_addr.eq(w_addr)]
+        m.d.sync += [issued.valid.eq(issue), issued.lane.eq(lane_off),
+                     issued.tag.eq(desc.group_base + nt), issued.last.eq(s_last),
+                     pending.eq(issued), landed.eq(pending), selected.eq(landed),
+                     fed.eq(selected)]
+
+        # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word.
+        for r in range(rows):
+            word = self.act_data[r]
+            lanes = Array(word[c] for c in range(cols))
+            # Each bank's multiplexer has its own copy of ``landed.lane``.
+            landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True)
+            for e in range(a_elems):
+                index = landed_lane + e
+                m.d.comb += a_beat[r][e].eq(Mux(e < desc.step, lanes[index[:max(1, lane_bits)]]
+                                               if cols > 1 else word[0], 0))
+        a_selected = Signal.like(a_beat, reset_less=True)
+        w_selected = Signal.like(self.weight_data, reset_less=True)
+        a_fed = Signal.like(a_beat, reset_less=True)
+        w_fed = Signal.like(self.weight_data, reset_less=True)
+        m.d.sync += [a_selected.eq(a_beat), w_selected.eq(self.weight_data),
+                     a_fed.eq(a_selected), w_fed.eq(w_selected)]
+        side_entry = Signal(side_layout)
+        m.d.comb += [side_entry.tag.eq(fed.tag), side_entry.last.eq(fed.last),
+                     a_fifo.w_data.eq(a_fed), a_fifo.w_en.eq(fed.valid),
+                     w_fifo.w_data.eq(w_fed), w_fifo.w_en.eq(fed.valid),
+                     side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(fed.valid)]
+
+        step, k_steps = desc.step, desc.k_steps
+        with m.If(self.start):
+            m.d.sync += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
+                         a_word.eq(desc.a_base), a_row.eq(desc.a_base),
+                         w_addr.eq(desc.w_base), w_tile.eq(desc.w_base),
+                         s_last.eq(desc.k_last == 0), mt_last.eq(desc.m_last == 0),
+                         nt_last.eq(desc.n_last == 0), lane_wrap.eq(step == cols)]
+        with m.Elif(issue):
+            with m.If(s_last):
+                m.d.sync += [s.eq(0), lane_off.eq(0), s_last.eq(desc.k_last == 0),
+                             lane_wrap.eq(step == cols)]
+                with m.If(mt_last):
+                    m.d.sync += [mt.eq(0), a_row.eq(desc.a_base), a_word.eq(desc.a_base),
+                                 nt.eq(nt + 1), w_tile.eq(w_tile + k_steps),
+                                 w_addr.eq(w_tile + k_steps), mt_last.eq(desc.m_last == 0),
+                                 nt_last.eq(nt + 1 == desc.n_last)]
+                    with m.If(nt_last):
+                        m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += [mt.eq(mt + 1), a_row.eq(a_row + desc.a_stride),
+                                 a_word.eq(a_row + desc.a_stride), w_addr.eq(w_tile),
+                                 mt_last.eq(mt + 1 == desc.m_last)]
+            with m.Else():
+                m.d.sync += [s.eq(s + 1), w_addr.eq(w_addr + 1), s_last.eq(s + 1 == desc.k_last)]
+                with m.If(lane_wrap):
+                    m.d.sync += [lane_off.eq(0), a_word.eq(a_word + 1),
+                                 lane_wrap.eq(step == cols)]
+                with m.Else():
+                    m.d.sync += [lane_off.eq(lane_off + step),
+                                 lane_wrap.eq(lane_off + (step << 1) == cols)]
+
+        # FIFO heads -> core streams.
+        sparse = config.sparse
+        a_head = data.View(a_beat.shape(), a_fifo.r_data)
+        side_head = data.View(side_layout, side_fifo.r_data)
+        mode = desc.mode
+        m.d.comb += [self.a.valid.eq(a_fifo.r_rdy), a_fifo.r_en.eq(self.a.ready),
+                     self.w.valid.eq(w_fifo.r_rdy), w_fifo.r_en.eq(self.w.ready),
+                     side_fifo.r_en.eq(self.w.ready), self.mode.eq(mode[Mode.THRESHOLD.bit])]
+        for r in range(rows):
+            for e in range(a_elems):
+                lane = self.a.payload.data[r][e] if sparse else self.a.payload.data[r]
+                m.d.comb += lane.eq(a_head[r][e])
+        m.d.comb += [self.w.payload.data.eq(w_fifo.r_data),
+                     self.w.payload.tag.eq(side_head.tag), self.w.payload.last.eq(side_head.last)]
+        if sparse:
+            m.d.comb += self.w.payload.dense.eq(~mode[Mode.SPARSE.bit])
+        if config.tables:
+            m.d.comb += [self.a.payload.bypass.eq(~mode[Mode.ACT_TABLE.bit]),
+                         self.w.payload.bypass.eq(~mode[Mode.WEIGHT_TABLE.bit])]
+        return m

@@ -1,0 +1,468 @@
+"""The byte protocol between host and accelerator: the one definition that the hardware
+(:mod:`sparqforge.hw.executor`, :mod:`sparqforge.hw.host_link`) and the runtime
+(:mod:`sparqforge.sw.runtime`) both import. ``docs/protocol.md`` describes it for people.
+
+Frames are SLIP-delimited (``END`` = 0xC0, escaped as ``ESC ESC_END``; ``ESC`` = 0xDB as
+``ESC ESC_ESC``), so a lost, corrupted or duplicated byte damages at most the frames around
+it and the next ``END`` resynchronises. A frame body is
+``seq | command-or-status | fields... | CRC-32 (little-endian)``, the CRC being zlib's
+CRC-32 over everything before it.
+
+Everything here is plain Python (``struct``, ``zlib``): field offsets and widths, frame
+lengths, address encodings and record layouts are data that Amaranth code slices signals
+with and NumPy code packs arrays with.
+"""
+
+__all__ = [
+    "PROTOCOL_VERSION", "END", "ESC", "ESC_END", "ESC_ESC", "CRC_POLY", "CRC_INIT",
+    "CRC_REGISTER_RESIDUE", "CRC_RESIDUE", "SEQ_OFFSET", "CODE_OFFSET", "FIELDS_OFFSET",
+    "CRC_BYTES", "MIN_FRAME", "Command", "Status", "Space", "Request", "REQUESTS",
+    "HEADER_BYTES", "PAYLOAD_RESERVE", "max_payload", "write_words_per_frame",
+    "TABLE_SPACES", "CODE_BITS", "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
+    "AddressField", "address_fields", "encode_address", "address_limit", "word_bytes",
+    "REQUANT_RECORD", "REQUANT_BYTES", "THRESHOLD_BYTES", "weight_word_fields", "Mode",
+    "RunDescriptor", "RUN_REPLY", "DeviceInfo", "FrameError", "slip_encode", "SlipDecoder",
+    "frame", "unframe",
+]
+
+import enum
+import struct
+import zlib
+from dataclasses import astuple, dataclass, fields
+
+from .config import AcceleratorConfig
+
+#: Bumped whenever a frame, a field or a meaning changes; a host refuses other versions.
+PROTOCOL_VERSION = 2
+
+# ---- framing --------------------------------------------------------------------------------
+END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+
+#: zlib's CRC-32: reflected polynomial, the register's initial value, the register after a
+#: body followed by its own CRC (little-endian), and zlib's value for the same (the complement).
+CRC_POLY, CRC_INIT, CRC_REGISTER_RESIDUE = 0xEDB88320, 0xFFFFFFFF, 0xDEBB20E3
+CRC_RESIDUE = CRC_REGISTER_RESIDUE ^ 0xFFFFFFFF
+
+#: Byte offsets in a frame body: sequence number, command (request) or status (reply), and
+#: the first byte of the command's fields.
+SEQ_OFFSET, CODE_OFFSET, FIELDS_OFFSET = 0, 1, 2
+CRC_BYTES = 4
+#: The shortest body: sequence number, code and CRC.
+MIN_FRAME = FIELDS_OFFSET + CRC_BYTES
+
+
+class Command(enum.IntEnum):
+    INFO = 0x01
+    WRITE = 0x02
+    READ = 0x03
+    RUN = 0x04
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    CRC = 1          # the frame was damaged or cut short (checksum mismatch): send it again
+    LENGTH = 2       # frame longer than the device's buffer, or fields of the wrong size
+    COMMAND = 3      # unknown command
+    RANGE = 4        # address, count or descriptor out of range
+    SPACE = 5        # unknown or read-only address space
+
+
+class FrameError(ValueError):
+    """A received frame is malformed (bad CRC, too short)."""
+
+
+# ---- requests -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    """The fixed fields of a request: ``fields`` is a :mod:`struct` format (little-endian)
+    of what follows the code; ``data`` is whether words of data follow them (WRITE)."""
+    command: Command
+    fields: str
+    names: tuple
+    data: bool = False
+
+    @property
+    def size(self):
+        """Bytes of the fixed fields."""
+        return struct.calcsize(self.fields)
+
+    @property
+    def frame_bytes(self):
+        """Body length of the request without data (the exact length when it has none)."""
+        return FIELDS_OFFSET + self.size + CRC_BYTES
+
+    def offset(self, name):
+        """``(offset, size)`` of field ``name`` in the body."""
+        position = FIELDS_OFFSET
+        for code, field_name in zip(self.fields[1:], self.names):
+            size = struct.calcsize("<" + code)
+            if field_name == name:
+                return position, size
+            position += size
+        raise KeyError(name)
+
+    def pack(self, *values):
+        return struct.pack(self.fields, *values)
+
+
+REQUESTS = {
+    Command.INFO: Request(Command.INFO, "<", ()),
+    Command.WRITE: Request(Command.WRITE, "<BI", ("space", "addr"), data=True),
+    Command.READ: Request(Command.READ, "<BIH", ("space", "addr", "count")),
+}
+
+
+# ---- memory spaces and their address encodings ----------------------------------------------
+class Space(enum.IntEnum):
+    """Address spaces a WRITE (and for ACT, a READ) targets."""
+    ACT = 0            # activation banks: bank, word
+    WEIGHT = 1         # weight words
+    REQUANT = 2        # requantization records: lane, group
+    ACT_TABLE = 3      # activation table entries (every lane): code
+    WEIGHT_TABLE = 4   # weight table entries: code, lane, every lane
+    THRESHOLD = 5      # thresholds: index, lane, group
+
+
+#: Spaces that exist only on accelerators with tables.
+TABLE_SPACES = (Space.ACT_TABLE, Space.WEIGHT_TABLE, Space.THRESHOLD)
+
+
+@dataclass(frozen=True)
+class AddressField:
+    """A field of a word address: bits ``offset .. offset + width - 1`` (``width`` ``None``:
+    every bit from ``offset`` up)."""
+    name: str
+    offset: int
+    width: int
+
+
+#: Code bits of a table entry's and a threshold's address.
+CODE_BITS = 8
+#: Lane bits of a weight table entry's address (whatever the array's width), and the bit
+#: above them that writes the entry into every lane's table.
+TABLE_LANE_BITS = 7
+WEIGHT_TABLE_ALL_BIT = CODE_BITS + TABLE_LANE_BITS
+
+
+def address_fields(space, config):
+    """The fields of ``space``'s word addresses on ``config``, LSB first, by name.
+
+    >>> [(f.name, f.offset, f.width) for f in address_fields(Space.THRESHOLD,
+    ...     AcceleratorConfig(cols=8, tables=True)).values()]
+    [('index', 0, 8), ('lane', 8, 3), ('group', 11, None)]
+    """
+    lane, depth = config.lane_bits, config.act_depth_bits
+    layouts = {
+        Space.ACT: (("word", depth), ("bank", None)),
+        Space.WEIGHT: (("word", None),),
+        Space.REQUANT: (("lane", lane), ("group", None)),
+        Space.ACT_TABLE: (("code", None),),
+        Space.WEIGHT_TABLE: (("code", CODE_BITS), ("lane", TABLE_LANE_BITS), ("all", 1)),
+        Space.THRESHOLD: (("index", CODE_BITS), ("lane", lane), ("group", None)),
+    }
+    out, offset = {}, 0
+    for name, width in layouts[Space(space)]:
+        out[name] = AddressField(name, offset, width)
+        offset += width or 0
+    return out
+
+
+def encode_address(space, config, **values):
+    """The word address of ``values`` (by field name; missing fields are 0).
+
+    >>> encode_address(Space.REQUANT, AcceleratorConfig(cols=8), group=3, lane=5)
+    29
+    """
+    layout = address_fields(space, config)
+    address = 0
+    for name, value in values.items():
+        field = layout[name]
+        if value < 0 or (field.width is not None and value >> field.width):
+            raise ValueError(f"{Space(space).name} address field {name} = {value} does not fit "
+                             f"{field.width} bits")
+        address |= value << field.offset
+    return address
+
+
+def address_limit(space, config):
+    """One past the highest word address of ``space`` (a WRITE or READ must end below it)."""
+    lane = config.lane_bits
+    return {
+        Space.ACT: config.rows << config.act_depth_bits,
+        Space.WEIGHT: config.w_depth,
+        Space.REQUANT: config.groups << lane,
+        Space.ACT_TABLE: 1 << CODE_BITS,
+        # Every-lane writes have the lane field clear: addresses up to (1 << 15) + 255.
+        Space.WEIGHT_TABLE: (1 << WEIGHT_TABLE_ALL_BIT) + (1 << CODE_BITS),
+        Space.THRESHOLD: config.groups << (CODE_BITS + lane),
+    }[Space(space)]
+
+
+#: A requantization record, LSB first: ``(name, width, signed)`` (the hardware's
+#: :func:`~sparqforge.hw.requantizer.requant_param_layout` for 8-bit outputs).
+REQUANT_RECORD = (("bias", 32, True), ("multiplier", 31, False), ("shift", 6, True),
+                  ("zero_point", 9, True), ("relu", 1, False))
+REQUANT_BYTES = -(-sum(width for _, width, _ in REQUANT_RECORD) // 8)
+#: A threshold: a signed 32-bit little-endian integer.
+THRESHOLD_BYTES = 4
+
+
+def word_bytes(space, config):
+    """Bytes of one word of ``space`` on ``config``."""
+    return {Space.ACT: config.cols, Space.WEIGHT: config.weight_bytes,
+            Space.REQUANT: REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
+            Space.THRESHOLD: THRESHOLD_BYTES}[Space(space)]
+
+
+def weight_word_fields(config):
+    """``[(column, kept, name, offset, width), ...]`` of one weight word, LSB first: per
+    column, per kept weight, its ``code`` (``w_bits``, signed) then, on a sparse array, its
+    ``index`` in the group (``index_bits``)."""
+    element = config.w_bits + config.index_bits
+    out = []
+    for column in range(config.cols):
+        for kept in range(config.kept):
+            base = (column * config.kept + kept) * element
+            out.append((column, kept, "code", base, config.w_bits))
+            if config.index_bits:
+                out.append((column, kept, "index", base + config.w_bits, config.index_bits))
+    return out
+
+
+# ---- payload sizes --------------------------------------------------------------------------
+#: Frame buffer bytes that are not payload: sequence number, code, a WRITE's fields and the
+#: CRC (11 bytes), rounded up.
+PAYLOAD_RESERVE = 16
+
+
+def max_payload(config):
+    """The most data bytes a READ reply carries (and, less 8, a WRITE's data)."""
+    return config.frame_bytes - PAYLOAD_RESERVE
+
+
+def write_words_per_frame(config, word_size):
+    """Words of ``word_size`` bytes one WRITE carries."""
+    return max(1, (max_payload(config) - 8) // word_size)
+
+
+# ---- RUN --------------------------------------------------------------------------------------
+class Mode(enum.IntFlag):
+    """Bits of a RUN descriptor's ``mode``."""
+    SPARSE = 1           # N:M sparse beats
+    THRESHOLD = 2        # threshold output (else requantize)
+    ACT_TABLE = 4        # activations through the activation table
+    WEIGHT_TABLE = 8     # weights through the weight tables (else codes pass through)
+
+    @property
+    def bit(self):
+        """The bit's position."""
+        return self.value.bit_length() - 1
+
+
+@dataclass(frozen=True)
+class RunDescriptor:
+    """One layer for the controller (all fields little-endian, 20 bytes).
+
+    The layer computes ``m_tiles * rows`` output rows and ``n_tiles * cols`` channels, each
+    tile taking ``k_steps`` beats of ``step`` activation lanes. Activation row ``m`` is in bank
+    ``m % rows`` at word ``a_base + (m // rows) * a_stride + lane // cols``; output row ``m``,
+    channel tile ``nt`` is written to bank ``m % rows``, word
+    ``out_base + (m // rows) * out_stride + nt``. Weight beat ``s`` of channel tile ``nt`` is
+    weight word ``w_base + nt * k_steps + s``; its parameter group is ``group_base + nt``.
+    ``mode`` is a combination of :class:`Mode` bits.
+    """
+    m_tiles: int
+    n_tiles: int
+    k_steps: int
+    a_base: int
+    a_stride: int
+    step: int
+    mode: int
+    w_base: int
+    out_base: int
+    out_stride: int
+    group_base: int
+
+    #: Each field's :mod:`struct` code, in order.
+    FIELDS = {"m_tiles": "H", "n_tiles": "H", "k_steps": "H", "a_base": "H", "a_stride": "H",
+              "step": "B", "mode": "B", "w_base": "H", "out_base": "H", "out_stride": "H",
+              "group_base": "H"}
+    FORMAT = "<" + "".join(FIELDS.values())
+    SIZE = struct.calcsize(FORMAT)
+
+    MODE_SPARSE = Mode.SPARSE
+    MODE_THRESHOLD = Mode.THRESHOLD
+    MODE_ACT_TABLE = Mode.ACT_TABLE
+    MODE_WEIGHT_TABLE = Mode.WEIGHT_TABLE
+
+    @classmethod
+    def offsets(cls):
+        """``{name: (offset, size)}`` of every field in the body of a RUN request."""
+        out, position = {}, FIELDS_OFFSET
+        for name, code in cls.FIELDS.items():
+            size = struct.calcsize("<" + code)
+            out[name] = (position, size)
+            position += size
+        return out
+
+    def pack(self):
+        return struct.pack(self.FORMAT, *astuple(self))
+
+    @classmethod
+    def unpack(cls, data):
+        return cls(*struct.unpack(cls.FORMAT, data))
+
+
+assert [f.name for f in fields(RunDescriptor)] == list(RunDescriptor.FIELDS)
+REQUESTS[Command.RUN] = Request(Command.RUN, RunDescriptor.FORMAT, tuple(RunDescriptor.FIELDS))
+
+#: A RUN's reply data: the cycles the layer took.
+RUN_REPLY = "<I"
+
+#: Leading body bytes a device keeps in registers: enough for every request's fixed fields,
+#: so that a command is decoded without reading its frame buffer.
+HEADER_BYTES = FIELDS_OFFSET + max(request.size for request in REQUESTS.values())
+
+
+# ---- INFO -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What an accelerator reports to INFO: the protocol version and its whole
+    :class:`~sparqforge.config.AcceleratorConfig`, plus widths it derived from it (which the
+    host checks against its own derivation, so that a device and a host that disagree on one
+    stop instead of running).
+
+    >>> info = DeviceInfo.of(AcceleratorConfig())
+    >>> DeviceInfo.unpack(info.pack()) == info
+    True
+    """
+    version: int
+    config: AcceleratorConfig
+    acc_bits: int
+    weight_bytes: int
+
+    #: ``(name, struct code)`` of every field of the reply, in order; config fields by name.
+    FIELDS = (("version", "B"), ("rows", "B"), ("cols", "B"), ("a_bits", "B"), ("w_bits", "B"),
+              ("n", "B"), ("m", "B"), ("tables", "B"), ("threshold_bits", "B"),
+              ("product_stages", "B"), ("act_depth_bits", "B"), ("acc_bits", "B"),
+              ("w_depth", "H"), ("groups", "H"), ("frame_bytes", "H"),
+              ("weight_bytes", "H"), ("max_depth", "I"))
+    FORMAT = "<" + "".join(code for _, code in FIELDS)
+    SIZE = struct.calcsize(FORMAT)
+
+    @classmethod
+    def of(cls, config):
+        """What an accelerator with ``config`` reports."""
+        return cls(PROTOCOL_VERSION, config, config.acc_bits, config.weight_bytes)
+
+    def pack(self):
+        c = self.config
+        values = {"version": self.version, "n": c.n, "m": c.m, "tables": int(c.tables),
+                  "act_depth_bits": c.act_depth_bits, "acc_bits": self.acc_bits,
+                  "weight_bytes": self.weight_bytes}
+        return struct.pack(self.FORMAT, *(values[name] if name in values else getattr(c, name)
+                                          for name, _ in self.FIELDS))
+
+    @classmethod
+    def unpack(cls, data):
+        """The INFO reply ``data``.
+
+        Raises
+        ------
+        FrameError
+            When the reply has the wrong size, another protocol version, an impossible
+            configuration, or widths that differ from the host's derivation.
+        """
+        if len(data) < 1 or data[0] != PROTOCOL_VERSION:
+            version = data[0] if data else None
+            raise FrameError(f"the device speaks protocol version {version}, this host "
+                             f"{PROTOCOL_VERSION}: build the device from this sparqforge")
+        if len(data) != cls.SIZE:
+            raise FrameError(f"INFO reply of {len(data)} bytes, expected {cls.SIZE}")
+        values = dict(zip((name for name, _ in cls.FIELDS), struct.unpack(cls.FORMAT, data)))
+        try:
+            config = AcceleratorConfig(
+                rows=values["rows"], cols=values["cols"], a_bits=values["a_bits"],
+                w_bits=values["w_bits"],
+                sparsity=(values["n"], values["m"]) if values["m"] else None,
+                tables=bool(values["tables"]), threshold_bits=values["threshold_bits"],
+                act_depth=1 << values["act_depth_bits"], w_depth=values["w_depth"],
+                groups=values["groups"], max_depth=values["max_depth"],
+                frame_bytes=values["frame_bytes"], product_stages=values["product_stages"])
+        except ValueError as exc:
+            raise FrameError(f"the device reports an impossible configuration ({exc})") \
+                from None
+        info = cls(values["version"], config, values["acc_bits"], values["weight_bytes"])
+        if (info.acc_bits, info.weight_bytes) != (config.acc_bits, config.weight_bytes):
+            raise FrameError(f"the device derives {info.acc_bits}-bit accumulators and "
+                             f"{info.weight_bytes}-byte weight words from its configuration, "
+                             f"this host {config.acc_bits} and {config.weight_bytes}: build "
+                             f"the device from this sparqforge")
+        return info
+
+
+# ---- SLIP and frames ------------------------------------------------------------------------
+def slip_encode(body):
+    """``END`` + escaped ``body`` + ``END``.
+
+    >>> slip_encode(bytes([1, 0xC0, 0xDB])).hex()
+    'c001dbdcdbddc0'
+    """
+    out = bytearray([END])
+    for byte in body:
+        if byte == END:
+            out += bytes([ESC, ESC_END])
+        elif byte == ESC:
+            out += bytes([ESC, ESC_ESC])
+        else:
+            out.append(byte)
+    out.append(END)
+    return bytes(out)
+
+
+class SlipDecoder:
+    """Incremental SLIP decoder: feed bytes, collect complete non-empty frames.
+
+    >>> SlipDecoder().feed(bytes([0xC0, 1, 0xDB, 0xDC, 0xC0, 0xC0]))
+    [b'\\x01\\xc0']
+    """
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._escape = False
+
+    def feed(self, data):
+        frames = []
+        for byte in data:
+            if byte == END:
+                if self._buf:
+                    frames.append(bytes(self._buf))
+                self._buf.clear()
+                self._escape = False
+            elif self._escape:
+                self._buf.append(END if byte == ESC_END else ESC if byte == ESC_ESC else byte)
+                self._escape = False
+            elif byte == ESC:
+                self._escape = True
+            else:
+                self._buf.append(byte)
+        return frames
+
+
+def frame(seq, code, payload=b""):
+    """Body of a frame with its CRC (before SLIP encoding).
+
+    >>> frame(7, Command.INFO).hex()
+    '0701c3ac6d75'
+    """
+    body = bytes([seq & 0xFF, int(code)]) + bytes(payload)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unframe(body):
+    """``(seq, code, payload)`` of a received body; raises :class:`FrameError`."""
+    if len(body) < MIN_FRAME:
+        raise FrameError(f"frame of {len(body)} bytes is too short")
+    if zlib.crc32(body) != CRC_RESIDUE:
+        raise FrameError("frame checksum mismatch")
+    return body[SEQ_OFFSET], body[CODE_OFFSET], bytes(body[FIELDS_OFFSET:-CRC_BYTES])
