@@ -181,21 +181,26 @@ class Executor(wiring.Component):
                 with m.Case(sp):
                     m.d.comb += [s.known_space.eq(1), limit.eq(address_limit(sp, config)),
                                  s.word_bytes.eq(word_bytes(sp, config))]
-        # Lane and threshold-index fields must name a real lane / threshold.
+        # Lane and threshold-index fields must name a real lane / threshold. (A lane field
+        # exactly ``lane_bits`` wide on a power-of-two array always does.)
         lane_ok = Signal()
         m.d.comb += lane_ok.eq(1)
-        if lane_bits and (1 << lane_bits) != config.cols:
-            with m.Switch(space):
+        some_lanes_missing = lane_bits and (1 << lane_bits) != config.cols
+        table_lane = fields[Space.WEIGHT_TABLE]["lane"]
+        with m.Switch(space):
+            if some_lanes_missing:
                 with m.Case(Space.REQUANT):
                     m.d.comb += lane_ok.eq(field(Space.REQUANT, "lane") < config.cols)
-                with m.Case(Space.WEIGHT_TABLE):
-                    lane = target[fields[Space.WEIGHT_TABLE]["lane"].offset:]
-                    all_bit = fields[Space.WEIGHT_TABLE]["all"].offset
-                    m.d.comb += lane_ok.eq((lane[:lane_bits] < config.cols)
-                                           & (target[fields[Space.WEIGHT_TABLE]["lane"].offset
-                                                     + lane_bits:all_bit] == 0))
                 with m.Case(Space.THRESHOLD):
                     m.d.comb += lane_ok.eq(field(Space.THRESHOLD, "lane") < config.cols)
+            if config.tables:
+                with m.Case(Space.WEIGHT_TABLE):
+                    # The table's lane field is wider than ``lane_bits``: its upper bits must
+                    # be clear, unless the entry goes to every lane.
+                    lane = field(Space.WEIGHT_TABLE, "lane")
+                    named = (lane[lane_bits:] == 0) & ((lane[:lane_bits] < config.cols)
+                                                       if some_lanes_missing else 1)
+                    m.d.comb += lane_ok.eq(field(Space.WEIGHT_TABLE, "all") | named)
         index_ok = Signal()
         m.d.comb += index_ok.eq(lane_ok)
         if config.tables:

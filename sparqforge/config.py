@@ -13,7 +13,7 @@ what it accepts and the value given. The configuration is validated once, when i
 
 >>> config = AcceleratorConfig(rows=4, cols=4, sparsity=(2, 4))
 >>> config.acc_bits, config.weight_bytes
-(21, 6)
+(28, 10)
 >>> AcceleratorConfig.from_json(config.to_json()) == config
 True
 >>> AcceleratorConfig(a_bits=9)

@@ -453,7 +453,7 @@ def frame(seq, code, payload=b""):
     """Body of a frame with its CRC (before SLIP encoding).
 
     >>> frame(7, Command.INFO).hex()
-    '0701c3ac6d75'
+    '0701aeb49f79'
     """
     body = bytes([seq & 0xFF, int(code)]) + bytes(payload)
     return body + struct.pack("<I", zlib.crc32(body))

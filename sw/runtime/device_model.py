@@ -83,51 +83,65 @@ class DeviceModel:
     def _limit(self, space):
         return protocol.address_limit(space, self.config)
 
+    def _addressable(self, space, addrs):
+        """Whether each word address of ``space`` names a word that exists."""
+        info, lanes = self.config, (1 << self.lane_bits) - 1
+        ok = addrs < self._limit(space)
+        if space == Space.REQUANT:
+            ok &= (addrs & lanes) < info.cols
+        elif space == Space.WEIGHT_TABLE:
+            every = ((addrs >> protocol.WEIGHT_TABLE_ALL_BIT) & 1).astype(bool)
+            lane = (addrs >> protocol.CODE_BITS) & ((1 << protocol.TABLE_LANE_BITS) - 1)
+            ok &= every | (lane < info.cols)
+        elif space == Space.THRESHOLD:
+            ok &= ((addrs & 0xFF) < info.thresholds) & (((addrs >> 8) & lanes) < info.cols)
+        return ok
+
     def write(self, space, addr, data):
+        """Commit whole words in order, as the hardware does: stop with RANGE at the first
+        word that does not exist (the words before it stay written), and answer LENGTH after
+        the whole words when bytes of a partial word are left."""
         size = self._word_bytes(space)
+        whole = len(data) // size
+        words = np.frombuffer(bytes(data[:whole * size]), dtype=np.uint8).reshape(-1, size)
+        addrs = addr + np.arange(whole, dtype=np.int64)
+        bad = np.flatnonzero(~self._addressable(space, addrs))
+        count = int(bad[0]) if bad.size else whole
+        self._commit(space, addrs[:count], words[:count])
+        if count < whole:
+            raise _Reject(Status.RANGE)
         if len(data) % size:
             raise _Reject(Status.LENGTH)
-        words = np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, size)
-        count = len(words)
-        if addr + count > self._limit(space):
-            raise _Reject(Status.RANGE)
-        info, addrs = self.config, addr + np.arange(count)
+
+    def _commit(self, space, addrs, words):
+        info = self.config
+        lanes = (1 << self.lane_bits) - 1
         if space == Space.ACT:
-            bank, word = addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)
-            if np.any(bank >= info.rows):
-                raise _Reject(Status.RANGE)
-            self.act[bank, word] = words
+            self.act[addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)] = words
         elif space == Space.WEIGHT:
             self.weights[addrs] = words
         elif space == Space.REQUANT:
-            lane, group = addrs & ((1 << self.lane_bits) - 1), addrs >> self.lane_bits
             for key, value in layouts.unpack_requant(words).items():
-                self.requant[key][group, lane] = value
+                self.requant[key][addrs >> self.lane_bits, addrs & lanes] = value
         elif space == Space.ACT_TABLE:
             self.act_table[addrs] = _reinterpret(words[:, 0], info.a_bits, False)
         elif space == Space.WEIGHT_TABLE:
             values = _reinterpret(words[:, 0], info.w_bits, True)
             every = (addrs >> protocol.WEIGHT_TABLE_ALL_BIT) & 1
-            lane = addrs >> 8
-            if np.any(~every.astype(bool) & (lane >= info.cols)):
-                raise _Reject(Status.RANGE)
             for address, value, all_lanes in zip(addrs, values, every):
-                lanes = slice(None) if all_lanes else (address >> 8) & ((1 << self.lane_bits) - 1)
-                self.weight_table[lanes, address & 0xFF] = value
+                lane = slice(None) if all_lanes else (address >> protocol.CODE_BITS) & lanes
+                self.weight_table[lane, address & 0xFF] = value
         elif space == Space.THRESHOLD:
-            index = addrs & 0xFF
-            lane = (addrs >> 8) & ((1 << self.lane_bits) - 1)
-            group = addrs >> (8 + self.lane_bits)
-            if np.any(index >= self.thresholds.shape[2]) or np.any(group >= info.groups):
-                raise _Reject(Status.RANGE)
             values = words.view("<i4")[:, 0].astype(np.int64)
-            self.thresholds[group, lane, index] = values
+            self.thresholds[addrs >> (8 + self.lane_bits), (addrs >> 8) & lanes,
+                            addrs & 0xFF] = values
 
     def read(self, space, addr, count):
         if space != Space.ACT:
             raise _Reject(Status.SPACE)
         info = self.config
-        if count * info.cols > protocol.max_payload(info) or addr + count > self._limit(space):
+        if (count == 0 or count * info.cols > protocol.max_payload(info)
+                or addr + count > self._limit(space)):
             raise _Reject(Status.RANGE)
         addrs = addr + np.arange(count)
         words = self.act[addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)]
@@ -140,7 +154,8 @@ class DeviceModel:
         sparse_array = info.m != 0
         n_kept = info.n if sparse_array else 1
         if (d.step not in ((1,) if not sparse_array else (info.n, info.m))
-                or cols % d.step or d.group_base + d.n_tiles > info.groups):
+                or cols % d.step or d.group_base + d.n_tiles > info.groups
+                or 0 in (d.m_tiles, d.n_tiles, d.k_steps)):
             raise _Reject(Status.RANGE)
         sparse = bool(d.mode & RunDescriptor.MODE_SPARSE)
         if sparse and (not sparse_array or d.step != info.m):

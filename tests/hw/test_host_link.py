@@ -4,7 +4,7 @@ import random
 
 from amaranth.sim import Simulator
 
-from sparqforge.hw.host_link import FrameReceiver, FrameTransmitter
+from sparqforge.hw.host_link import FrameReceiver, FrameTransmitter, ReplyQueue
 from sparqforge.protocol import SlipDecoder, frame, slip_encode, unframe
 
 
@@ -87,3 +87,37 @@ def test_transmitter_frames_bytes_with_crc_and_escapes():
     frames = SlipDecoder().feed(bytes(received))
     assert [unframe(f) for f in frames] == [(p[0], p[1], p[2:]) for p in payloads]
     assert received[0] == 0xC0 and received[-1] == 0xC0
+
+
+def test_reply_queue_keeps_every_byte_in_order_under_stalls():
+    queue = ReplyQueue()
+    rng = random.Random(7)
+    sent = [(rng.randrange(256), int(rng.random() < 0.2)) for _ in range(300)]
+    received = []
+
+    async def source(ctx):
+        for byte, last in sent:
+            while rng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(queue.i.valid, 1)
+            ctx.set(queue.i.payload, {"data": byte, "last": last})
+            await ctx.tick().until(queue.i.ready)
+            ctx.set(queue.i.valid, 0)
+
+    async def sink(ctx):
+        while len(received) < len(sent):
+            ready = rng.random() < 0.5
+            ctx.set(queue.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(queue.o.valid, queue.o.payload)
+            if valid and ready:
+                received.append((payload.data, payload.last))
+        ctx.set(queue.o.ready, 0)
+        await ctx.tick().repeat(3)
+        assert ctx.get(queue.empty) and not ctx.get(queue.o.valid)
+
+    sim = Simulator(queue)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert received == sent

@@ -7,7 +7,8 @@ import pytest
 
 from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.soc import Soc
-from sparqforge.protocol import Command, SlipDecoder, Status, frame, slip_encode, unframe
+from sparqforge.protocol import (Command, DeviceInfo, SlipDecoder, Status, frame,
+                                 slip_encode, unframe)
 from sparqforge.sim.uart_model import UartLinkModel
 from sparqforge.sw import golden
 from sparqforge.sw.runtime.link import Device, PipeTransport
@@ -67,6 +68,7 @@ def test_uart_soc_answers_a_damaged_frame_with_a_crc_error(soc_model):
             replies += [unframe(reply) for reply in SlipDecoder().feed(raw)]
         assert [(seq, status) for seq, status, _ in replies] == [(5, Status.CRC),
                                                                   (5, Status.OK)]
-        assert len(replies[1][2]) > 0
+        # INFO's reply is exactly what the protocol says this configuration reports.
+        assert replies[1][2] == DeviceInfo.of(CONFIG).pack()
     finally:
         transport.close()

@@ -1,0 +1,268 @@
+"""The command executor in Amaranth's simulator, driven through the receiver's frame interface
+with frames built from ``sparqforge.protocol``, its replies compared with the golden device
+model's for the same frames: every command, every status, lengths one off each way."""
+
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from sparqforge.config import AcceleratorConfig
+from sparqforge.hw.array_core import ArrayCore
+from sparqforge.hw.executor import Executor
+from sparqforge.protocol import (CRC_BYTES, CRC_RESIDUE, HEADER_BYTES, REQUESTS, Command, DeviceInfo,
+                                 RunDescriptor, Space, Status, encode_address, frame,
+                                 word_bytes)
+from sparqforge.sw.runtime import layouts
+from sparqforge.sw.runtime.device_model import DeviceModel
+
+#: Cycles from the executor's host read address to the word (see ``Memories``).
+READ_LATENCY = 3
+#: Cycles the modelled layer takes from its start to ``finished``.
+LAYER_CYCLES = 17
+
+
+def core_for(config):
+    return ArrayCore(rows=config.rows, cols=config.cols, a_bits=config.a_bits, a_signed=False,
+                     w_bits=config.w_bits, w_signed=True, max_depth=config.max_depth,
+                     groups=config.groups, sparsity=config.sparsity, tables=config.tables,
+                     threshold_bits=config.threshold_bits if config.tables else None)
+
+
+class Bench:
+    """Runs frame bodies through an :class:`Executor` and records everything it does."""
+
+    def __init__(self, config, *, stall=0.3, seed=0):
+        self.config = config
+        self.dut = Executor(config, core_signature=core_for(config).signature)
+        self.stall = stall
+        self.rng = random.Random(seed)
+        self.act = np.zeros((config.rows, config.act_depth, config.cols), dtype=np.int64)
+        self.commits = []      # ("act", bank, word, values) / ("weight", addr, value)
+        self.cfg = []          # (name, payload fields)
+        self.starts = 0
+
+    def run(self, bodies, *, overflow=()):
+        """The executor's reply to each body (``overflow``: indices of bodies marked as
+        longer than the buffer, which the receiver cuts)."""
+        dut, config = self.dut, self.config
+        replies = []
+        state = {"done": False}
+
+        async def receiver(ctx):
+            for index, body in enumerate(bodies):
+                cut = body[:config.frame_bytes]
+                header = (bytes(cut[:HEADER_BYTES]) + bytes(HEADER_BYTES))[:HEADER_BYTES]
+                ctx.set(dut.frame.header, list(header))
+                ctx.set(dut.frame.length, len(cut))
+                ctx.set(dut.frame.ok, int(zlib.crc32(body) == CRC_RESIDUE))
+                ctx.set(dut.frame.overflow, int(index in overflow))
+                ctx.set(dut.frame.done, 1)
+                while True:
+                    address = ctx.get(dut.frame.addr)
+                    _, _, release = await ctx.tick().sample(dut.frame.release)
+                    ctx.set(dut.frame.rdata, cut[address] if address < len(cut) else 0)
+                    if release:
+                        break
+                ctx.set(dut.frame.done, 0)
+                await ctx.tick()
+            state["done"] = True
+
+        async def transmitter(ctx):
+            current = bytearray()
+            while len(replies) < len(bodies):
+                ready = self.rng.random() >= self.stall
+                ctx.set(dut.reply.ready, ready)
+                _, _, valid, payload = await ctx.tick().sample(dut.reply.valid,
+                                                              dut.reply.payload)
+                if valid and ready:
+                    current.append(payload.data)
+                    if payload.last:
+                        replies.append(bytes(current))
+                        current = bytearray()
+
+        async def memories_and_layer(ctx):
+            history = [(0, 0)] * READ_LATENCY
+            countdown = None
+            while not state["done"]:
+                await ctx.tick()
+                history.append((ctx.get(dut.host_read_addr), ctx.get(dut.host_reading)))
+                address, _ = history[-1 - READ_LATENCY]
+                ctx.set(dut.act_data, [[int(v) for v in self.act[r, address]]
+                                       for r in range(config.rows)])
+                self._record(ctx)
+                ctx.set(dut.finished, 0)
+                if ctx.get(dut.start_feed):
+                    assert ctx.get(dut.start_write)
+                    self.starts += 1
+                    countdown = LAYER_CYCLES
+                    ctx.set(dut.running, 1)
+                elif countdown is not None:
+                    countdown -= 1
+                    ctx.set(dut.cycles, LAYER_CYCLES - countdown)
+                    if countdown == 0:
+                        ctx.set(dut.finished, 1)
+                        ctx.set(dut.running, 0)
+                        countdown = None
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(receiver, background=True)
+        sim.add_testbench(memories_and_layer, background=True)
+        sim.add_testbench(transmitter)
+        sim.run()
+        return replies
+
+    def _record(self, ctx):
+        dut, config = self.dut, self.config
+        en = ctx.get(dut.host_write.en)
+        if en:
+            bank = en.bit_length() - 1
+            word = ctx.get(dut.host_write.addr)
+            values = [int(v) for v in ctx.get(dut.host_write.data)]
+            self.act[bank, word] = values
+            self.commits.append(("act", bank, word, values))
+        if ctx.get(dut.weight_write.en):
+            self.commits.append(("weight", ctx.get(dut.weight_write.addr),
+                                 ctx.get(dut.weight_write.data)))
+        for name in ("cfg_requant", "cfg_act", "cfg_weight", "cfg_threshold"):
+            port = getattr(dut, name, None)
+            if port is not None and ctx.get(port.valid):
+                self.cfg.append((name, ctx.get(port.payload)))
+
+
+def write(space, addr, words, seq=1):
+    return frame(seq, Command.WRITE, REQUESTS[Command.WRITE].pack(space, addr)
+                 + np.asarray(words, dtype=np.uint8).tobytes())
+
+
+def read(addr, count, seq=1, space=Space.ACT):
+    return frame(seq, Command.READ, REQUESTS[Command.READ].pack(space, addr, count))
+
+
+def run(seq=1, **fields):
+    desc = dict(m_tiles=1, n_tiles=1, k_steps=1, a_base=0, a_stride=1, step=1, mode=0,
+                w_base=0, out_base=8, out_stride=1, group_base=0)
+    desc.update(fields)
+    return frame(seq, Command.RUN, RunDescriptor(**desc).pack())
+
+
+DENSE = AcceleratorConfig(rows=2, cols=4, act_depth=16, w_depth=32, groups=4, frame_bytes=64)
+TABLES = AcceleratorConfig(rows=3, cols=3, sparsity=(1, 3), tables=True, act_depth=16,
+                           w_depth=32, groups=4, frame_bytes=128)
+TABLES_4 = AcceleratorConfig(rows=2, cols=4, sparsity=(2, 4), tables=True, act_depth=16,
+                             w_depth=32, groups=4, frame_bytes=128)
+
+
+def request_set(config, rng):
+    """Frames exercising every command and every status, with their golden replies."""
+    cols = config.cols
+    wb = config.weight_bytes
+    bodies = [
+        frame(1, Command.INFO),
+        write(Space.ACT, encode_address(Space.ACT, config, bank=1, word=3),
+              rng.integers(0, 256, (2, cols))),
+        write(Space.WEIGHT, 5, rng.integers(0, 256, (2, wb))),
+        write(Space.REQUANT, encode_address(Space.REQUANT, config, group=2, lane=1),
+              layouts.pack_requant([-77, 9], [1 << 30, 12345], [-3, 2], [5, 7], [1, 0])),
+        read(encode_address(Space.ACT, config, bank=1, word=3), 2),
+        run(),
+        # Lengths one off each way, derived from the request definitions.
+        frame(7, Command.WRITE, REQUESTS[Command.WRITE].pack(Space.ACT, 0)[:-1]),
+        frame(8, Command.WRITE, REQUESTS[Command.WRITE].pack(Space.ACT, 0)),  # no words: OK
+        frame(2, Command.READ, REQUESTS[Command.READ].pack(Space.ACT, 0, 1) + b"\0"),
+        frame(3, Command.READ, REQUESTS[Command.READ].pack(Space.ACT, 0, 1)[:-1]),
+        frame(4, Command.RUN, RunDescriptor(1, 1, 1, 0, 1, 1, 0, 0, 8, 1, 0).pack() + b"\0"),
+        frame(5, Command.RUN, RunDescriptor(1, 1, 1, 0, 1, 1, 0, 0, 8, 1, 0).pack()[:-1]),
+        write(Space.ACT, 0, np.zeros((1, cols + 1))),        # not whole words
+        frame(6, 0x7E),                                      # unknown command
+        write(9, 0, [[1]]),                                  # unknown space
+        read(0, 1, space=Space.WEIGHT),                      # READ of another space
+        read(0, 0),                                          # nothing to read
+        read(config.rows * config.act_depth - 1, 2),         # past the banks
+        write(Space.WEIGHT, config.w_depth - 1, np.zeros((2, wb))),   # second word too far
+        write(Space.REQUANT, config.groups << config.lane_bits, np.zeros((1, 10))),
+        run(step=3),                                         # a step the array lacks
+        run(group_base=config.groups),                       # groups out of range
+        run(w_base=config.w_depth),                          # weights out of range
+        run(k_steps=0),                                      # an empty layer
+        run(mode=2),                                         # thresholds without tables
+    ]
+    if config.tables:
+        count = config.thresholds
+        bodies += [
+            write(Space.ACT_TABLE, 3, [[9], [8]]),
+            write(Space.WEIGHT_TABLE, encode_address(Space.WEIGHT_TABLE, config, all=1, code=7),
+                  [[5]]),
+            write(Space.WEIGHT_TABLE, encode_address(Space.WEIGHT_TABLE, config, lane=2,
+                                                     code=1), [[6]]),
+            write(Space.WEIGHT_TABLE, encode_address(Space.WEIGHT_TABLE, config, lane=3,
+                                                     code=1), [[6]]),   # no such lane
+            write(Space.WEIGHT_TABLE, encode_address(Space.WEIGHT_TABLE, config, lane=5,
+                                                     code=1), [[6]]),   # nor this one
+            write(Space.THRESHOLD, encode_address(Space.THRESHOLD, config, group=1, lane=2),
+                  np.arange(count * 4).reshape(count, 4)),
+            write(Space.THRESHOLD, encode_address(Space.THRESHOLD, config, group=1, lane=2,
+                                                  index=count), np.zeros((1, 4))),
+            # Lane fields that name no lane (3 columns, 2 lane bits).
+            write(Space.THRESHOLD, encode_address(Space.THRESHOLD, config, group=1, lane=3),
+                  np.zeros((1, 4))),
+            write(Space.REQUANT, encode_address(Space.REQUANT, config, group=1, lane=3),
+                  np.zeros((1, 10))),
+            run(step=3, mode=3),
+        ]
+    return bodies
+
+
+@pytest.mark.parametrize("config", [DENSE, TABLES, TABLES_4],
+                         ids=["dense", "tables", "tables_4"])
+def test_replies_equal_the_golden_device(config):
+    rng = np.random.default_rng(3)
+    bodies = request_set(config, rng)
+    damaged = bytearray(frame(9, Command.INFO))
+    damaged[1] ^= 1
+    bodies.append(bytes(damaged))
+    bench = Bench(config)
+    replies = bench.run(bodies)
+    golden = DeviceModel(config)
+    for body, reply in zip(bodies, replies):
+        want = golden.handle(body)
+        if reply[1:2] == bytes([Status.OK]) and body[1] == Command.RUN:
+            # The golden model does not count cycles.
+            assert reply[:2] == want[:2] and reply[2:] == struct.pack("<I", LAYER_CYCLES), body
+        else:
+            assert reply == want[:-CRC_BYTES], (body.hex(), reply.hex(), want.hex())
+    assert bench.starts == sum(1 for body, reply in zip(bodies, replies)
+                               if body[1] == Command.RUN and reply[1] == Status.OK)
+    assert replies[0][2:] == DeviceInfo.of(config).pack()
+
+
+def test_a_frame_longer_than_the_buffer_gets_length():
+    bench = Bench(DENSE)
+    long_write = write(Space.ACT, 0, np.zeros((40, DENSE.cols)))
+    replies = bench.run([long_write, frame(2, Command.INFO)], overflow={0})
+    assert [reply[:2] for reply in replies] == [bytes([1, Status.LENGTH]), bytes([2, Status.OK])]
+    assert bench.commits == []
+
+
+def test_commits_reach_memories_and_tables():
+    bench = Bench(TABLES, stall=0.0)
+    rng = np.random.default_rng(5)
+    words = rng.integers(0, 256, (3, TABLES.cols))
+    records = layouts.pack_requant([1, -2, 3], [100, 200, 300], [0, -1, 1], [4, 5, 6], [1, 0, 1])
+    bench.run([write(Space.ACT, encode_address(Space.ACT, TABLES, bank=2, word=5), words),
+               write(Space.REQUANT, encode_address(Space.REQUANT, TABLES, group=3), records),
+               write(Space.THRESHOLD, encode_address(Space.THRESHOLD, TABLES, group=1, lane=1,
+                                                     index=2),
+                     np.array([[0xFE, 0xFF, 0xFF, 0xFF]]))])
+    assert bench.commits == [("act", 2, 5 + i, words[i].tolist()) for i in range(3)]
+    requant = [p for name, p in bench.cfg if name == "cfg_requant"]
+    fields = layouts.unpack_requant(records)
+    assert [(p.group, p.lane) for p in requant] == [(3, 0), (3, 1), (3, 2)]
+    assert [p.param.bias for p in requant] == fields["bias"].tolist()
+    assert [p.param.shift for p in requant] == fields["shift"].tolist()
+    threshold = [p for name, p in bench.cfg if name == "cfg_threshold"]
+    assert [(p.group, p.lane, p.index, p.value) for p in threshold] == [(1, 1, 2, -2)]
