@@ -10,9 +10,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..protocol import (CODE_OFFSET, CRC_BYTES, FIELDS_OFFSET, HEADER_BYTES, MIN_FRAME,
-                        REQUANT_BYTES, REQUESTS, SEQ_OFFSET, TABLE_SPACES, Command, DeviceInfo,
-                        Mode, RunDescriptor, Space, Status, address_fields, address_limit,
-                        max_payload, word_bytes)
+                        REQUANT_BYTES, REQUESTS, SEQ_BYTES, SEQ_OFFSET, SEQUENCED,
+                        SESSION_BYTES, Command, DeviceInfo, Mode, RunDescriptor,
+                        Space, Status, address_fields, address_limit, max_payload)
+from .address_spaces import AddressSpaces
 from .feeder import descriptor_layout
 from .host_link import frame_signature
 from .replica import replica_signal
@@ -26,11 +27,15 @@ def _field(header, offset, size):
 class Executor(wiring.Component):
     """Executes the frame the receiver holds and streams its reply.
 
-    Every frame gets exactly one reply, ``seq | status | data``: ``CRC`` or ``LENGTH`` for a
-    damaged or too long frame (which changes nothing), ``COMMAND`` for an unknown command,
+    Every frame gets exactly one reply, ``seq | status | session | data``: ``CRC`` or
+    ``LENGTH`` for a damaged or too long frame (which changes nothing), ``COMMAND`` for an
+    unknown command, ``SESSION`` for a WRITE, READ or RUN before any OPEN since the device
+    started, ``STALE`` for one whose sequence number is not newer than the last executed
+    (neither is executed),
     ``LENGTH``, ``SPACE`` or ``RANGE`` for a request that does not fit this accelerator
     (``address_limit``, :func:`~sparqforge.protocol.word_bytes`), else ``OK`` with INFO's
-    :class:`~sparqforge.protocol.DeviceInfo`, READ's words or RUN's cycle count. A WRITE
+    :class:`~sparqforge.protocol.DeviceInfo`, OPEN's last sequence number and
+    ``DeviceInfo``, READ's words or RUN's cycle count. A WRITE
     commits each word as soon as it is complete and stops at the first word out of range
     (the words before it stay written). A RUN's descriptor is checked (step, mode, ranges)
     before the layer starts; it then waits for the writeback's ``finished``.
@@ -71,6 +76,8 @@ class Executor(wiring.Component):
 
     def __init__(self, config, *, core_signature):
         self._config = config
+        self._core_signature = core_signature
+        self._cfg_names = [name for name in core_signature.members if name.startswith("cfg_")]
         word = data.ArrayLayout(8, config.cols)
         depth_bits = config.act_depth_bits
         # (An ``In`` member's signature is seen from the core; its source sees it flipped.)
@@ -110,6 +117,12 @@ class Executor(wiring.Component):
         m.d.comb += s.addr.eq(_field(header, *REQUESTS[Command.WRITE].offset("addr")))
         s.count = _field(header, *REQUESTS[Command.READ].offset("count"))
         s.command = header[CODE_OFFSET]
+        s.seq = _field(header, SEQ_OFFSET, SEQ_BYTES)
+        # The session a host opened (0: none since the device started) and the newest
+        # sequence number executed.
+        s.session = Signal(8 * SESSION_BYTES)
+        s.last_seq = Signal(8 * SEQ_BYTES)
+        s.head_index = Signal(range(max(SEQ_BYTES, SESSION_BYTES)))
         s.status = Signal(8)
         s.target = Signal(32)
         s.commit = Signal()
@@ -121,96 +134,22 @@ class Executor(wiring.Component):
         s.body_index = Signal(range(1 << 16))
         s.body_count = Signal(range(1 << 16))
         s.is_command = {c: Signal(name=f"is_{c.name.lower()}") for c in Command}
-        self._word_commits(m, s)
+        # Where each committed word goes, and whether its address exists.
+        m.submodules.spaces = spaces = AddressSpaces(self._config,
+                                                     core_signature=self._core_signature)
+        m.d.comb += [spaces.space.eq(s.space), spaces.target.eq(s.target),
+                     spaces.word.eq(s.word), spaces.commit.eq(s.commit),
+                     s.word_bytes.eq(spaces.word_bytes)]
+        s.known_space, s.target_ok = spaces.known, spaces.addressable
+        wiring.connect(m, spaces.host_write, wiring.flipped(self.host_write))
+        wiring.connect(m, spaces.weight_write, wiring.flipped(self.weight_write))
+        for name in self._cfg_names:
+            wiring.connect(m, getattr(spaces, name), wiring.flipped(getattr(self, name)))
         self._frame_checks(m, s)
         self._run_descriptor(m, s)
         self._reply_bytes(m, s)
         self._fsm(m, s)
         return m
-
-    def _word_commits(self, m, s):
-        """Each complete WRITE word to its space, and whether its address is in range."""
-        config = self._config
-        target, word, space = s.target, s.word, s.space
-        fields = {sp: address_fields(sp, config) for sp in Space}
-
-        def field(sp, name):
-            f = fields[sp][name]
-            return target[f.offset:f.offset + f.width] if f.width is not None \
-                else target[f.offset:]
-        act = fields[Space.ACT]
-        m.d.comb += [self.host_write.addr.eq(field(Space.ACT, "word")),
-                     self.host_write.data.eq(word[:config.cols * 8]),
-                     self.weight_write.addr.eq(target), self.weight_write.data.eq(word),
-                     self.weight_write.en.eq(s.commit & (space == Space.WEIGHT))]
-        for r in range(config.rows):
-            m.d.comb += self.host_write.en[r].eq(s.commit & (space == Space.ACT)
-                                                 & (target[act["bank"].offset:] == r))
-        lane_bits = config.lane_bits
-        requant = self.cfg_requant
-        m.d.comb += [requant.valid.eq(s.commit & (space == Space.REQUANT)),
-                     requant.payload.lane.eq(field(Space.REQUANT, "lane") if lane_bits else 0),
-                     requant.payload.group.eq(field(Space.REQUANT, "group")),
-                     requant.payload.param.eq(word)]
-        spaces = [Space.ACT, Space.WEIGHT, Space.REQUANT]
-        if config.tables:
-            spaces += list(TABLE_SPACES)
-            act_cfg, w_cfg, t_cfg = self.cfg_act, self.cfg_weight, self.cfg_threshold
-            m.d.comb += [
-                act_cfg.valid.eq(s.commit & (space == Space.ACT_TABLE)),
-                act_cfg.payload.all.eq(1),
-                act_cfg.payload.code.eq(field(Space.ACT_TABLE, "code")),
-                act_cfg.payload.value.eq(word[:8]),
-                w_cfg.valid.eq(s.commit & (space == Space.WEIGHT_TABLE)),
-                w_cfg.payload.lane.eq(
-                    target[fields[Space.WEIGHT_TABLE]["lane"].offset:][:lane_bits]
-                    if lane_bits else 0),
-                w_cfg.payload.all.eq(field(Space.WEIGHT_TABLE, "all")),
-                w_cfg.payload.code.eq(field(Space.WEIGHT_TABLE, "code")),
-                w_cfg.payload.value.eq(word[:8]),
-                t_cfg.valid.eq(s.commit & (space == Space.THRESHOLD)),
-                t_cfg.payload.index.eq(field(Space.THRESHOLD, "index")),
-                t_cfg.payload.lane.eq(field(Space.THRESHOLD, "lane") if lane_bits else 0),
-                t_cfg.payload.group.eq(field(Space.THRESHOLD, "group")),
-                t_cfg.payload.value.eq(word[:32].as_signed()),
-            ]
-        s.known_space = Signal()
-        limit = Signal(32)
-        with m.Switch(space):
-            for sp in spaces:
-                with m.Case(sp):
-                    m.d.comb += [s.known_space.eq(1), limit.eq(address_limit(sp, config)),
-                                 s.word_bytes.eq(word_bytes(sp, config))]
-        # Lane and threshold-index fields must name a real lane / threshold. (A lane field
-        # exactly ``lane_bits`` wide on a power-of-two array always does.)
-        lane_ok = Signal()
-        m.d.comb += lane_ok.eq(1)
-        some_lanes_missing = lane_bits and (1 << lane_bits) != config.cols
-        table_lane = fields[Space.WEIGHT_TABLE]["lane"]
-        with m.Switch(space):
-            if some_lanes_missing:
-                with m.Case(Space.REQUANT):
-                    m.d.comb += lane_ok.eq(field(Space.REQUANT, "lane") < config.cols)
-                with m.Case(Space.THRESHOLD):
-                    m.d.comb += lane_ok.eq(field(Space.THRESHOLD, "lane") < config.cols)
-            if config.tables:
-                with m.Case(Space.WEIGHT_TABLE):
-                    # The table's lane field is wider than ``lane_bits``: its upper bits must
-                    # be clear, unless the entry goes to every lane.
-                    lane = field(Space.WEIGHT_TABLE, "lane")
-                    named = (lane[lane_bits:] == 0) & ((lane[:lane_bits] < config.cols)
-                                                       if some_lanes_missing else 1)
-                    m.d.comb += lane_ok.eq(field(Space.WEIGHT_TABLE, "all") | named)
-        index_ok = Signal()
-        m.d.comb += index_ok.eq(lane_ok)
-        if config.tables:
-            with m.If(space == Space.THRESHOLD):
-                m.d.comb += index_ok.eq(lane_ok
-                                        & (field(Space.THRESHOLD, "index") < config.thresholds))
-        # Whether ``target`` may be written, registered: it changes only in WRITE_COMMIT and
-        # DECODE, each at least two cycles before the next WRITE_COMMIT reads this.
-        s.target_ok = Signal()
-        m.d.sync += s.target_ok.eq((target < limit) & index_ok)
 
     def _frame_checks(self, m, s):
         """The checks DECODE branches on, registered: the frame is complete and no longer
@@ -218,7 +157,8 @@ class Executor(wiring.Component):
         range check takes two registered steps (the end address, then the verdict)."""
         config, frame = self._config, self.frame
         for name in ("frame_bad", "write_short", "read_length_bad", "run_length_bad",
-                     "space_unknown", "read_range_bad"):
+                     "open_length_bad", "space_unknown", "read_range_bad", "opened", "seq_new",
+                     "nonce_zero"):
             setattr(s, name, Signal(name=name))
         read_end = Signal(33)
         m.d.sync += [
@@ -226,6 +166,12 @@ class Executor(wiring.Component):
             s.write_short.eq(frame.length < REQUESTS[Command.WRITE].frame_bytes),
             s.read_length_bad.eq(frame.length != REQUESTS[Command.READ].frame_bytes),
             s.run_length_bad.eq(frame.length != REQUESTS[Command.RUN].frame_bytes),
+            s.open_length_bad.eq(frame.length != REQUESTS[Command.OPEN].frame_bytes),
+            s.nonce_zero.eq(_field(self.frame.header,
+                                   *REQUESTS[Command.OPEN].offset("session")) == 0),
+            # Sessions and sequence numbers (see sparqforge.protocol).
+            s.opened.eq(s.session != 0),
+            s.seq_new.eq(s.seq > s.last_seq),
             s.space_unknown.eq(~s.known_space),
             read_end.eq(s.addr + s.count),
             s.read_range_bad.eq((s.count * config.cols > max_payload(config))
@@ -233,6 +179,8 @@ class Executor(wiring.Component):
                                 | (s.count == 0)),
         ]
         m.d.sync += [flag.eq(s.command == c) for c, flag in s.is_command.items()]
+        s.sequenced = Signal()
+        m.d.sync += s.sequenced.eq(sum(s.command == c for c in SEQUENCED) != 0)
 
     def _run_descriptor(self, m, s):
         """The descriptor registers, the weight word count ``n_tiles * k_steps`` and the RUN
@@ -273,8 +221,11 @@ class Executor(wiring.Component):
         for value in allowed_steps:
             step_ok = step_ok | (desc.step == value)
         sparse_ok = ~desc.mode[Mode.SPARSE.bit] | (desc.step == (config.m if sparse else 0))
-        tables_ok = ((desc.mode[Mode.THRESHOLD.bit:Mode.WEIGHT_TABLE.bit + 1] == 0)
-                     if not config.tables else 1)
+        # Modes this accelerator lacks, and mode bits no mode has, are refused: a RUN never
+        # does something other than what its descriptor asks for.
+        known_bits = Mode.WEIGHT_TABLE.bit + 1
+        tables_ok = (desc.mode[known_bits:] == 0) & (
+            (desc.mode[Mode.THRESHOLD.bit:known_bits] == 0) if not config.tables else 1)
         zero = (desc.m_tiles == 0) | (desc.n_tiles == 0) | (desc.k_steps == 0)
         # Each check registered in RUN_CHECK, their AND in RUN_VERDICT (the range checks
         # are carry chains of up to 33 bits).
@@ -286,8 +237,15 @@ class Executor(wiring.Component):
     def _reply_bytes(self, m, s):
         """The registers and multiplexers behind the reply bytes of INFO, RUN and READ."""
         config = self._config
-        s.info_bytes = Array(Const(b, 8) for b in DeviceInfo.of(config).pack())
+        # OPEN's reply data: the last sequence number, then the INFO record; INFO's reply is
+        # the same array from the record on.
+        info = DeviceInfo.of(config).pack()
+        s.open_bytes = Array([s.last_seq.word_select(i, 8) for i in range(SEQ_BYTES)]
+                             + [Const(b, 8) for b in info])
+        s.info_start = SEQ_BYTES
         s.cycle_bytes = Array(self.cycles.word_select(i, 8) for i in range(4))
+        s.seq_bytes = Array(s.seq.word_select(i, 8) for i in range(SEQ_BYTES))
+        s.session_bytes = Array(s.session.word_select(i, 8) for i in range(SESSION_BYTES))
         act = address_fields(Space.ACT, config)
         m.d.comb += self.host_read_addr.eq(s.target[:act["word"].offset + act["word"].width])
         # The bank a host READ reads, chosen in two steps (the banks sit far apart): one of
@@ -331,10 +289,28 @@ class Executor(wiring.Component):
                     m.d.sync += status.eq(Mux(frame.overflow, Status.LENGTH, Status.CRC))
                     m.next = "REPLY_SEQ"
                 with m.Elif(s.is_command[Command.INFO]):
-                    m.d.sync += [status.eq(Status.OK), s.body_count.eq(len(s.info_bytes)),
+                    m.d.sync += [status.eq(Status.OK), s.body_count.eq(len(s.open_bytes)),
+                                 s.body_index.eq(s.info_start)]
+                    m.next = "REPLY_SEQ"
+                with m.Elif(s.is_command[Command.OPEN]):
+                    m.d.sync += [status.eq(Status.OK), s.body_count.eq(len(s.open_bytes)),
                                  s.body_index.eq(0)]
+                    with m.If(s.open_length_bad):
+                        m.d.sync += status.eq(Status.LENGTH)
+                    with m.Elif(s.nonce_zero):
+                        m.d.sync += status.eq(Status.RANGE)
+                    with m.Else():
+                        m.d.sync += s.session.eq(_field(
+                            frame.header, *REQUESTS[Command.OPEN].offset("session")))
+                    m.next = "REPLY_SEQ"
+                with m.Elif(s.sequenced & ~s.opened):
+                    m.d.sync += status.eq(Status.SESSION)
+                    m.next = "REPLY_SEQ"
+                with m.Elif(s.sequenced & ~s.seq_new):
+                    m.d.sync += status.eq(Status.STALE)
                     m.next = "REPLY_SEQ"
                 with m.Elif(s.is_command[Command.WRITE]):
+                    m.d.sync += s.last_seq.eq(s.seq)
                     m.d.sync += [target.eq(s.addr), s.byte_index.eq(0), s.ptr.eq(write_data),
                                  data_end.eq(frame.length - CRC_BYTES),
                                  status.eq(Status.OK)]
@@ -348,7 +324,7 @@ class Executor(wiring.Component):
                         m.next = "WRITE_FETCH"
                 with m.Elif(s.is_command[Command.READ]):
                     m.d.sync += [target.eq(s.addr), s.body_count.eq(s.count), s.body_index.eq(0),
-                                 status.eq(Status.OK)]
+                                 status.eq(Status.OK), s.last_seq.eq(s.seq)]
                     with m.If(s.read_length_bad):
                         m.d.sync += status.eq(Status.LENGTH)
                     with m.Elif(s.space != Space.ACT):
@@ -357,6 +333,7 @@ class Executor(wiring.Component):
                         m.d.sync += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
                 with m.Elif(s.is_command[Command.RUN]):
+                    m.d.sync += s.last_seq.eq(s.seq)
                     with m.If(s.run_length_bad):
                         m.d.sync += status.eq(Status.LENGTH)
                         m.next = "REPLY_SEQ"
@@ -430,26 +407,37 @@ class Executor(wiring.Component):
                     m.d.sync += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
             with m.State("REPLY_SEQ"):
-                m.d.comb += [reply.payload.data.eq(frame.header[SEQ_OFFSET]), reply.valid.eq(1)]
+                m.d.comb += [reply.payload.data.eq(s.seq_bytes[s.head_index]), reply.valid.eq(1)]
                 with m.If(reply.ready):
-                    m.next = "REPLY_STATUS"
+                    m.d.sync += s.head_index.eq(s.head_index + 1)
+                    with m.If(s.head_index == SEQ_BYTES - 1):
+                        m.d.sync += s.head_index.eq(0)
+                        m.next = "REPLY_STATUS"
             with m.State("REPLY_STATUS"):
-                no_body = (status != Status.OK) | (s.body_count == 0)
-                m.d.comb += [reply.payload.data.eq(status), reply.valid.eq(1),
-                             reply.payload.last.eq(no_body)]
+                m.d.comb += [reply.payload.data.eq(status), reply.valid.eq(1)]
                 with m.If(reply.ready):
-                    with m.If(no_body):
-                        m.next = "DONE"
-                    with m.Elif(s.is_command[Command.READ]):
-                        m.d.sync += [s.byte_index.eq(0), s.host_reading.eq(1)]
-                        m.next = "READ_ISSUE"
-                    with m.Else():
-                        m.next = "REPLY_BODY"
+                    m.next = "REPLY_SESSION"
+            with m.State("REPLY_SESSION"):
+                no_body = (status != Status.OK) | (s.body_count == 0)
+                last_session_byte = s.head_index == SESSION_BYTES - 1
+                m.d.comb += [reply.payload.data.eq(s.session_bytes[s.head_index]),
+                             reply.valid.eq(1), reply.payload.last.eq(no_body & last_session_byte)]
+                with m.If(reply.ready):
+                    m.d.sync += s.head_index.eq(s.head_index + 1)
+                    with m.If(last_session_byte):
+                        m.d.sync += s.head_index.eq(0)
+                        with m.If(no_body):
+                            m.next = "DONE"
+                        with m.Elif(s.is_command[Command.READ]):
+                            m.d.sync += [s.byte_index.eq(0), s.host_reading.eq(1)]
+                            m.next = "READ_ISSUE"
+                        with m.Else():
+                            m.next = "REPLY_BODY"
             with m.State("REPLY_BODY"):
                 last_byte = s.body_index == s.body_count - 1
-                m.d.comb += [reply.payload.data.eq(Mux(s.command == Command.INFO,
-                                                       s.info_bytes[s.body_index],
-                                                       s.cycle_bytes[s.body_index[:2]])),
+                m.d.comb += [reply.payload.data.eq(Mux(s.command == Command.RUN,
+                                                       s.cycle_bytes[s.body_index[:2]],
+                                                       s.open_bytes[s.body_index])),
                              reply.valid.eq(1), reply.payload.last.eq(last_byte)]
                 with m.If(reply.ready):
                     m.d.sync += s.body_index.eq(s.body_index + 1)

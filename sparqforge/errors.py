@@ -1,7 +1,8 @@
 """Errors a user can cause. The CLI prints their message on one line and exits with 2."""
 
 __all__ = ["SparqforgeError", "ConfigError", "ToolError", "BundleError", "UnsupportedLayerError",
-           "LinkError"]
+           "LinkError",
+           "DeviceRestarted"]
 
 
 class SparqforgeError(Exception):
@@ -26,3 +27,8 @@ class UnsupportedLayerError(SparqforgeError, TypeError):
 
 class LinkError(SparqforgeError):
     """The host link to a device failed (timeout, repeated checksum errors)."""
+
+
+class DeviceRestarted(LinkError):
+    """The device restarted (power cycle, reconfiguration, reset) or another host opened it
+    since this host did: whatever this host loaded into it is gone."""

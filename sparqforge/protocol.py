@@ -4,9 +4,17 @@
 
 Frames are SLIP-delimited (``END`` = 0xC0, escaped as ``ESC ESC_END``; ``ESC`` = 0xDB as
 ``ESC ESC_ESC``), so a lost, corrupted or duplicated byte damages at most the frames around
-it and the next ``END`` resynchronises. A frame body is
-``seq | command-or-status | fields... | CRC-32 (little-endian)``, the CRC being zlib's
-CRC-32 over everything before it.
+it and the next ``END`` resynchronises. A request body is
+``seq (4) | command (1) | fields... | CRC-32``, a reply body
+``seq (4) | status (1) | session (4) | data... | CRC-32``, all little-endian, the CRC being
+zlib's CRC-32 over everything before it.
+
+Sessions: a device starts (after power-up, reconfiguration or reset) with session 0 and
+executes no WRITE, READ or RUN until a host OPENs it with a nonzero nonce; every reply
+carries the device's session, so a host that sees another session knows the device restarted
+(or another host opened it) and that what it loaded is gone. A WRITE, READ or RUN is only
+executed when its sequence number is newer than the last one executed (a 32-bit unsigned
+comparison), so a stale or replayed request is never executed twice.
 
 Everything here is plain Python (``struct``, ``zlib``): field offsets and widths, frame
 lengths, address encodings and record layouts are data that Amaranth code slices signals
@@ -16,13 +24,14 @@ with and NumPy code packs arrays with.
 __all__ = [
     "PROTOCOL_VERSION", "END", "ESC", "ESC_END", "ESC_ESC", "CRC_POLY", "CRC_INIT",
     "CRC_REGISTER_RESIDUE", "CRC_RESIDUE", "SEQ_OFFSET", "CODE_OFFSET", "FIELDS_OFFSET",
-    "CRC_BYTES", "MIN_FRAME", "Command", "Status", "Space", "Request", "REQUESTS",
+    "SEQ_BYTES", "SESSION_BYTES", "REPLY_DATA_OFFSET", "CRC_BYTES", "MIN_FRAME",
+    "SEQUENCED", "Command", "Status", "Space", "Request", "REQUESTS", "OPEN_REPLY",
     "HEADER_BYTES", "PAYLOAD_RESERVE", "max_payload", "write_words_per_frame",
     "TABLE_SPACES", "CODE_BITS", "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
     "AddressField", "address_fields", "encode_address", "address_limit", "word_bytes",
     "REQUANT_RECORD", "REQUANT_BYTES", "THRESHOLD_BYTES", "weight_word_fields", "Mode",
     "RunDescriptor", "RUN_REPLY", "DeviceInfo", "FrameError", "slip_encode", "SlipDecoder",
-    "frame", "unframe",
+    "frame", "unframe", "reply_frame", "unframe_reply",
 ]
 
 import enum
@@ -43,19 +52,25 @@ END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 CRC_POLY, CRC_INIT, CRC_REGISTER_RESIDUE = 0xEDB88320, 0xFFFFFFFF, 0xDEBB20E3
 CRC_RESIDUE = CRC_REGISTER_RESIDUE ^ 0xFFFFFFFF
 
-#: Byte offsets in a frame body: sequence number, command (request) or status (reply), and
-#: the first byte of the command's fields.
-SEQ_OFFSET, CODE_OFFSET, FIELDS_OFFSET = 0, 1, 2
+#: Byte offsets in a frame body: the sequence number (``SEQ_BYTES``, little-endian), the
+#: command (request) or status (reply), and the first byte of a request's fields. A reply's
+#: session follows its status; its data start at ``REPLY_DATA_OFFSET``.
+SEQ_BYTES = 4
+SESSION_BYTES = 4
+SEQ_OFFSET, CODE_OFFSET = 0, SEQ_BYTES
+FIELDS_OFFSET = CODE_OFFSET + 1
+REPLY_DATA_OFFSET = FIELDS_OFFSET + SESSION_BYTES
 CRC_BYTES = 4
 #: The shortest body: sequence number, code and CRC.
 MIN_FRAME = FIELDS_OFFSET + CRC_BYTES
 
 
 class Command(enum.IntEnum):
-    INFO = 0x01
+    INFO = 0x01        # report the configuration (no state changes, no sequence check)
     WRITE = 0x02
     READ = 0x03
     RUN = 0x04
+    OPEN = 0x05        # start a session: its nonce; reply: the last sequence number, INFO
 
 
 class Status(enum.IntEnum):
@@ -65,6 +80,12 @@ class Status(enum.IntEnum):
     COMMAND = 3      # unknown command
     RANGE = 4        # address, count or descriptor out of range
     SPACE = 5        # unknown or read-only address space
+    STALE = 6        # sequence number not newer than the last executed: not executed
+    SESSION = 7      # no session open (the device started since it was opened): not executed
+
+
+#: Commands that need an open session and a new sequence number.
+SEQUENCED = (Command.WRITE, Command.READ, Command.RUN)
 
 
 class FrameError(ValueError):
@@ -109,7 +130,12 @@ REQUESTS = {
     Command.INFO: Request(Command.INFO, "<", ()),
     Command.WRITE: Request(Command.WRITE, "<BI", ("space", "addr"), data=True),
     Command.READ: Request(Command.READ, "<BIH", ("space", "addr", "count")),
+    Command.OPEN: Request(Command.OPEN, "<I", ("session",)),
 }
+
+#: OPEN's reply data before the INFO record: the last sequence number the device executed
+#: (the host continues above it).
+OPEN_REPLY = "<I"
 
 
 # ---- memory spaces and their address encodings ----------------------------------------------
@@ -449,20 +475,45 @@ class SlipDecoder:
         return frames
 
 
-def frame(seq, code, payload=b""):
-    """Body of a frame with its CRC (before SLIP encoding).
-
-    >>> frame(7, Command.INFO).hex()
-    '0701aeb49f79'
-    """
-    body = bytes([seq & 0xFF, int(code)]) + bytes(payload)
+def _with_crc(body):
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def unframe(body):
-    """``(seq, code, payload)`` of a received body; raises :class:`FrameError`."""
-    if len(body) < MIN_FRAME:
+def frame(seq, code, payload=b""):
+    """A request body with its CRC (before SLIP encoding).
+
+    >>> frame(7, Command.INFO).hex()
+    '07000000019b1b0503'
+    """
+    return _with_crc(struct.pack("<IB", seq & 0xFFFFFFFF, int(code)) + bytes(payload))
+
+
+def reply_frame(seq, status, session, data=b""):
+    """A reply body with its CRC."""
+    return _with_crc(struct.pack("<IBI", seq & 0xFFFFFFFF, int(status), session) + bytes(data))
+
+
+def _checked(body, minimum):
+    if len(body) < minimum:
         raise FrameError(f"frame of {len(body)} bytes is too short")
     if zlib.crc32(body) != CRC_RESIDUE:
         raise FrameError("frame checksum mismatch")
-    return body[SEQ_OFFSET], body[CODE_OFFSET], bytes(body[FIELDS_OFFSET:-CRC_BYTES])
+
+
+def unframe(body):
+    """``(seq, code, payload)`` of a received request body; raises :class:`FrameError`."""
+    _checked(body, MIN_FRAME)
+    seq, code = struct.unpack_from("<IB", body)
+    return seq, code, bytes(body[FIELDS_OFFSET:-CRC_BYTES])
+
+
+def unframe_reply(body):
+    """``(seq, status, session, data)`` of a received reply body; raises
+    :class:`FrameError`.
+
+    >>> unframe_reply(reply_frame(9, Status.OK, 0x1234, b"ab"))
+    (9, 0, 4660, b'ab')
+    """
+    _checked(body, REPLY_DATA_OFFSET + CRC_BYTES)
+    seq, status, session = struct.unpack_from("<IBI", body)
+    return seq, status, session, bytes(body[REPLY_DATA_OFFSET:-CRC_BYTES])

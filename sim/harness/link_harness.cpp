@@ -2,7 +2,8 @@
 // pipes: all clocking and byte transfer happen here, Python only exchanges whole requests.
 //
 // Protocol on stdin / stdout (little-endian):
-//   request:  u32 length, u64 max_cycles, length bytes for the rx stream
+//   request:  u32 length, u64 max_cycles, length bytes for the rx stream (a length of
+//             pipe_io::RESET_REQUEST resets the design, as a device restart would)
 //   response: u8 status (0 ok, 1 max_cycles reached), u64 cycles simulated for this request,
 //             u64 total cycles, u64 loop nanoseconds (total), u32 n, n bytes from the tx stream
 // For each request the harness feeds the bytes into rx (one per cycle while rx.ready), keeps
@@ -29,29 +30,35 @@ int main(int argc, char **argv) {
     auto context = std::make_unique<VerilatedContext>();
     context->commandArgs(argc, argv);
     auto top = std::make_unique<Vtop>(context.get());
-    top->clk = 0;
-    top->rst = 1;
-    top->rx___05Fvalid = 0;
-    top->tx___05Fready = 1;
-    for (int i = 0; i < 4; i++) {
-        top->clk = 0; top->exec_clk = 0; top->core_clk = 0; top->eval();
-        top->clk = 1; top->exec_clk = 1; top->core_clk = 1; top->eval();
-    }
-    top->rst = 0;
-    // Every domain ticks a few cycles after reset so that each reset synchronizer releases.
-    for (int i = 0; i < 8; i++) {
-        top->clk = 0; top->exec_clk = 0; top->core_clk = 0; top->eval();
-        top->clk = 1; top->exec_clk = 1; top->core_clk = 1; top->eval();
-    }
+    // Reset, then every domain ticks a few cycles so that each reset synchronizer releases.
+    auto reset = [&]() {
+        top->rst = 1;
+        top->rx___05Fvalid = 0;
+        top->tx___05Fready = 1;
+        for (int i = 0; i < 12; i++) {
+            if (i == 4) top->rst = 0;
+            top->clk = 0; top->exec_clk = 0; top->core_clk = 0; top->eval();
+            top->clk = 1; top->exec_clk = 1; top->core_clk = 1; top->eval();
+        }
+    };
+    reset();
     bool exec_tick = true, core_tick = true;
     uint64_t total = 0;
     int64_t loop_ns = 0;
     std::vector<uint8_t> in, out;
     for (;;) {
         uint64_t max_cycles;
-        if (!pipe_io::read_request(in, max_cycles)) break;
+        bool restart;
+        if (!pipe_io::read_request(in, max_cycles, restart)) break;
         const uint32_t length = in.size();
         out.clear();
+        if (restart) {
+            reset();
+            exec_tick = core_tick = true;
+            total += 12;
+            pipe_io::write_reply(0, 12, total, loop_ns, out);
+            continue;
+        }
         const auto started = std::chrono::steady_clock::now();
         size_t next = 0;
         uint64_t cycles = 0;

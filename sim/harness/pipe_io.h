@@ -1,6 +1,7 @@
 // The pipe protocol between the host runtime and the link / UART harnesses
 // (link_harness.cpp, uart_harness.cpp), little-endian:
 //   request:  u32 length, u64 max_cycles, length bytes
+//             (length RESET_REQUEST: no bytes follow; the harness resets the design)
 //   response: u8 status, u64 cycles simulated for this request, u64 total cycles,
 //             u64 loop nanoseconds (total), u32 n, n bytes
 #pragma once
@@ -17,10 +18,16 @@ inline bool read_exact(void *buffer, size_t size) {
 
 inline void write_all(const void *buffer, size_t size) { std::fwrite(buffer, 1, size, stdout); }
 
-// Reads one request into ``in`` and ``max_cycles``; false at the end of input.
-inline bool read_request(std::vector<uint8_t> &in, uint64_t &max_cycles) {
+// A request length that asks for a reset of the design instead of bytes.
+constexpr uint32_t RESET_REQUEST = 0xFFFFFFFFu;
+
+// Reads one request into ``in`` and ``max_cycles``; false at the end of input. ``reset`` is
+// set for a reset request (``in`` is then empty).
+inline bool read_request(std::vector<uint8_t> &in, uint64_t &max_cycles, bool &reset) {
     uint32_t length;
     if (!read_exact(&length, 4) || !read_exact(&max_cycles, 8)) return false;
+    reset = length == RESET_REQUEST;
+    if (reset) length = 0;
     in.resize(length);
     return length == 0 || read_exact(in.data(), length);
 }

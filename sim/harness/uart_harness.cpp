@@ -71,27 +71,33 @@ int main(int argc, char **argv) {
     auto context = std::make_unique<VerilatedContext>();
     context->commandArgs(argc, argv);
     auto top = std::make_unique<Vtop>(context.get());
-    top->clk = 0;
-    top->rst = 1;
-    top->uart_rx = 1;
-    for (int i = 0; i < 4; i++) {
-        top->clk = 0; top->eval();
-        top->clk = 1; top->eval();
-    }
-    top->rst = 0;
-    for (int i = 0; i < 8; i++) {
-        top->clk = 0; top->eval();
-        top->clk = 1; top->eval();
-    }
+    // Reset, then a few cycles so that the reset synchronizer releases.
+    auto reset = [&]() {
+        top->rst = 1;
+        top->uart_rx = 1;
+        for (int i = 0; i < 12; i++) {
+            if (i == 4) top->rst = 0;
+            top->clk = 0; top->eval();
+            top->clk = 1; top->eval();
+        }
+    };
+    reset();
     Receiver receiver;
     uint64_t total = 0;
     int64_t loop_ns = 0;
     std::vector<uint8_t> in, out;
     for (;;) {
         uint64_t max_cycles;
-        if (!pipe_io::read_request(in, max_cycles)) break;
+        bool restart;
+        if (!pipe_io::read_request(in, max_cycles, restart)) break;
         const uint32_t length = in.size();
         out.clear();
+        if (restart) {
+            reset();
+            total += 12;
+            pipe_io::write_reply(0, 12, total, loop_ns, out);
+            continue;
+        }
         receiver.framing_error = false;
         const auto started = std::chrono::steady_clock::now();
         const uint64_t bits = uint64_t(length) * 10;

@@ -14,8 +14,9 @@ import struct
 import numpy as np
 
 from ... import protocol
-from ...protocol import (REQUANT_RECORD, REQUESTS, RUN_REPLY, TABLE_SPACES, Command, DeviceInfo, FrameError,
-                         RunDescriptor, Space, Status, frame, unframe)
+from ...protocol import (HEADER_BYTES, OPEN_REPLY, REQUANT_RECORD, REQUESTS,
+                         RUN_REPLY, SEQUENCED, TABLE_SPACES, Command, DeviceInfo, FrameError,
+                         RunDescriptor, Space, Status, reply_frame, unframe)
 from .. import golden
 from . import layouts
 
@@ -35,6 +36,11 @@ class DeviceModel:
         self.weight_table = np.zeros((c, 256), dtype=np.int64)
         self.thresholds = np.zeros((info.groups, c, info.thresholds), dtype=np.int64)
         self.lane_bits = info.lane_bits
+        self.session = 0       # no host has opened the device since it started
+        self.last_seq = 0      # the newest sequence number executed
+        # The frame header as the hardware's receiver keeps it: bytes past a short frame's
+        # end are what an earlier frame left there.
+        self._header = bytearray(HEADER_BYTES)
 
     # -- protocol ---------------------------------------------------------------------
     def handle(self, body):
@@ -42,19 +48,41 @@ class DeviceModel:
         frame is empty)."""
         if not body:
             return None
+        kept = body[:HEADER_BYTES]
+        self._header[:len(kept)] = kept
+        seq = int.from_bytes(self._header[:4], "little")
+        if len(body) > self.config.frame_bytes:
+            # Longer than the receive buffer: cut, and answered LENGTH (not retried).
+            return reply_frame(seq, Status.LENGTH, self.session)
         try:
             seq, command, payload = unframe(body)
         except FrameError:
-            return frame(body[0], Status.CRC)
+            return reply_frame(seq, Status.CRC, self.session)
         try:
-            status, data = self._execute(command, payload)
+            status, data = self._execute(seq, command, payload)
         except _Reject as exc:
             status, data = exc.status, b""
-        return frame(seq, status, data)
+        return reply_frame(seq, status, self.session, data)
 
-    def _execute(self, command, payload):
+    def _execute(self, seq, command, payload):
         if command == Command.INFO:
             return Status.OK, DeviceInfo.of(self.config).pack()
+        if command == Command.OPEN:
+            request = REQUESTS[Command.OPEN]
+            if len(payload) != request.size:
+                raise _Reject(Status.LENGTH)
+            session, = struct.unpack(request.fields, payload)
+            if session == 0:
+                raise _Reject(Status.RANGE)
+            self.session = session
+            return Status.OK, struct.pack(OPEN_REPLY, self.last_seq) \
+                + DeviceInfo.of(self.config).pack()
+        if command in SEQUENCED:
+            if self.session == 0:
+                raise _Reject(Status.SESSION)
+            if seq <= self.last_seq:
+                raise _Reject(Status.STALE)
+            self.last_seq = seq
         if command == Command.WRITE:
             request = REQUESTS[Command.WRITE]
             if len(payload) < request.size:
@@ -155,7 +183,8 @@ class DeviceModel:
         n_kept = info.n if sparse_array else 1
         if (d.step not in ((1,) if not sparse_array else (info.n, info.m))
                 or cols % d.step or d.group_base + d.n_tiles > info.groups
-                or 0 in (d.m_tiles, d.n_tiles, d.k_steps)):
+                or 0 in (d.m_tiles, d.n_tiles, d.k_steps)
+                or d.mode & ~0xF or (not info.tables and d.mode & 0xE)):
             raise _Reject(Status.RANGE)
         sparse = bool(d.mode & RunDescriptor.MODE_SPARSE)
         if sparse and (not sparse_array or d.step != info.m):

@@ -6,18 +6,19 @@ board (:class:`SerialTransport`). Only the transport changes.
 """
 
 __all__ = ["Transport", "LoopbackTransport", "PipeTransport", "SerialTransport",
-           "FaultyTransport", "Device"]
+           "FaultyTransport", "RestartingTransport", "Device"]
 
+import os
 import struct
 import subprocess
 import time
 
 import numpy as np
 
-from ...errors import LinkError, ToolError
-from ...protocol import (REQUESTS, RUN_REPLY, Command, DeviceInfo, FrameError, SlipDecoder,
-                         Space, Status, frame, max_payload, slip_encode, unframe,
-                         write_words_per_frame)
+from ...errors import DeviceRestarted, LinkError, ToolError
+from ...protocol import (OPEN_REPLY, REQUESTS, RUN_REPLY, SEQUENCED, Command, DeviceInfo,
+                         FrameError, SlipDecoder, Space, Status, frame, max_payload,
+                         slip_encode, unframe_reply, write_words_per_frame)
 
 
 class Transport:
@@ -53,6 +54,16 @@ class LoopbackTransport(Transport):
         self._model = model
         self._decoder = SlipDecoder()
 
+    @property
+    def model(self):
+        return self._model
+
+    def restart(self):
+        """A device restart: a fresh golden device (session closed, memories cleared, as
+        after a reconfiguration)."""
+        self._model = type(self._model)(self._model.config)
+        self._decoder = SlipDecoder()
+
     def exchange(self, data, *, budget):
         replies = []
         for body in self._decoder.feed(data):
@@ -85,6 +96,18 @@ class PipeTransport(Transport):
         self.cycles = total
         self.loop_seconds = loop_ns * 1e-9
         return self._read(count)
+
+    def restart(self):
+        """Reset the simulated device, as a power cycle or reconfiguration would (its
+        registers return to their reset values; memories keep their words, as block RAMs
+        do across a reset)."""
+        try:
+            self._proc.stdin.write(struct.pack("<IQ", 0xFFFFFFFF, 0))
+            self._proc.stdin.flush()
+            head = self._read(29)
+        except (BrokenPipeError, OSError) as exc:
+            raise LinkError(f"The Verilator model stopped: {exc}") from None
+        self.cycles = struct.unpack("<BQQQI", head)[2]
 
     def _read(self, size):
         chunks, got = [], 0
@@ -183,8 +206,44 @@ class FaultyTransport(Transport):
         self._inner.close()
 
 
+class RestartingTransport(Transport):
+    """Wraps a transport whose device can restart (``restart()``) and restarts it before the
+    exchanges numbered in ``at`` (0-based), as a power cycle or reconfiguration between two
+    requests would (fault-injection tests)."""
+
+    def __init__(self, inner, *, at):
+        self._inner = inner
+        self._at = set(at)
+        self.exchanges = 0
+        self.injected = 0
+
+    @property
+    def cycles(self):
+        return self._inner.cycles
+
+    def budget(self, cycles):
+        return self._inner.budget(cycles)
+
+    def exchange(self, data, *, budget):
+        if self.exchanges in self._at:
+            self._inner.restart()
+            self.injected += 1
+        self.exchanges += 1
+        return self._inner.exchange(data, budget=budget)
+
+    def close(self):
+        self._inner.close()
+
+
 class Device:
     """Protocol client: one method per device capability, the same for every transport.
+
+    The client OPENs the device on first use with a random session nonce and checks the
+    session in every reply: a device that restarted (or that another host opened) since then
+    raises :class:`~sparqforge.errors.DeviceRestarted` at the first reply that shows it,
+    instead of running requests on memories that no longer hold what was loaded. Sequence
+    numbers are 32 bits and grow with every attempt, from above the last one the device
+    executed, so the device never executes a stale or replayed request.
 
     Every request is retried (with a new sequence number) when no valid reply with its
     sequence number arrives or the device reports a damaged frame; after ``retries``
@@ -196,31 +255,41 @@ class Device:
     budget_cycles : int
         Per-request budget in device cycles (the transport turns it into seconds for a
         board); RUN takes the budget its caller computes from the layer size.
+    nonces : iterable of int, optional
+        Session nonces to open with (default: random); for reproducible simulations.
     """
 
-    def __init__(self, transport, *, budget_cycles=2_000_000, retries=8):
+    def __init__(self, transport, *, budget_cycles=2_000_000, retries=8, nonces=None):
+        self._nonces = iter(nonces) if nonces is not None else None
         self._transport = transport
         self._budget = transport.budget(budget_cycles)
         self._retries = retries
         self._seq = 0
+        self._session = None
         self.retransmissions = 0
+        self.opens = 0
         self._info = None
 
     @property
     def transport(self):
         return self._transport
 
+    @property
+    def session(self):
+        """This host's session nonce (``None`` before the device was opened)."""
+        return self._session
+
     def _request(self, command, payload=b"", *, budget=None):
         budget = self._budget if budget is None else budget
         last_problem = "no reply"
         for _ in range(self._retries):
-            self._seq = (self._seq + 1) & 0xFF
+            self._seq = (self._seq + 1) & 0xFFFFFFFF
             seq = self._seq
             reply = self._transport.exchange(slip_encode(frame(seq, command, payload)),
                                              budget=budget)
             for body in SlipDecoder().feed(reply):
                 try:
-                    got_seq, status, data = unframe(body)
+                    got_seq, status, session, data = unframe_reply(body)
                 except FrameError as exc:
                     last_problem = f"damaged reply ({exc})"
                     continue
@@ -229,16 +298,64 @@ class Device:
                 if status == Status.CRC:
                     last_problem = "the device received damaged frames"
                     break
+                if command != Command.OPEN and self._session is not None \
+                        and session != self._session:
+                    self._session = None
+                    raise DeviceRestarted(
+                        f"The device restarted (or another host opened it) before "
+                        f"{Command(command).name}: what was loaded into it is gone; open it "
+                        f"again and reload")
                 return Status(status), data
             self.retransmissions += 1
         raise LinkError(f"{Command(command).name} failed after {self._retries} attempts: "
                         f"{last_problem}; check the link (cable, baud rate, port)")
 
     def _ok(self, command, payload=b"", **kw):
+        if command in SEQUENCED and self._session is None:
+            self.open()
         status, data = self._request(command, payload, **kw)
+        if status == Status.SESSION:
+            self._session = None
+            raise DeviceRestarted(f"The device has no open session for "
+                                  f"{Command(command).name}: it restarted since this host "
+                                  f"opened it; open it again and reload")
+        if status == Status.STALE:
+            raise LinkError(f"The device refused {Command(command).name} as stale: it has "
+                            f"executed newer requests, so another host is using it")
         if status != Status.OK:
             raise LinkError(f"The device rejected {Command(command).name}: {status.name}")
         return data
+
+    def open(self):
+        """Start a session: OPEN with a fresh random nonce; sequence numbers continue above
+        the last one the device executed. Returns the device's
+        :class:`~sparqforge.protocol.DeviceInfo`.
+
+        Raises
+        ------
+        LinkError
+            When the device does not answer, speaks another protocol version or reports a
+            configuration this host derives other widths from.
+        """
+        session = 0
+        while session == 0:
+            session = (next(self._nonces) if self._nonces is not None
+                       else int.from_bytes(os.urandom(4), "little"))
+        data = self._ok(Command.OPEN, REQUESTS[Command.OPEN].pack(session))
+        size = struct.calcsize(OPEN_REPLY)
+        last, = struct.unpack(OPEN_REPLY, data[:size])
+        self._seq = max(self._seq, last)
+        self._info = self._unpack_info(data[size:])
+        self._session = session
+        self.opens += 1
+        return self._info
+
+    @staticmethod
+    def _unpack_info(data):
+        try:
+            return DeviceInfo.unpack(data)
+        except FrameError as exc:
+            raise LinkError(f"The device's INFO reply is not usable: {exc}") from None
 
     def info(self):
         """What the device reports (:class:`~sparqforge.protocol.DeviceInfo`); its
@@ -251,10 +368,7 @@ class Device:
             host derives other widths from.
         """
         if self._info is None:
-            try:
-                self._info = DeviceInfo.unpack(self._ok(Command.INFO))
-            except FrameError as exc:
-                raise LinkError(f"The device's INFO reply is not usable: {exc}") from None
+            self._info = self._unpack_info(self._ok(Command.INFO))
         return self._info
 
     @property

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, DeviceRestarted
 from .. import golden, nm_format
 from . import layouts
 from ...protocol import Mode, RunDescriptor, Space, encode_address
@@ -112,6 +112,7 @@ class Runner:
                                    f"holds {info.act_depth // 2}")
         self.cycles = 0
         self.runs = 0
+        self.restarts = 0
         self._tables = (None, None)
 
     def _check_accumulator(self, layer, where):
@@ -152,8 +153,25 @@ class Runner:
         return layouts.pack_weight_words(values.reshape(beats, cols, -1),
                                          np.asarray(indices).reshape(beats, cols, -1), info)
 
-    def load(self):
-        """Write every layer's weights, requantization parameters and thresholds."""
+    def load(self, *, restarts=3):
+        """Write every layer's weights, requantization parameters and thresholds (again
+        from the start after the device opened anew, when it restarts meanwhile).
+
+        Raises
+        ------
+        DeviceRestarted
+            When the device restarts more than ``restarts`` times in all.
+        """
+        try:
+            self._load()
+        except DeviceRestarted:
+            if self.restarts >= restarts:
+                raise
+            self.restarts += 1
+            self._reload(restarts)
+
+    def _load(self):
+        self._tables = (None, None)
         info = self.config
         for plan in self.plans.values():
             layer = plan.layer
@@ -263,18 +281,52 @@ class Runner:
                                            last.layer["out_features"]))
         return np.concatenate(outputs)
 
-    def infer(self, codes, *, batch=None, progress=None):
+    def infer(self, codes, *, batch=None, progress=None, restarts=3):
         """Output codes ``[B, classes]`` for input codes ``[B, ...]`` (as from
-        :meth:`Bundle.quantize_input`). ``progress(done, total)`` is called per batch."""
+        :meth:`Bundle.quantize_input`). ``progress(done, total)`` is called per batch.
+
+        A device that restarts during a batch (its session changes: power cycle,
+        reconfiguration, reset) has lost what :meth:`load` wrote: the batch is run again
+        after the device is opened and loaded anew, at most ``restarts`` times in all.
+
+        Raises
+        ------
+        DeviceRestarted
+            When the device restarts more than ``restarts`` times.
+        LinkError
+            When the link fails.
+        """
         codes = np.asarray(codes, dtype=np.int64)
         total = len(codes)
         batch = batch or total
         outputs = []
         for start in range(0, total, batch):
-            outputs.append(self._infer_batch(codes[start:start + batch]))
+            while True:
+                try:
+                    outputs.append(self._infer_batch(codes[start:start + batch]))
+                    break
+                except DeviceRestarted:
+                    if self.restarts >= restarts:
+                        raise
+                    self.restarts += 1
+                    self._reload(restarts)
             if progress is not None:
                 progress(min(start + batch, total), total)
         return np.concatenate(outputs)
+
+    def _reload(self, restarts):
+        """Open the restarted device and load it again (it may restart meanwhile)."""
+        while True:
+            try:
+                if self.device.open().config != self.config:
+                    raise ConfigError("The device came back with another configuration; "
+                                      "compile the bundle for it again")
+                self._load()
+                return
+            except DeviceRestarted:
+                if self.restarts >= restarts:
+                    raise
+                self.restarts += 1
 
     def _infer_batch(self, x):
         for kind, item in self._segments():

@@ -82,7 +82,7 @@ def test_a_layer_through_the_link_equals_the_golden_device(config):
     records = layouts.pack_requant(rng.integers(-500, 500, config.cols), multiplier, shift,
                                    rng.integers(0, 20, config.cols), [1, 0] * (config.cols // 2))
     bodies = [
-        frame(1, Command.INFO),
+        frame(1, Command.OPEN, REQUESTS[Command.OPEN].pack(0xC0FFEE)),
         write(2, Space.ACT, 0, rng.integers(0, 256, (4, config.cols))),
         write(3, Space.ACT, encode_address(Space.ACT, config, bank=1), rng.integers(
             0, 256, (4, config.cols))),
@@ -102,13 +102,14 @@ def test_a_layer_through_the_link_equals_the_golden_device(config):
     assert len(replies) == len(bodies)
     for body, reply in zip(bodies, replies):
         want = model.handle(body)
-        if body[1] == Command.RUN and reply[1] == Status.OK:
-            assert reply[:2] == want[:2] and reply[2:-CRC_BYTES] != bytes(4), body.hex()
+        if body[4] == Command.RUN and reply[4] == Status.OK:
+            assert reply[:9] == want[:9] and reply[9:-CRC_BYTES] != bytes(4), body.hex()
         else:
             assert reply == want, (body.hex(), reply.hex(), want.hex())
-    assert replies[0][2:-CRC_BYTES] == DeviceInfo.of(config).pack()
+    assert replies[0][9 + 4:-CRC_BYTES] == DeviceInfo.of(config).pack()
+    assert [reply[4] for reply in replies] == [Status.OK] * 8 + [Status.RANGE, Status.COMMAND]
     # The RUN computed something: the output words are not all zero.
-    assert any(replies[6][2:-CRC_BYTES]) or any(replies[7][2:-CRC_BYTES])
+    assert any(replies[6][9:-CRC_BYTES]) or any(replies[7][9:-CRC_BYTES])
 
 
 def test_settle_covers_the_core_pipeline():

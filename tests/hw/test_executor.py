@@ -14,8 +14,7 @@ from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.array_core import ArrayCore
 from sparqforge.hw.executor import Executor
 from sparqforge.protocol import (CRC_BYTES, CRC_RESIDUE, HEADER_BYTES, REQUESTS, Command, DeviceInfo,
-                                 RunDescriptor, Space, Status, encode_address, frame,
-                                 word_bytes)
+                                 RunDescriptor, Space, Status, encode_address, frame)
 from sparqforge.sw.runtime import layouts
 from sparqforge.sw.runtime.device_model import DeviceModel
 
@@ -117,7 +116,7 @@ class Bench:
         return replies
 
     def _record(self, ctx):
-        dut, config = self.dut, self.config
+        dut = self.dut
         en = ctx.get(dut.host_write.en)
         if en:
             bank = en.bit_length() - 1
@@ -157,12 +156,32 @@ TABLES_4 = AcceleratorConfig(rows=2, cols=4, sparsity=(2, 4), tables=True, act_d
                              w_depth=32, groups=4, frame_bytes=128)
 
 
+def renumber(bodies, first=1):
+    """The same requests with sequence numbers ``first``, ``first + 1``, ... (a damaged body
+    stays as it is)."""
+    out = []
+    for offset, body in enumerate(bodies):
+        if zlib.crc32(body) != CRC_RESIDUE:
+            out.append(body)
+            continue
+        out.append(frame(first + offset, body[4], body[5:-CRC_BYTES]))
+    return out
+
+
+def open_frame(session=0x5EED, seq=1):
+    return frame(seq, Command.OPEN, REQUESTS[Command.OPEN].pack(session))
+
+
 def request_set(config, rng):
-    """Frames exercising every command and every status, with their golden replies."""
+    """Frames exercising every command and every status, sequence numbers in order."""
     cols = config.cols
     wb = config.weight_bytes
     bodies = [
+        write(Space.ACT, 0, rng.integers(0, 256, (1, cols))),   # before any OPEN: SESSION
         frame(1, Command.INFO),
+        frame(1, Command.OPEN, b"\1\2\3"),                      # OPEN's length one off
+        open_frame(session=0),                                   # a zero nonce: RANGE
+        open_frame(),
         write(Space.ACT, encode_address(Space.ACT, config, bank=1, word=3),
               rng.integers(0, 256, (2, cols))),
         write(Space.WEIGHT, 5, rng.integers(0, 256, (2, wb))),
@@ -190,6 +209,7 @@ def request_set(config, rng):
         run(w_base=config.w_depth),                          # weights out of range
         run(k_steps=0),                                      # an empty layer
         run(mode=2),                                         # thresholds without tables
+        run(mode=0x10),                                      # a mode bit no mode has
     ]
     if config.tables:
         count = config.thresholds
@@ -214,7 +234,7 @@ def request_set(config, rng):
                   np.zeros((1, 10))),
             run(step=3, mode=3),
         ]
-    return bodies
+    return renumber(bodies)
 
 
 @pytest.mark.parametrize("config", [DENSE, TABLES, TABLES_4],
@@ -222,29 +242,38 @@ def request_set(config, rng):
 def test_replies_equal_the_golden_device(config):
     rng = np.random.default_rng(3)
     bodies = request_set(config, rng)
-    damaged = bytearray(frame(9, Command.INFO))
-    damaged[1] ^= 1
-    bodies.append(bytes(damaged))
+    damaged = bytearray(frame(900, Command.INFO))
+    damaged[5] ^= 1
+    last = int.from_bytes(bodies[-1][:4], "little")
+    bodies += [bytes(damaged),
+               # A replay of an old request and a request reusing the last number: STALE.
+               bodies[6], frame(last, Command.READ, REQUESTS[Command.READ].pack(0, 0, 1)),
+               # Another host opens the device; the session in later replies is its.
+               open_frame(session=0xABCDEF01, seq=2), read(0, 1, seq=last + 5)]
     bench = Bench(config)
     replies = bench.run(bodies)
     golden = DeviceModel(config)
     for body, reply in zip(bodies, replies):
         want = golden.handle(body)
-        if reply[1:2] == bytes([Status.OK]) and body[1] == Command.RUN:
+        if reply[4] == Status.OK and body[4] == Command.RUN:
             # The golden model does not count cycles.
-            assert reply[:2] == want[:2] and reply[2:] == struct.pack("<I", LAYER_CYCLES), body
+            assert reply[:9] == want[:9] and reply[9:] == struct.pack("<I", LAYER_CYCLES), body
         else:
             assert reply == want[:-CRC_BYTES], (body.hex(), reply.hex(), want.hex())
     assert bench.starts == sum(1 for body, reply in zip(bodies, replies)
-                               if body[1] == Command.RUN and reply[1] == Status.OK)
-    assert replies[0][2:] == DeviceInfo.of(config).pack()
+                               if body[4] == Command.RUN and reply[4] == Status.OK)
+    statuses = [reply[4] for reply in replies]
+    assert replies[1][9:] == DeviceInfo.of(config).pack()
+    assert statuses[:5] == [Status.SESSION, Status.OK, Status.LENGTH, Status.RANGE, Status.OK]
+    assert statuses[-5:] == [Status.CRC, Status.STALE, Status.STALE, Status.OK, Status.OK]
+    assert replies[-1][5:9] == (0xABCDEF01).to_bytes(4, "little")
 
 
 def test_a_frame_longer_than_the_buffer_gets_length():
     bench = Bench(DENSE)
-    long_write = write(Space.ACT, 0, np.zeros((40, DENSE.cols)))
-    replies = bench.run([long_write, frame(2, Command.INFO)], overflow={0})
-    assert [reply[:2] for reply in replies] == [bytes([1, Status.LENGTH]), bytes([2, Status.OK])]
+    long_write = write(Space.ACT, 0, np.zeros((40, DENSE.cols)), seq=2)
+    replies = bench.run([open_frame(), long_write, frame(3, Command.INFO)], overflow={1})
+    assert [reply[4] for reply in replies] == [Status.OK, Status.LENGTH, Status.OK]
     assert bench.commits == []
 
 
@@ -253,11 +282,12 @@ def test_commits_reach_memories_and_tables():
     rng = np.random.default_rng(5)
     words = rng.integers(0, 256, (3, TABLES.cols))
     records = layouts.pack_requant([1, -2, 3], [100, 200, 300], [0, -1, 1], [4, 5, 6], [1, 0, 1])
-    bench.run([write(Space.ACT, encode_address(Space.ACT, TABLES, bank=2, word=5), words),
-               write(Space.REQUANT, encode_address(Space.REQUANT, TABLES, group=3), records),
-               write(Space.THRESHOLD, encode_address(Space.THRESHOLD, TABLES, group=1, lane=1,
-                                                     index=2),
-                     np.array([[0xFE, 0xFF, 0xFF, 0xFF]]))])
+    bench.run(renumber([
+        open_frame(),
+        write(Space.ACT, encode_address(Space.ACT, TABLES, bank=2, word=5), words),
+        write(Space.REQUANT, encode_address(Space.REQUANT, TABLES, group=3), records),
+        write(Space.THRESHOLD, encode_address(Space.THRESHOLD, TABLES, group=1, lane=1,
+                                              index=2), np.array([[0xFE, 0xFF, 0xFF, 0xFF]]))]))
     assert bench.commits == [("act", 2, 5 + i, words[i].tolist()) for i in range(3)]
     requant = [p for name, p in bench.cfg if name == "cfg_requant"]
     fields = layouts.unpack_requant(records)

@@ -9,7 +9,7 @@ import pytest
 from sparqforge.config import PRESETS, AcceleratorConfig
 from sparqforge.hw.accelerator import Accelerator
 from sparqforge.protocol import (WEIGHT_TABLE_ALL_BIT, Command, RunDescriptor, SlipDecoder,
-                                 Space, Status, frame, slip_encode, unframe)
+                                 Space, Status, frame, slip_encode, unframe_reply)
 from sparqforge.sim.link_model import LinkModel
 from sparqforge.sw import golden
 from sparqforge.sw.runtime import layouts
@@ -91,6 +91,8 @@ def test_random_programs_match_the_golden_device(name):
 
 def test_protocol_errors_match_the_golden_device():
     rtl, gold, info = devices(SMALL["dense_2x4"])
+    rtl.open()
+    gold.open()
     requests = [
         (Command.INFO, b""),
         (0x7E, b""),
@@ -113,10 +115,10 @@ def test_protocol_errors_match_the_golden_device():
         assert rtl.raw(command, payload) == gold.raw(command, payload), (command, payload)
     # A damaged frame gets a CRC reply and changes nothing.
     damaged = bytearray(frame(77, Command.WRITE, struct.pack("<BI", Space.ACT, 0) + bytes(4)))
-    damaged[7] ^= 1
+    damaged[10] ^= 1
     reply = SlipDecoder().feed(rtl.transport.exchange(slip_encode(bytes(damaged)),
                                                       budget=10 ** 6))
-    assert [unframe(body)[:2] for body in reply] == [(77, Status.CRC)]
+    assert [unframe_reply(body)[:2] for body in reply] == [(77, Status.CRC)]
     rtl.close()
 
 
@@ -145,7 +147,7 @@ def test_clock_gating_changes_nothing(bundles, trained, demo_model):
     results = []
     for args in ((), ("--no-gating",)):
         transport = PipeTransport(demo_model, args)
-        runner = Runner(bundle, Device(transport))
+        runner = Runner(bundle, Device(transport, nonces=[0x5EED]))
         runner.load()
         results.append((runner.infer(codes), runner.cycles, transport.cycles))
         transport.close()
@@ -164,3 +166,22 @@ def test_faults_on_the_rtl_link_are_recovered(bundles, trained, demo_model):
     device.close()
     assert np.array_equal(got, golden.run_network(bundle.layers, codes))
     assert faulty.injected > 0 and device.retransmissions > 0
+
+
+def test_a_device_restart_mid_inference_on_the_rtl_is_recovered(bundles, trained, demo_model):
+    # The harness resets the Verilated device between requests (as a power cycle or
+    # reconfiguration would): the runner sees the device's session drop to 0 at the next
+    # reply, opens and loads it again, and the results equal the golden model's.
+    from sparqforge.sw.runtime.link import RestartingTransport
+
+    bundle = bundles("cnn", "uniform-w8a8")
+    codes = bundle.quantize_input(trained[1][2][:24].numpy())
+    want = golden.run_network(bundle.layers, codes)
+    for point in (5, 40, 120):
+        transport = RestartingTransport(PipeTransport(demo_model), at=[point])
+        runner = Runner(bundle, Device(transport))
+        runner.load()
+        got = runner.infer(codes, batch=12)
+        transport.close()
+        assert transport.injected == 1 and runner.restarts == 1, point
+        assert np.array_equal(got, want), point

@@ -8,7 +8,7 @@ import pytest
 from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.soc import Soc
 from sparqforge.protocol import (Command, DeviceInfo, SlipDecoder, Status, frame,
-                                 slip_encode, unframe)
+                                 slip_encode, unframe_reply)
 from sparqforge.sim.uart_model import UartLinkModel
 from sparqforge.sw import golden
 from sparqforge.sw.runtime.link import Device, PipeTransport
@@ -61,14 +61,14 @@ def test_uart_soc_answers_a_damaged_frame_with_a_crc_error(soc_model):
     try:
         good = frame(5, Command.INFO)
         damaged = bytearray(good)
-        damaged[1] ^= 0x04
+        damaged[4] ^= 0x04
         replies = []
         for body in (bytes(damaged), good):
             raw = transport.exchange(slip_encode(body), budget=2_000_000)
-            replies += [unframe(reply) for reply in SlipDecoder().feed(raw)]
-        assert [(seq, status) for seq, status, _ in replies] == [(5, Status.CRC),
-                                                                  (5, Status.OK)]
+            replies += [unframe_reply(reply) for reply in SlipDecoder().feed(raw)]
+        assert [(seq, status, session) for seq, status, session, _ in replies] == [
+            (5, Status.CRC, 0), (5, Status.OK, 0)]
         # INFO's reply is exactly what the protocol says this configuration reports.
-        assert replies[1][2] == DeviceInfo.of(CONFIG).pack()
+        assert replies[1][3] == DeviceInfo.of(CONFIG).pack()
     finally:
         transport.close()

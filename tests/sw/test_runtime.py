@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from sparqforge.config import PRESETS
-from sparqforge.errors import LinkError
-from sparqforge.protocol import (Command, RunDescriptor, Space, Status, frame, slip_encode,
-                                 SlipDecoder, unframe)
+from sparqforge.errors import DeviceRestarted, LinkError
+from sparqforge.protocol import (REQUESTS, Command, RunDescriptor, Space, Status, frame,
+                                 slip_encode, SlipDecoder, unframe_reply)
 from sparqforge.sw import golden
 from sparqforge.sw.runtime.device_model import DeviceModel
 from sparqforge.sw.runtime.link import Device, FaultyTransport, LoopbackTransport
@@ -72,12 +72,14 @@ def test_a_dead_link_raises_instead_of_hanging(demo_info):
 
 
 def reply(model, body):
-    seq, status, data = unframe(model.handle(body))
+    seq, status, session, data = unframe_reply(model.handle(body))
     return Status(status), data
 
 
 def test_device_model_statuses(demo_info):
     model = DeviceModel(demo_info)
+    assert reply(model, frame(1, Command.WRITE, struct.pack("<BI", 0, 0)))[0] == Status.SESSION
+    assert reply(model, frame(1, Command.OPEN, REQUESTS[Command.OPEN].pack(77)))[0] == Status.OK
     assert reply(model, frame(1, Command.INFO))[0] == Status.OK
     assert reply(model, frame(2, 0x7E))[0] == Status.COMMAND
     assert reply(model, frame(3, Command.WRITE, struct.pack("<BI", 9, 0) + b"x"))[0] \
@@ -89,8 +91,10 @@ def test_device_model_statuses(demo_info):
     bad_step = RunDescriptor(1, 1, 1, 0, 1, 3, 0, 0, 0, 1, 0)
     assert reply(model, frame(6, Command.RUN, bad_step.pack()))[0] == Status.RANGE
     damaged = bytearray(frame(7, Command.INFO))
-    damaged[1] ^= 4
+    damaged[4] ^= 4
     assert reply(model, bytes(damaged)) == (Status.CRC, b"")
+    assert reply(model, frame(6, Command.READ, REQUESTS[Command.READ].pack(0, 0, 1)))[0] \
+        == Status.STALE
 
 
 def test_slip_framing_survives_special_bytes():
@@ -110,3 +114,55 @@ def test_compile_errors_name_the_layer_and_the_fix(bundles):
     small = PRESETS["int8"].replace(w_depth=100)
     with pytest.raises(CompileError, match="weight words; the accelerator holds 100"):
         Runner(bundles("mlp", "uniform-w8a8"), golden_device(small))
+
+
+def test_a_device_restart_mid_inference_is_recovered_or_refused(bundles, trained, demo_info):
+    # A restart between any two requests (before loading ends, between layers, between
+    # batches): the runner sees the session change at the next reply, opens and loads the
+    # device again and repeats the batch; every run equals a clean one.
+    from sparqforge.sw.runtime.link import RestartingTransport
+
+    bundle = bundles("mlp", "power-w4")
+    codes = bundle.quantize_input(trained[1][2][:96].numpy())
+    want = golden.run_network(bundle.layers, codes)
+    clean = RestartingTransport(LoopbackTransport(DeviceModel(demo_info)), at=())
+    runner = Runner(bundle, Device(clean))
+    runner.load()
+    runner.infer(codes, batch=32)
+    total = clean.exchanges
+    rng = np.random.default_rng(0)
+    points = sorted(set(rng.integers(1, total, 30).tolist()))
+    recovered = 0
+    for point in points:
+        transport = RestartingTransport(LoopbackTransport(DeviceModel(demo_info)), at=[point])
+        runner = Runner(bundle, Device(transport))
+        runner.load()
+        got = runner.infer(codes, batch=32)
+        assert transport.injected == 1 and runner.restarts <= 1, point
+        assert np.array_equal(got, want), point
+        recovered += runner.restarts
+    # (A restart before the session was first opened needs no recovery.)
+    assert recovered >= len(points) - 2
+    # A device that restarts again and again: one clear error, not a wrong answer.
+    transport = RestartingTransport(LoopbackTransport(DeviceModel(demo_info)),
+                                    at=range(3, 10 ** 6, 3))
+    runner = Runner(bundle, Device(transport))
+    with pytest.raises(DeviceRestarted, match="restarted"):
+        runner.load()
+        runner.infer(codes, batch=32)
+    assert runner.restarts == 3
+
+
+def test_without_session_checks_a_restart_would_be_silent(bundles, trained, demo_info):
+    # What the session check guards against: the same restart, with the device's session
+    # forced back to the host's nonce, runs on cleared memories and gives wrong codes.
+    bundle = bundles("mlp", "uniform-w8a8")
+    codes = bundle.quantize_input(trained[1][2][:32].numpy())
+    transport = LoopbackTransport(DeviceModel(demo_info))
+    device = Device(transport)
+    runner = Runner(bundle, device)
+    runner.load()
+    transport.restart()
+    transport.model.session = device.session
+    got = runner.infer(codes)
+    assert not np.array_equal(got, golden.run_network(bundle.layers, codes))
