@@ -6,12 +6,16 @@ input is kept channels-last (``[images, height, width, channels]``) and lowered 
 im2col with columns ordered ``(kh, kw, channel)``, padded with the input's zero-point code.
 """
 
-__all__ = ["im2col", "max_pool", "avg_pool", "flatten_nchw", "matmul_layer", "run_network"]
+__all__ = ["ACT_BITS", "im2col", "max_pool", "avg_pool", "flatten_nchw", "matmul_layer",
+           "run_network"]
 
 import numpy as np
 
 from .power import threshold_unit
 from .mac_array import requantize_layer
+
+#: Width of the unsigned activation codes between layers (and of a network's input codes).
+ACT_BITS = 8
 
 
 def im2col(x, *, kernel, stride, padding, pad_code):
@@ -76,7 +80,7 @@ def matmul_layer(codes, layer):
         return threshold_unit(acc, layer["thresholds"])
     return requantize_layer(acc, bias=layer["bias"], multiplier=layer["multiplier"],
                             shift=layer["shift"], zero_point=layer["zero_point"],
-                            relu=np.asarray(layer["relu"], dtype=bool), out_bits=8,
+                            relu=np.asarray(layer["relu"], dtype=bool), out_bits=ACT_BITS,
                             out_signed=False)
 
 

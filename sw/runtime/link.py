@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 from ...errors import DeviceRestarted, LinkError, ToolError
-from ...protocol import (OPEN_REPLY, REQUESTS, RUN_REPLY, SEQUENCED, Command, DeviceInfo,
-                         FrameError, SlipDecoder, Space, Status, frame, max_payload,
-                         slip_encode, unframe_reply, write_words_per_frame)
+from ...protocol import (OPEN_REPLY, REQUESTS, RUN_REPLY, SEQ_BYTES, SEQUENCED, Command,
+                         DeviceInfo, FrameError, SlipDecoder, Space, Status, frame,
+                         max_payload, slip_encode, unframe_reply, write_words_per_frame)
 
 
 class Transport:
@@ -145,6 +145,12 @@ class SerialTransport(Transport):
         return 0.5 + 4 * cycles / self._clock_hz + 2 * 4096 * 10 / self._baud
 
     def exchange(self, data, *, budget):
+        """Send ``data`` (one SLIP-encoded request) and read until a frame with the request's
+        sequence number arrives or ``budget`` seconds pass. Frames with another sequence
+        number (late replies to earlier attempts, which a board sends after a long RUN)
+        are read past, not taken for the answer."""
+        sent = SlipDecoder().feed(data)
+        awaited = sent[-1][:SEQ_BYTES] if sent else None
         self._port.reset_input_buffer()
         self._port.write(data)
         deadline = time.monotonic() + budget
@@ -154,7 +160,7 @@ class SerialTransport(Transport):
             chunk = self._port.read(4096)
             if chunk:
                 received += chunk
-                if probe.feed(chunk):
+                if any(body[:SEQ_BYTES] == awaited for body in probe.feed(chunk)):
                     break
         return bytes(received)
 

@@ -74,9 +74,7 @@ class Runner:
             if needs_tables and not info.tables:
                 raise CompileError(f"{where} uses power-exponent tables or thresholds; "
                                    f"generate the accelerator with tables")
-            if layer.get("weight_table") is None and layer["weight_bits"] > info.w_bits:
-                raise CompileError(f"{where} has {layer['weight_bits']}-bit weights; the "
-                                   f"array multiplies {info.w_bits}-bit weights")
+            self._check_operands(layer, where)
             if layer["output"] == "threshold":
                 count = layer["thresholds"].shape[1]
                 if count > (1 << info.threshold_bits) - 1:
@@ -114,6 +112,29 @@ class Runner:
         self.runs = 0
         self.restarts = 0
         self._tables = (None, None)
+
+    def _check_operands(self, layer, where):
+        """Activation and weight operands must be the device's, judged from the arrays (the
+        weights and tables a layer carries), never from what the bundle declares."""
+        info = self.config
+        if info.a_bits != golden.ACT_BITS:
+            raise CompileError(f"{where} takes {golden.ACT_BITS}-bit activation codes; the "
+                               f"accelerator's activations are {info.a_bits}-bit: generate "
+                               f"it with a_bits={golden.ACT_BITS}")
+        if layer.get("act_table") is not None:
+            need = golden.signed_bits_for(0, int(np.max(layer["act_table"]))) - 1
+            if need > info.a_bits:
+                raise CompileError(f"{where}'s activation table holds {need}-bit operands; "
+                                   f"the array multiplies {info.a_bits}-bit activations")
+        w = np.asarray(layer["weight"], dtype=np.int64)
+        if layer.get("weight_table") is not None:
+            w = np.asarray(layer["weight_table"], dtype=np.int64)[w & 0xFF]
+        need = golden.signed_bits_for(int(w.min(initial=0)), int(w.max(initial=0)))
+        if need > info.w_bits:
+            declared = layer.get("weight_bits")
+            raise CompileError(f"{where}'s weights need {need}-bit signed operands (the bundle "
+                               f"declares {declared}-bit weights); the array multiplies "
+                               f"{info.w_bits}-bit weights: generate it with w_bits={need}")
 
     def _check_accumulator(self, layer, where):
         """The largest accumulator magnitude this layer can produce must fit the device."""

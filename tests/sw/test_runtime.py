@@ -1,6 +1,7 @@
 """The runtime on the golden device model: compiled programs equal the golden network,
 the protocol survives dropped, corrupted and duplicated bytes, and errors are clear."""
 
+import copy
 import struct
 
 import numpy as np
@@ -166,3 +167,23 @@ def test_without_session_checks_a_restart_would_be_silent(bundles, trained, demo
     transport.model.session = device.session
     got = runner.infer(codes)
     assert not np.array_equal(got, golden.run_network(bundle.layers, codes))
+
+
+def test_operand_widths_are_checked_from_the_arrays(bundles):
+    # An 8-bit-activation bundle on a 4-bit-activation accelerator: refused before any RUN.
+    bundle = bundles("mlp", "uniform-w8a8")
+    a4 = PRESETS["int8"].replace(a_bits=4)
+    with pytest.raises(CompileError, match="takes 8-bit activation codes; the accelerator's "
+                                           "activations are 4-bit"):
+        Runner(bundle, golden_device(a4))
+    # 8-bit weights that claim 4 bits, on an 8-bit-activation, 4-bit-weight accelerator:
+    # the runner judges the weights themselves, whatever the bundle declares.
+    claimed = copy.deepcopy(bundle)
+    for layer in claimed.matmul_layers():
+        layer["weight_bits"] = 4
+    w4 = PRESETS["int8"].replace(w_bits=4)
+    with pytest.raises(CompileError, match=r"weights need 8-bit signed operands \(the bundle "
+                                           r"declares 4-bit weights\)"):
+        Runner(claimed, golden_device(w4))
+    # A 4-bit-weight bundle fits the same accelerator.
+    Runner(bundles("mlp", "sparse24-w4"), golden_device(w4.replace(sparsity=(2, 4))))
