@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BundleError
+from .golden.numerics import round_half_away
 
 FORMAT = "sparqforge-bundle"
 VERSION = 1
@@ -46,7 +47,7 @@ class Bundle:
         """Float inputs ``[B, *shape]`` to input codes (channels-last for images)."""
         x = np.asarray(x, dtype=np.float64).reshape(-1, *self.input["shape"])
         scaled = x / self.input["scale"]
-        codes = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + self.input["zero_point"]
+        codes = round_half_away(scaled) + self.input["zero_point"]
         codes = np.clip(codes, 0, 255).astype(np.int64)
         return codes.transpose(0, 2, 3, 1) if codes.ndim == 4 else codes
 

@@ -1,8 +1,10 @@
 """Export a quantized PyTorch model to a bundle of integer-only layers.
 
-Supported: ``nn.Sequential`` of Linear, Conv2d (``groups=1``, zero padding, no dilation),
-ReLU directly after a Linear/Conv2d, MaxPool2d, AvgPool2d and Flatten. Anything else is
-rejected with an error naming the layer and its type.
+Supported: what :func:`sparqforge.sw.layers.check_model` accepts (an ``nn.Sequential`` of
+Linear, Conv2d with ``groups=1``, ``dilation=1`` and integer zero padding, ReLU directly after
+a Linear/Conv2d, MaxPool2d, AvgPool2d and Flatten), the same check
+:func:`~sparqforge.sw.quantize.quantize_model` runs. Anything else, and any quantization the
+integer pipeline cannot express, is rejected with an error naming the layer and the fix.
 
 For every Linear/Conv2d, with input codes of scale ``s_in`` and zero point ``z_in`` (or a
 power-domain input with table ``A`` and scale ``beta / 255``) and integer weights ``w`` of
@@ -24,9 +26,10 @@ from torch import nn
 from ..errors import UnsupportedLayerError
 from . import golden
 from .bundle import Bundle, validate
+from .golden.numerics import round_half_away
+from .layers import SUPPORTED_LAYERS, check_model
 from .nm_format import find_violation
 
-SUPPORTED_LAYERS = "Linear, Conv2d, ReLU (after Linear/Conv2d), MaxPool2d, AvgPool2d, Flatten"
 A_MAX = 255
 NEVER = (1 << 31) - 1
 
@@ -35,34 +38,13 @@ def _pair(value):
     return [int(v) for v in (value if isinstance(value, (tuple, list)) else (value, value))]
 
 
-def _check_model(model):
-    if not isinstance(model, nn.Sequential):
-        raise UnsupportedLayerError(f"Export needs an nn.Sequential, not {type(model).__name__}")
-    previous = None
-    for name, module in model.named_children():
-        if isinstance(module, nn.Conv2d):
-            if (module.groups != 1 or _pair(module.dilation) != [1, 1]
-                    or module.padding_mode != "zeros" or isinstance(module.padding, str)):
-                raise UnsupportedLayerError(
-                    f"Layer {name!r} (Conv2d) uses groups, dilation, string or non-zero "
-                    f"padding, which sparqforge cannot export; use groups=1, dilation=1 and "
-                    f"integer zero padding")
-        elif isinstance(module, nn.ReLU):
-            if not isinstance(previous, (nn.Linear, nn.Conv2d)):
-                raise UnsupportedLayerError(
-                    f"Layer {name!r} (ReLU) must directly follow a Linear or Conv2d layer")
-        elif not isinstance(module, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten)):
-            raise UnsupportedLayerError(
-                f"Layer {name!r} ({type(module).__name__}) is not supported; sparqforge "
-                f"exports {SUPPORTED_LAYERS}")
-        previous = module
-
-
-def _uniform_params(quantizer):
-    """``(scale, zero_point)`` of a uniform quantizer as unsigned 8-bit codes."""
+def _uniform_params(quantizer, what):
+    """``(scale, zero_point)`` of a uniform quantizer as unsigned 8-bit codes; ``what`` names
+    the activations for the error message."""
     offset = 128 if quantizer.signed else 0
     if quantizer.bits != 8:
-        raise UnsupportedLayerError(f"Uniform activations must be 8-bit, not {quantizer.bits}")
+        raise UnsupportedLayerError(f"{what} are {quantizer.bits}-bit uniform codes, but uniform "
+                                    f"activations must be 8-bit: quantize them with act_bits=8")
     return float(quantizer.scale), int(quantizer.zero_point) + offset
 
 
@@ -136,19 +118,24 @@ def export_model(qmodel, calib, *, name, sparsity=None, threshold_bits=4):
     from .quantize import ActivationQuantizer
 
     model = qmodel.model
-    _check_model(model)
+    check_model(model)
     children = list(model.named_children())
     names = [n for n, m in children if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not names:
-        raise UnsupportedLayerError("The model has no Linear or Conv2d layer to export")
+        raise UnsupportedLayerError("The model has no Linear or Conv2d layer to export; "
+                                    "sparqforge runs matmul layers, so add at least one")
     qlayers = [qmodel.layers[n] for n in names]
     for ql in qlayers:
         if ql.input_quantizer is None:
-            raise UnsupportedLayerError(f"Layer {ql.name!r} has float inputs; quantize "
-                                        f"activations (act_bits=8 or 4)")
+            raise UnsupportedLayerError(f"Layer {ql.name!r} has float inputs; quantize its "
+                                        f"activations (act_bits=8 uniform, or power codes no "
+                                        f"wider than threshold_bits after the first layer)")
     first = qlayers[0].input_quantizer
     if first.method != "uniform":
-        raise UnsupportedLayerError("The first layer's input must be uniform 8-bit")
+        raise UnsupportedLayerError(f"Layer {names[0]!r} has {first.method} input codes, but "
+                                    f"the first layer's input must be uniform 8-bit (the "
+                                    f"bundle's input quantization): use act_method='uniform' "
+                                    f"for it")
 
     # The logits get an 8-bit asymmetric quantizer calibrated on the quantized model.
     with torch.no_grad():
@@ -171,24 +158,20 @@ def export_model(qmodel, calib, *, name, sparsity=None, threshold_bits=4):
                 bundle_layers.append(layer)
             elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
                 if probe.ndim != 4:
-                    raise UnsupportedLayerError(f"Layer {child_name!r} pools a non-image")
+                    raise UnsupportedLayerError(
+                        f"Layer {child_name!r} ({type(module).__name__}) pools a "
+                        f"{probe.ndim - 1}-D input, not an image; pool only [channels, height, "
+                        f"width] inputs (a 4-D batch)")
                 kernel, stride = _pair(module.kernel_size), _pair(module.stride or
                                                                   module.kernel_size)
-                if _pair(module.padding) != [0, 0] or getattr(module, "ceil_mode", False):
-                    raise UnsupportedLayerError(f"Layer {child_name!r} "
-                                                f"({type(module).__name__}) uses padding or "
-                                                f"ceil_mode, which sparqforge cannot export")
-                if isinstance(module, nn.MaxPool2d) and _pair(module.dilation) != [1, 1]:
-                    raise UnsupportedLayerError(f"Layer {child_name!r} (MaxPool2d) uses "
-                                                f"dilation")
                 bundle_layers.append({"type": "maxpool" if isinstance(module, nn.MaxPool2d)
                                       else "avgpool", "name": child_name, "kernel": kernel,
                                       "stride": stride})
             elif isinstance(module, nn.Flatten):
                 bundle_layers.append({"type": "flatten", "name": child_name})
             probe = module(probe)
-    in_scale, in_zero = _uniform_params(first)
-    out_scale, out_zero = _uniform_params(out_q)
+    in_scale, in_zero = _uniform_params(first, f"The input activations of layer {names[0]!r}")
+    out_scale, out_zero = _uniform_params(out_q, "The logits")
     bundle = Bundle(name=name, input={"shape": shape, "scale": in_scale,
                                       "zero_point": in_zero},
                     output={"scale": out_scale, "zero_point": out_zero,
@@ -209,19 +192,19 @@ def _matmul_layer(ql, module, probe, children, index, *, next_q, sparsity, thres
     if q_in.method == "power":
         if q_in.mac_bits != 8:
             raise UnsupportedLayerError(f"Layer {ql.name!r}: power activations need 8-bit "
-                                        f"table entries")
+                                        f"table entries, not mac_bits={q_in.mac_bits}: "
+                                        f"calibrate them with mac_bits=8")
         s_in, z_in = float(q_in.scale) / A_MAX, 0
         act_table = np.zeros(256, dtype=np.int64)
         act_table[:len(q_in.table)] = np.asarray(q_in.table, dtype=np.int64)
     else:
-        s_in, z_in = _uniform_params(q_in)
+        s_in, z_in = _uniform_params(q_in, f"The input activations of layer {ql.name!r}")
         act_table = None
     scale = s_in * s_w
     bias = (np.zeros(n_out) if ql.bias is None
             else ql.bias.detach().cpu().numpy().astype(np.float64))
     safe = np.where(scale > 0, scale, 1.0)
-    bias_int = np.where(scale > 0, np.sign(bias / safe) * np.floor(np.abs(bias / safe) + 0.5),
-                        0).astype(np.int64)
+    bias_int = np.where(scale > 0, round_half_away(bias / safe), 0).astype(np.int64)
     bias_int = bias_int - z_in * w_int.sum(axis=1)
     relu = (index + 1 < len(children) and isinstance(children[index + 1][1], nn.ReLU))
     layer = {"type": "matmul", "name": ql.name, "source": type(module).__name__,
@@ -245,12 +228,14 @@ def _matmul_layer(ql, module, probe, children, index, *, next_q, sparsity, thres
         count = (1 << next_q.bits) - 1
         if next_q.bits > threshold_bits:
             raise UnsupportedLayerError(f"Layer {ql.name!r}: {next_q.bits}-bit power "
-                                        f"activations need a {next_q.bits}-bit threshold unit")
+                                        f"activations need a {next_q.bits}-bit threshold unit, "
+                                        f"the target has {threshold_bits}-bit: quantize them "
+                                        f"with act_bits <= {threshold_bits}")
         layer["output"] = "threshold"
         layer["thresholds"] = _thresholds(next_q, scale, bias_int.astype(np.float64), count)
         layer.pop("relu")
     else:
-        s_out, z_out = _uniform_params(next_q)
+        s_out, z_out = _uniform_params(next_q, f"The activations after layer {ql.name!r}")
         multiplier, shift = golden.quantize_multiplier(np.where(scale > 0, scale / s_out, 0.0))
         layer.update(output="requant", bias=np.clip(bias_int, -(1 << 31), (1 << 31) - 1),
                      multiplier=multiplier, shift=shift,

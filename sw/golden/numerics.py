@@ -1,6 +1,7 @@
-"""Integer operand types and accumulator sizing shared by every block.
+"""Integer operand types and accumulator sizing shared by every block, and the
+round-half-away-from-zero helper the quantizers, the export and the bundle share.
 
-Everything here is plain Python integers; the hardware generators, the golden model, the
+The widths are plain Python integers; the hardware generators, the golden model, the
 runtime and the tests all derive their widths from these functions, so a width exists in
 exactly one place. See ``docs/numerics.md`` for the proof behind :func:`acc_bits`.
 """
@@ -8,7 +9,7 @@ exactly one place. See ``docs/numerics.md`` for the proof behind :func:`acc_bits
 __all__ = [
     "OPERAND_BITS", "INT32_MIN", "INT32_MAX",
     "operand_range", "product_range", "signed_bits_for", "acc_bits", "max_depth_for",
-    "check_operand", "wrap_signed",
+    "check_operand", "wrap_signed", "round_half_away",
 ]
 
 import numpy as np
@@ -120,3 +121,24 @@ def wrap_signed(x, bits):
     x = np.asarray(x, dtype=np.int64)
     half = np.int64(1) << np.int64(bits - 1)
     return ((x + half) & ((np.int64(1) << np.int64(bits)) - 1)) - half
+
+
+def round_half_away(x):
+    """Round to the nearest integer, ties away from zero (C ``round``), as float64.
+
+    The integer part is split off first and only the fraction is compared with 0.5; both
+    steps are exact for every finite float64. The shorter ``floor(|x| + 0.5)`` is not: the
+    addition rounds, so it gives 1 for ``0.49999999999999994`` (the largest float64 below
+    0.5) and is one too large for odd integers from ``2**52`` to ``2**53``. Infinities and
+    NaN pass through.
+
+    >>> round_half_away(np.array([0.49999999999999994, -0.5, 2.5, -2.5])).tolist()
+    [0.0, -1.0, 3.0, -3.0]
+    >>> round_half_away(np.array([0.5, 1.5, -1.5, 2.0 ** 52 + 1])).tolist()
+    [1.0, 2.0, -2.0, 4503599627370497.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mag = np.abs(x)
+    whole = np.floor(mag)
+    with np.errstate(invalid="ignore"):  # inf - inf: the comparison is False, inf stays inf
+        return np.sign(x) * (whole + (mag - whole >= 0.5))

@@ -1,18 +1,20 @@
-"""Bundle export and loading: round trip, malformed files refused with a clear error,
-unsupported layers named."""
+"""Bundle export and loading: round trip, malformed files refused with a clear error, each of
+export's own refusals named (the layer checks shared with quantize are in test_layers.py),
+input codes and biases rounded half away from zero."""
 
 import json
 import zipfile
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from sparqforge.errors import BundleError, UnsupportedLayerError
 from sparqforge.sw import bundle as bundle_io
-from sparqforge.sw import golden
+from sparqforge.sw import digits, golden
 from sparqforge.sw.export import export_model
-from sparqforge.sw.quantize import quantize_model
+from sparqforge.sw.quantize import ActivationQuantizer, quantize_model
 
 
 @pytest.fixture
@@ -105,23 +107,6 @@ def test_missing_file_says_how_to_make_one(tmp_path):
         bundle_io.load(tmp_path / "nothing.npz")
 
 
-@pytest.mark.parametrize("model,message", [
-    (nn.Sequential(nn.Linear(64, 10), nn.Sigmoid()),
-     r"Layer '1' \(Sigmoid\) is not supported"),
-    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10)),
-     r"Layer '1' \(BatchNorm2d\) is not supported"),
-    (nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(64, 10)),
-     r"Layer '1' \(ReLU\) must directly follow a Linear or Conv2d"),
-    (nn.Sequential(nn.Conv2d(1, 4, 3, groups=1, dilation=2), nn.Flatten(), nn.Linear(64, 10)),
-     r"Layer '0' \(Conv2d\) uses groups, dilation"),
-])
-def test_unsupported_layers_are_named(model, message, trained):
-    x = trained[1][0][:32]
-    with pytest.raises(UnsupportedLayerError, match=message):
-        qmodel = quantize_model(model, bits=8, method="uniform", act_bits=8, calib=x)
-        export_model(qmodel, x, name="bad")
-
-
 def test_export_rejects_asymmetric_weights(trained):
     model = trained[0]["mlp"]
     x = trained[1][0][:64]
@@ -130,3 +115,86 @@ def test_export_rejects_asymmetric_weights(trained):
         layer.weight.symmetric = False
     with pytest.raises(UnsupportedLayerError, match="asymmetric weights are not supported"):
         export_model(qmodel, x, name="asym")
+
+
+# ------------------------------------------------------------------------------------------
+# Export's own refusals: quantizations (not layers) the integer pipeline cannot express. Each
+# model passes check_model, so these messages come from export_model itself.
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def mlp():
+    return digits.make_model("mlp")
+
+
+def refused(qmodel, images, message, **options):
+    with pytest.raises(UnsupportedLayerError, match=message):
+        export_model(qmodel, images, name="bad", **options)
+
+
+def test_export_refuses_narrow_uniform_inputs(images):
+    qmodel = quantize_model(mlp(), bits=8, method="uniform", act_bits=6, act_calib=images)
+    refused(qmodel, images, r"The input activations of layer '1' are 6-bit uniform codes, but "
+                            r"uniform activations must be 8-bit: quantize them with act_bits=8")
+
+
+def test_export_refuses_narrow_uniform_outputs(images):
+    qmodel = quantize_model(mlp(), bits=8, method="uniform", act_bits=[8, 6, 8],
+                            act_calib=images)
+    refused(qmodel, images, r"The activations after layer '1' are 6-bit uniform codes")
+
+
+def test_export_refuses_a_model_without_matmuls(images):
+    qmodel = quantize_model(nn.Sequential(nn.MaxPool2d(2), nn.Flatten()), act_calib=images)
+    refused(qmodel, images, r"The model has no Linear or Conv2d layer to export; sparqforge "
+                            r"runs matmul layers, so add at least one")
+
+
+def test_export_refuses_float_inputs(images):
+    qmodel = quantize_model(mlp(), bits=8, method="uniform", act_bits=None)
+    refused(qmodel, images, r"Layer '1' has float inputs; quantize its activations")
+
+
+def test_export_refuses_power_codes_into_the_first_layer(images):
+    qmodel = quantize_model(mlp(), bits=4, act_bits=4, act_method="power", act_calib=images)
+    refused(qmodel, images, r"Layer '1' has power input codes, but the first layer's input "
+                            r"must be uniform 8-bit .*: use act_method='uniform' for it")
+
+
+def test_export_refuses_pooling_a_non_image(images):
+    # Images without a channel axis: torch pools [B, 8, 8] as one unbatched [C, H, W] image,
+    # the accelerator cannot.
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 10))
+    flat = images[:, 0]
+    qmodel = quantize_model(model, bits=8, method="uniform", act_bits=8, act_calib=flat)
+    refused(qmodel, flat, r"Layer '2' \(MaxPool2d\) pools a 2-D input, not an image; pool only "
+                          r"\[channels, height, width\] inputs")
+
+
+def power_mlp(images):
+    return quantize_model(mlp(), bits=4, act_bits=[8, 4, 4],
+                          act_method=["uniform", "power", "power"], act_calib=images)
+
+
+def test_export_refuses_power_tables_narrower_than_8_bits(images):
+    qmodel = power_mlp(images)
+    export_model(qmodel, images, name="fine")
+    # quantize_model always builds 8-bit tables; a hand-made quantizer can be narrower.
+    layer = qmodel.layers["3"]
+    upstream = nn.Sequential(*list(qmodel.fake_quant_model())[:3])(images)
+    layer.input_quantizer = ActivationQuantizer(4, "power", mac_bits=6).calibrate(upstream)
+    refused(qmodel, images, r"Layer '3': power activations need 8-bit table entries, not "
+                            r"mac_bits=6: calibrate them with mac_bits=8")
+
+
+def test_export_refuses_power_codes_wider_than_the_threshold_unit(images):
+    qmodel = power_mlp(images)
+    export_model(qmodel, images, name="fine", threshold_bits=4)
+    refused(qmodel, images, r"Layer '1': 4-bit power activations need a 4-bit threshold unit, "
+                            r"the target has 3-bit: quantize them with act_bits <= 3",
+            threshold_bits=3)

@@ -1,4 +1,5 @@
-"""N:M pruning and N:M-sparse training (sparqforge.sw.prune).
+"""N:M pruning and N:M-sparse training (sparqforge.sw.prune, which re-exports
+sparqforge.sw.nm_masks and sparqforge.sw.sparse_training).
 
 Reference masks, permutations and gradients are computed here with plain loops and stock
 PyTorch ops, never with the functions under test.
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparqforge.sw import digits, digits_pruning, nm_format, prune
+from sparqforge.sw import digits, digits_pruning, nm_format, nm_masks, prune, sparse_training
 
 PATTERNS = [(1, 2), (2, 4), (1, 4), (2, 8), (4, 8)]
 
@@ -449,3 +450,13 @@ def test_format_report_table():
     assert lines[0].split() == ["model", "pattern", "dense", "dense+ft", "one-shot", "bdwp",
                                 "srste", "exact", "N:M"]
     assert lines[2].split() == ["mlp", "2:4", "95.00", "96.00", "50.00", "94.12", "90.00", "yes"]
+
+
+def test_prune_reexports_masks_and_training():
+    """The split kept every name callers import from prune, as the same objects."""
+    for module in (nm_masks, sparse_training):
+        for name in module.__all__:
+            assert name in prune.__all__ and getattr(prune, name) is getattr(module, name)
+    assert set(prune.__all__) == {"PATTERNS", "prune_nm", "prune_model", "compress_layer",
+                                  "decompress_layer", *nm_masks.__all__,
+                                  *sparse_training.__all__}

@@ -6,7 +6,9 @@ from the module under test.
 """
 
 import doctest
+import importlib
 import math
+import pkgutil
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
@@ -17,6 +19,7 @@ from torch import nn
 from sparqforge.errors import UnsupportedLayerError
 from sparqforge.sw import digits
 from sparqforge.sw import quantize as qz
+from sparqforge.sw.quantize import datafree, search
 from sparqforge.sw.quantize import (
     EXPONENT_RANGE, ActivationQuantizer, FakeQuantLayer, power_act_table, power_table,
     quantize_model, quantize_weight, round_half_away, unfold_inputs,
@@ -107,7 +110,24 @@ def output_error(x, w, what):
 # ------------------------------------------------------------------------------------------
 
 def test_doctests():
-    assert doctest.testmod(qz).failed == 0
+    """Every module of the package; a run that attempts no example fails (the tables carry
+    two, and testmod on the package alone would find none since the split)."""
+    attempted = {}
+    for info in pkgutil.iter_modules(qz.__path__, qz.__name__ + "."):
+        result = doctest.testmod(importlib.import_module(info.name))
+        assert result.failed == 0, info.name
+        attempted[info.name] = result.attempted
+    assert attempted[qz.__name__ + ".tables"] >= 2
+    assert sum(attempted.values()) > 0
+
+
+def test_package_exports_the_public_names():
+    assert set(qz.__all__) == {
+        "EXPONENT_RANGE", "round_half_away", "power_table", "power_act_table",
+        "QuantizedWeight", "quantize_weight", "unfold_inputs", "ActivationQuantizer",
+        "FakeQuantLayer", "QuantizedLayer", "QuantizedModel", "quantize_model"}
+    for name in qz.__all__:
+        assert getattr(qz, name) is not None
 
 
 def test_round_half_away():
@@ -396,11 +416,11 @@ def test_forced_exponents_stay_finite(exponent, data):
 @pytest.mark.parametrize("bits", [3, 8])
 def test_exponent_reparametrisation_gradients_are_finite(theta, bits):
     th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
-    a = float(qz._exponent_from_theta(th.detach()))
+    a = float(search._exponent_from_theta(th.detach()))
     assert EXPONENT_RANGE[0] * (1 - 1e-12) <= a <= EXPONENT_RANGE[1] * (1 + 1e-12)
     q_max = 2 ** (bits - 1) - 1
     codes = torch.arange(-q_max, q_max + 1)
-    levels = qz._power_levels_t(codes, th, bits, 8)
+    levels = search._power_levels_t(codes, th, bits, 8)
     # The forward value is the integer table exactly.
     table = power_table(bits, a, 8)
     assert torch.equal(levels * 127, torch.from_numpy(table[codes.numpy() & (2 ** bits - 1)])
@@ -414,31 +434,31 @@ def test_refinement_from_extreme_exponents_is_finite(start):
     w2 = corner_weights()["huge_outliers"].copy()
     w2[2] = 0
     x = correlated(3, 64, 16).numpy()
-    problem = qz._Problem(w2, x.T @ x / len(x), method="power", bits=4, mac_bits=8,
+    problem = search._Problem(w2, x.T @ x / len(x), method="power", bits=4, mac_bits=8,
                           symmetric=True, per_channel=True)
     alpha = np.abs(w2).max(axis=1)
     alpha[alpha == 0] = 1.0
-    codes = qz._power_codes(w2, alpha, 4, start, 8)
+    codes = datafree._power_codes(w2, alpha, 4, start, 8)
     sol = (codes, alpha, np.zeros(8, dtype=np.int64), start)
-    refined = qz._refine_ste(problem, sol, learn_exponent=True, steps=30)
+    refined = search._refine_ste(problem, sol, learn_exponent=True, steps=30)
     assert np.all(np.isfinite(refined[1])) and math.isfinite(refined[3])
     assert problem.cost(refined) <= problem.cost(sol)
 
 
 def test_refinement_guard_catches_a_non_finite_gradient(monkeypatch):
     """The finiteness check inside the optimiser works (so the tests above mean something)."""
-    original = qz._power_levels_t
+    original = search._power_levels_t
 
     def poisoned(codes, theta, bits, mac_bits):
         return original(codes, theta, bits, mac_bits) + 0 * torch.sqrt(theta - 1e9)
 
-    monkeypatch.setattr(qz, "_power_levels_t", poisoned)
+    monkeypatch.setattr(search, "_power_levels_t", poisoned)
     w2 = np.random.default_rng(0).normal(size=(4, 8))
-    problem = qz._Problem(w2, np.eye(8), method="power", bits=4, mac_bits=8, symmetric=True,
+    problem = search._Problem(w2, np.eye(8), method="power", bits=4, mac_bits=8, symmetric=True,
                           per_channel=True)
-    codes, alpha, a = qz._power_datafree(w2, 4, 8, None, True)
+    codes, alpha, a = datafree._power_datafree(w2, 4, 8, None, True)
     with pytest.raises(FloatingPointError, match="Non-finite"):
-        qz._refine_ste(problem, (codes, alpha, np.zeros(4, dtype=np.int64), a),
+        search._refine_ste(problem, (codes, alpha, np.zeros(4, dtype=np.int64), a),
                        learn_exponent=True, steps=3)
 
 
@@ -575,6 +595,30 @@ def test_unfold_inputs_matches_conv():
     rows = unfold_inputs(conv, x)
     y2 = rows @ conv.weight.reshape(5, -1).T + conv.bias
     assert torch.allclose(y2, y.permute(0, 2, 3, 1).reshape(-1, 5))
+
+
+def test_unfold_inputs_valid_padding_is_zero_padding():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    valid = nn.Conv2d(3, 4, 3, padding="valid").double()
+    zero = nn.Conv2d(3, 4, 3, padding=0).double()
+    assert torch.equal(unfold_inputs(valid, x), unfold_inputs(zero, x))
+
+
+@pytest.mark.parametrize("layer,message", [
+    (nn.Conv2d(4, 4, 3, groups=2), r"Cannot unfold inputs of a Conv2d with groups=2; only "
+                                   r"groups=1 convolutions"),
+    (nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"),
+     r"Cannot unfold inputs of a Conv2d with padding_mode='circular'; F.unfold pads with "
+     r"zeros: use padding_mode='zeros'"),
+    (nn.Conv2d(4, 4, 3, padding="same"),
+     r"Cannot unfold inputs of a Conv2d with padding='same'; give the padding as integers"),
+    (nn.ReLU(), r"Cannot unfold inputs of ReLU; only Linear and Conv2d layers have quantizable "
+                r"weights"),
+])
+def test_unfold_inputs_refusals(layer, message):
+    with pytest.raises(UnsupportedLayerError, match=message):
+        unfold_inputs(layer, torch.zeros(1, 4, 6, 6))
 
 
 def test_conv_weight_data_driven():
