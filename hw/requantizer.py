@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..sw.golden import INT32_MAX, INT32_MIN, MULTIPLIER_BITS, check_operand, operand_range
-from .pipeline import QUEUE_LATENCY, queued_pipeline
+from .pipeline import QUEUE_LATENCY, Stages, queued_pipeline
 from .registered_multiplier import RegisteredMultiplier
 from .replica import replica
 
@@ -70,14 +70,38 @@ class Requantizer(wiring.Component):
         Always ready; ``lane``, ``group`` and ``param`` (:func:`requant_param_layout`). A
         write reaches its table one cycle after it is offered.
 
-    Latency is :attr:`latency` cycles, throughput one beat per cycle; the pipeline never
-    stalls, its output queue does (``i`` waits while the queue is full). Every stage has at
-    most one carry chain of 64 bits, half a barrel shifter or one multiplier behind its
-    registers (about 100 MHz on an ECP5-6).
+    Latency is :attr:`latency` cycles (the :attr:`pipeline_stages` and the output queue),
+    throughput one beat per cycle; the pipeline never stalls, its output queue does (``i``
+    waits while the queue is full). Every stage has at most one carry chain of 64 bits, half
+    a barrel shifter or one multiplier behind its registers (about 100 MHz on an ECP5-6).
     """
 
-    #: Pipeline stages; see :attr:`latency`.
-    stages = 18
+    #: The pipeline, stage by stage: what each stage's registers hold, per lane, besides the
+    #: beat's tag and ``last`` (every stage) and its shift (from ``bias`` on). A table read
+    #: lands in the stage after its address register's.
+    pipeline_stages = Stages(
+        "acc",                  # the accumulator; the bias table's address
+        "bias_read",            # the accumulator again; the bias and shift, read
+        "bias",                 # acc + bias (33 bits)
+        "bias_saturate",        # sat32(acc + bias)
+        "left_low",             # shifted left by 0..7
+        "left_high",            # shifted left by 0, 8, 16 or 24 more; the multiplier's address
+        "left_saturate",        # sat32(x << max(shift, 0)); the multiplier, read
+        "multiplier_operands",  # only the multipliers' operand registers
+        "multiplier_products",  # only the multipliers' 16 x 16 products
+        "partial_products",     # the two 32 x 16 partial products
+        "product",              # the 64-bit product
+        "nudge",                # product + nudge; the right shift amount
+        "high",                 # the high word (x * m / 2**31); right shift and its mask
+        "divide",               # shifted right, remainder and rounding threshold
+        "round_decide",         # whether to round up; the zero point's address
+        "round",                # rounded; the zero point and ReLU flag, read
+        "zero_point",           # + zero point; the clamp's lower bound
+        "clamp",                # the output code
+    )
+
+    #: Number of pipeline stages; see :attr:`latency`.
+    stages = len(pipeline_stages)
 
     #: Cycles from accepting a beat to offering its codes on ``o`` (when ``o`` is ready).
     latency = stages + QUEUE_LATENCY
@@ -125,19 +149,22 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        stages = self.stages
+        stages = self.pipeline_stages
+        # ``latency`` is a class constant, which the blocks around this one schedule by
+        # without elaborating it: it must count the stages built here.
+        assert self.latency == len(stages) + QUEUE_LATENCY, "latency must count every stage"
         # Every stage loads every cycle, bubbles included (``valid`` says which stages hold
         # beats) and the output queue absorbs stalls: a stall enable would fan out to every
         # register of every lane, the slowest net of an 8-lane ECP5 build.
         _, out_payload = queued_pipeline(m, self.i, self.o, stages)
         m.d.comb += self.cfg.ready.eq(1)
 
-        tags = [Signal(self.tag_bits, reset_less=True, name=f"tag_{s}") for s in range(stages)]
-        lasts = Signal(stages, reset_less=True)
-        m.d.sync += lasts.eq(Cat(self.i.payload.last, lasts[:-1]))
-        m.d.sync += tags[0].eq(self.i.payload.tag)
-        m.d.sync += [tags[s].eq(tags[s - 1]) for s in range(1, stages)]
-        m.d.comb += out_payload.last.eq(lasts[-1])
+        # ``last`` and the tag travel with the beat through every stage (those of the last
+        # stages are unused; the timing-closed netlists were built with them).
+        last = stages.carry(self.i.payload.last, "lasts", packed=True, reset_less=True)
+        tag = stages.carry(self.i.payload.tag, "tag", reset_less=True)
+        m.d.sync += [*last.statements, *tag.statements]
+        m.d.comb += out_payload.last.eq(last.at(stages.final))
 
         qmin, qmax = operand_range(self._out_bits, self._out_signed)
         # Each lane keeps its parameters in three narrow tables, one per pipeline stage that
@@ -160,12 +187,16 @@ class Requantizer(wiring.Component):
              {"zero_point": param.zero_point, "relu": param.relu}),
         ]
         # Each lane's tables are read through an address register of its own (a replica:
-        # one tag register would drive every table of every lane). The address register
-        # loaded with the tag of the beat in stage ``s`` (from ``s - 1``) serves the
-        # statements of step ``s + 2`` (the read port is synchronous, so that the tables
-        # can be block RAM where there is no LUT RAM): bias at step 2, multiplier at step 7,
-        # zero point at step 16.
-        addresses = {"bias": self.i.payload.tag, "mult": tags[4], "zero": tags[13]}
+        # one tag register would drive every table of every lane). The word that the
+        # statements of a stage use is read in the stage before (the read port is
+        # synchronous, so that the tables can be block RAM where there is no LUT RAM), from
+        # an address register that belongs to the stage before that: it loads the tag one
+        # stage before its own.
+        def read_address(stage):
+            return tag.before(stages.previous(stage, 2))
+        addresses = {"bias": read_address("bias"),
+                     "mult": read_address("multiplier_operands"),
+                     "zero": read_address("zero_point")}
         for lane in range(self._lanes):
             reads = {}
             for part, shape, fields in layouts:
@@ -184,21 +215,25 @@ class Requantizer(wiring.Component):
                                                reset_less=True))
                 reads[part] = rd.data
             p_bias, p_mult, p_zero = reads["bias"], reads["mult"], reads["zero"]
+            steps = stages.statements()
 
             acc = Signal(signed(self._acc_bits), reset_less=True, name=f"acc_{lane}")
             # The accumulator waits a stage for its bias (see the table addresses).
             acc_1 = Signal(signed(self._acc_bits), reset_less=True, name=f"acc_1_{lane}")
             biased_sum = Signal(signed(33), reset_less=True, name=f"biased_sum_{lane}")
             biased = Signal(signed(32), reset_less=True, name=f"biased_{lane}")
-            # The shift travels with the beat: ``shift[s]`` belongs to the beat in stage s.
-            shift = [Signal(signed(6), reset_less=True, name=f"shift_{lane}_{s}")
-                     for s in range(stages)]
+            # The shift is read with the bias and travels with the beat from there (through
+            # the last stage, as the tag).
+            shift = steps.carry(p_bias.shift, f"shift_{lane}", start="bias", reset_less=True)
             half_left = Signal(signed(39), reset_less=True, name=f"half_left_{lane}")
             shifted_left = Signal(signed(63), reset_less=True, name=f"shifted_left_{lane}")
             scaled = Signal(signed(32), reset_less=True, name=f"scaled_{lane}")
             # The 32 x 31 product is built from four 16 x 16 products, each from a
             # multiplier with registered operands and product (on an ECP5 the DSP block's
-            # own registers), then two 32 x 16 partial products.
+            # own registers: stages multiplier_operands and multiplier_products), then two
+            # 32 x 16 partial products.
+            assert stages.distance("left_saturate", "multiplier_products") \
+                == RegisteredMultiplier.latency
             multipliers = {}
             for a in ("lo", "hi"):
                 for b in ("lo", "hi"):
@@ -220,13 +255,15 @@ class Requantizer(wiring.Component):
             out = Signal.like(self.o.payload.data[lane], reset_less=True, name=f"out_{lane}")
 
             # The left shift by 0..31 in two stages: by 0..7, then by 0, 8, 16 or 24.
-            left_low = Mux(shift[3] < 0, 0, shift[3][:3])
-            left_high = Cat(Const(0, 3), Mux(shift[4] < 0, 0, shift[4][3:5]))
+            shift_low, shift_high = shift.before("left_low"), shift.before("left_high")
+            left_low = Mux(shift_low < 0, 0, shift_low[:3])
+            left_high = Cat(Const(0, 3), Mux(shift_high < 0, 0, shift_high[3:5]))
             # The right shift and its mask are decoded a stage early, beside ``high``; the
             # mask is a thermometer code (one small comparison per bit, no carry chain).
             # (The shift amount itself a stage before that, so that each bit of the mask is
             # one comparison of a register.)
             right_early = Signal(5, reset_less=True, name=f"right_early_{lane}")
+            shift_right = shift.before("nudge")
             right = Signal(5, reset_less=True, name=f"right_{lane}")
             mask = Signal(32, reset_less=True, name=f"mask_{lane}")
             multiplier = p_mult.multiplier
@@ -236,43 +273,43 @@ class Requantizer(wiring.Component):
             # The zero point is added in one stage and the result clamped in the next.
             with_zero = Signal(signed(33), reset_less=True, name=f"with_zero_{lane}")
             low = Signal(signed(self._out_bits + 1), reset_less=True, name=f"low_{lane}")
-            steps = [
-                [acc.eq(self.i.payload.data[lane])],
-                [acc_1.eq(acc)],
-                [biased_sum.eq(acc_1 + p_bias.bias), shift[2].eq(p_bias.shift)],
-                [biased.eq(_saturate32(biased_sum))],
-                [half_left.eq(biased << left_low)],
-                [shifted_left.eq(half_left << left_high)],
-                [scaled.eq(_saturate32(shifted_left))],
-                # scaled * m = (scaled[16:] * 2**16 + scaled[:16]) * m, scaled[:16] unsigned.
-                # The multipliers' operand registers are stage 7, their products stage 8.
-                [],
-                [],
-                [part_lo.eq(quarters["lo", "lo"] + (quarters["hi", "lo"] << 16)),
-                 part_hi.eq(quarters["lo", "hi"] + (quarters["hi", "hi"] << 16))],
-                [product.eq(part_lo + (part_hi << 16))],
-                [nudged.eq(product + nudge),
-                 right_early.eq(Mux(shift[10] < 0, -shift[10], 0)[:5])],
-                # C division by 2**31 truncates toward zero.
-                [high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1))[:64].as_signed() >> 31,
-                             nudged >> 31)),
-                 right.eq(right_early), mask.eq(Cat(*(right_early > i for i in range(32))))],
-                # RoundingDivideByPOT in two steps: shift, remainder and threshold first...
-                [shifted.eq(high >> right), remainder.eq(high & mask),
-                 threshold.eq((mask >> 1) + (high < 0))],
-                # ... then whether to round up, and the increment.
-                [truncated.eq(shifted), round_up.eq(remainder > threshold)],
-                [rounded.eq(truncated + round_up)],
-                [with_zero.eq(rounded + p_zero.zero_point),
-                 low.eq(Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point, qmin))],
-                [out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero)))],
-            ]
+            steps.add("acc", acc.eq(self.i.payload.data[lane]))
+            steps.add("bias_read", acc_1.eq(acc))
+            steps.add("bias", biased_sum.eq(acc_1 + p_bias.bias))
+            steps.add("bias_saturate", biased.eq(_saturate32(biased_sum)))
+            steps.add("left_low", half_left.eq(biased << left_low))
+            steps.add("left_high", shifted_left.eq(half_left << left_high))
+            steps.add("left_saturate", scaled.eq(_saturate32(shifted_left)))
+            # scaled * m = (scaled[16:] * 2**16 + scaled[:16]) * m, scaled[:16] unsigned.
+            # The multipliers register their operands and products themselves: these two
+            # stages have no statements of their own.
             for a, part in (("lo", scaled[:16]), ("hi", scaled[16:].as_signed())):
                 for b, factor in (("lo", multiplier[:16]), ("hi", multiplier[16:])):
                     m.d.comb += [multipliers[a, b].a.eq(part), multipliers[a, b].b.eq(factor)]
-            for s in range(3, stages):
-                steps[s].append(shift[s].eq(shift[s - 1]))
-            for statements in steps:
-                m.d.sync += statements
+            steps.add("multiplier_operands")
+            steps.add("multiplier_products")
+            steps.add("partial_products",
+                      part_lo.eq(quarters["lo", "lo"] + (quarters["hi", "lo"] << 16)),
+                      part_hi.eq(quarters["lo", "hi"] + (quarters["hi", "hi"] << 16)))
+            steps.add("product", product.eq(part_lo + (part_hi << 16)))
+            steps.add("nudge", nudged.eq(product + nudge),
+                      right_early.eq(Mux(shift_right < 0, -shift_right, 0)[:5]))
+            # C division by 2**31 truncates toward zero.
+            steps.add("high",
+                      high.eq(Mux(nudged < 0, (nudged + ((1 << 31) - 1))[:64].as_signed() >> 31,
+                                  nudged >> 31)),
+                      right.eq(right_early), mask.eq(Cat(*(right_early > i for i in range(32)))))
+            # RoundingDivideByPOT in two steps: shift, remainder and threshold first...
+            steps.add("divide", shifted.eq(high >> right), remainder.eq(high & mask),
+                      threshold.eq((mask >> 1) + (high < 0)))
+            # ... then whether to round up, and the increment.
+            steps.add("round_decide", truncated.eq(shifted), round_up.eq(remainder > threshold))
+            steps.add("round", rounded.eq(truncated + round_up))
+            steps.add("zero_point", with_zero.eq(rounded + p_zero.zero_point),
+                      low.eq(Mux(p_zero.relu & (p_zero.zero_point > qmin), p_zero.zero_point,
+                                 qmin)))
+            steps.add("clamp",
+                      out.eq(Mux(with_zero > qmax, qmax, Mux(with_zero < low, low, with_zero))))
+            m.d.sync += steps
             m.d.comb += out_payload.data[lane].eq(out)
         return m

@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .pipeline import QUEUE_LATENCY, queued_pipeline
+from .pipeline import QUEUE_LATENCY, Stages, queued_pipeline
 
 
 class ThresholdUnit(wiring.Component):
@@ -50,8 +50,9 @@ class ThresholdUnit(wiring.Component):
         Always ready: ``lane``, ``group``, ``index`` (``0 .. 2**code_bits - 2``), ``value``.
         Write thresholds while no beat is in flight.
 
-    Latency :attr:`latency` = ``code_bits + 1`` stages plus the output queue's
-    ``QUEUE_LATENCY``, one beat per cycle; the stages never stall, the output queue does.
+    Latency :attr:`latency` = ``code_bits + 1`` stages (:attr:`pipeline_stages`: a
+    comparison per code bit, then the code) plus the output queue's ``QUEUE_LATENCY``, one
+    beat per cycle; the stages never stall, the output queue does.
     """
 
     def __init__(self, *, lanes, acc_bits, code_bits=4, out_bits=None, groups=1):
@@ -102,8 +103,17 @@ class ThresholdUnit(wiring.Component):
         return (1 << self._code_bits) - 1
 
     @property
+    def pipeline_stages(self):
+        """The pipeline, stage by stage: ``compare_{s}`` holds the accumulator and the
+        ``s`` code bits decided so far, with the threshold read for it, and decides bit
+        ``code_bits - 1 - s``; ``code`` holds the output code. Register names number the
+        stages from 1 (the input stream being stage 0)."""
+        return Stages(*(f"compare_{s}" for s in range(self._code_bits)), "code",
+                      numbered_from=1)
+
+    @property
     def stages(self):
-        return self._code_bits + 1
+        return len(self.pipeline_stages)
 
     @property
     def latency(self):
@@ -118,16 +128,16 @@ class ThresholdUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bits = self._code_bits
-        _, out = queued_pipeline(m, self.i, self.o, self.stages)
+        stages = self.pipeline_stages
+        _, out = queued_pipeline(m, self.i, self.o, stages)
         m.d.comb += self.cfg.ready.eq(1)
 
-        # tags[s] / lasts[s]: the beat in stage s (s = 0 is the input stream).
-        tags = [self.i.payload.tag] + [Signal(self.tag_bits, name=f"tag_{s}")
-                                       for s in range(1, bits)]
-        lasts = [self.i.payload.last] + [Signal(name=f"last_{s}") for s in range(1, bits + 2)]
-        m.d.sync += [tags[s + 1].eq(tags[s]) for s in range(bits - 1)]
-        m.d.sync += [lasts[s + 1].eq(lasts[s]) for s in range(bits + 1)]
-        m.d.comb += out.last.eq(lasts[bits + 1])
+        # The tag addresses the threshold reads, so it travels only as far as the last
+        # comparison's read needs it; ``last`` travels to the output.
+        tag = stages.carry(self.i.payload.tag, "tag", stop=f"compare_{bits - 1}")
+        last = stages.carry(self.i.payload.last, "last")
+        m.d.sync += [*tag.statements, *last.statements]
+        m.d.comb += out.last.eq(last.at(stages.final))
 
         cfg = self.cfg.payload
         j = Signal(bits + 1)
@@ -148,24 +158,31 @@ class ThresholdUnit(wiring.Component):
                 ]
                 memories.append(table.read_port())
 
-            acc = Signal(signed(self._acc_bits), name=f"acc_{lane}_1")
+            steps = stages.statements()
+            first = stages.first
+            acc = Signal(signed(self._acc_bits), name=f"acc_{lane}_{stages.number(first)}")
             count = Const(0, bits)
-            m.d.sync += acc.eq(self.i.payload.data[lane])
-            m.d.comb += memories[0].addr.eq(tags[0])
-            # Stage s + 1 compares with the threshold read for it and decides bit
-            # bits - 1 - s of the count; the decided prefix addresses the next stage's read,
-            # which lands with the beat in stage s + 2.
+            steps.add(first, acc.eq(self.i.payload.data[lane]))
+            m.d.comb += memories[0].addr.eq(tag.before(first))
+            # Stage compare_s compares with the threshold read for it and decides bit
+            # bits - 1 - s of the count; the decided prefix addresses the next stage's read
+            # (with the tag one stage before that stage), which lands with the beat in it.
             for s in range(bits):
+                stage = f"compare_{s}"
                 step = 1 << (bits - 1 - s)
-                decided = Signal(bits, name=f"count_{lane}_{s + 1}")
+                decided = Signal(bits, name=f"count_{lane}_{stages.number(stage)}")
                 m.d.comb += decided.eq(Mux(acc >= memories[s].data, count | step, count))
                 if s + 1 < bits:
-                    next_acc = Signal.like(acc, name=f"acc_{lane}_{s + 2}")
-                    next_count = Signal(bits, name=f"prefix_{lane}_{s + 2}")
+                    following = f"compare_{s + 1}"
+                    number = stages.number(following)
+                    next_acc = Signal.like(acc, name=f"acc_{lane}_{number}")
+                    next_count = Signal(bits, name=f"prefix_{lane}_{number}")
                     read = memories[s + 1]
-                    m.d.comb += read.addr.eq(Cat(decided[bits - 1 - s:bits], tags[s + 1]))
-                    m.d.sync += [next_acc.eq(acc), next_count.eq(decided)]
+                    m.d.comb += read.addr.eq(Cat(decided[bits - 1 - s:bits],
+                                                 tag.before(following)))
+                    steps.add(following, next_acc.eq(acc), next_count.eq(decided))
                     acc, count = next_acc, next_count
                 else:
-                    m.d.sync += out.data[lane].eq(decided)
+                    steps.add("code", out.data[lane].eq(decided))
+            m.d.sync += steps
         return m
