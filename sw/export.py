@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import UnsupportedLayerError
 from . import golden
-from .bundle import Bundle, validate
+from .bundle import Bundle
+from .bundle_check import validate
 from .golden.numerics import round_half_away
 from .layers import SUPPORTED_LAYERS, check_model
 from .nm_format import find_violation

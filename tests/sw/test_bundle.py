@@ -41,12 +41,17 @@ def test_round_trip_keeps_arrays_metadata_and_results(bundles, tmp_path, trained
                               golden.run_network(loaded.layers, codes))
 
 
-def rewrite(path, edit):
-    """Load the npz members, let ``edit`` change meta/arrays, write them back."""
+def rewrite(path, edit, *, digest=True):
+    """Load the npz members, let ``edit`` change meta/arrays, write them back with the
+    digest recomputed (a crafted bundle: the digest alone would catch any edit) unless
+    ``digest`` is false."""
     with np.load(path, allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     meta = json.loads(arrays["meta"].tobytes().decode())
     edit(meta, arrays)
+    if digest:
+        meta["digest"] = bundle_io.content_digest(
+            meta, {name: value for name, value in arrays.items() if name != "meta"})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
 
@@ -54,14 +59,14 @@ def rewrite(path, edit):
 @pytest.mark.parametrize("damage,message", [
     ("truncate", "not a readable sparqforge bundle"),
     ("flip", "corrupted"),
-    ("version", "has version 99; this sparqforge reads version 1"),
+    ("version", "has version 99; this sparqforge reads versions 1, 2"),
     ("format", "is not a sparqforge bundle"),
-    ("nan_scale", "input scale must be a finite positive number"),
+    ("nan_scale", "input: scale must be a finite positive number"),
     ("weight_shape", "weight has shape"),
     ("multiplier_range", "multiplier has values outside"),
     ("float_weights", "weight must be an integer array"),
     ("missing_array", "lacks array"),
-    ("chain", "expects 65 inputs, gets 64"),
+    ("chain", "in_features is 65, but the layer's input has 64 values"),
 ])
 def test_malformed_bundles_are_refused(saved, damage, message):
     data = saved.read_bytes()
