@@ -37,6 +37,9 @@ def test_generate_writes_verilog_rtlil_and_description(tmp_path):
     assert set(desc["ports"]) == {"a", "w", "o", "cfg"}
     assert "module mac_array" in (tmp_path / "out" / "mac_array.v").read_text()
     assert "module \\mac_array" in (tmp_path / "out" / "mac_array.il").read_text()
+    # Written under temporary names and renamed: nothing else is left.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "mac_array.il", "mac_array.json", "mac_array.v"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -7,14 +7,16 @@ the golden model, and prints one table.
 
 __all__ = ["run_demo", "format_table"]
 
+import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..backends import open_device
 from ..config import PRESETS
+from ..errors import ConfigError
+from .outputs import check_output_dir, save_bundle, write_files
 from ..sw.schemes import SCHEMES
 
 
@@ -25,21 +27,32 @@ def _log(message, quiet):
 
 def run_demo(*, out_dir="build/demo", models=("mlp", "cnn"), schemes=tuple(SCHEMES),
              backend="verilator", clock_mhz=100.0, quiet=False):
-    """Run the main job; return a list of result rows (dicts)."""
-    from ..hw.accelerator import Accelerator
-    from ..hw.emit import to_verilog
-    from ..sw import bundle as bundle_io
-    from ..sw import digits, golden
-    from ..sw.runtime.runner import Runner, progress_bar
+    """Run the main job; return a list of result rows (dicts).
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Raises
+    ------
+    ConfigError
+        Before any work, for an output directory that cannot be written, a clock that is not
+        a positive number or an unknown backend.
+    """
+    if not (math.isfinite(clock_mhz) and clock_mhz > 0):
+        raise ConfigError(f"--clock-mhz must be a positive finite number, not {clock_mhz:g}")
+    out = check_output_dir(out_dir, "--out", "build/demo")
     config = PRESETS["demo"]
-    (out / "accelerator.v").write_text(to_verilog(Accelerator(config), "accelerator"))
-    _log(f"accelerator: {config.describe()} (Verilog in {out / 'accelerator.v'})", quiet)
+    # The device first: an unknown backend or a missing tool fails before anything is written
+    # (and before the slow imports).
     device = open_device(backend, config, quiet=quiet, log=lambda m: _log(m, quiet))
     rows = []
     try:
+        from ..hw.accelerator import Accelerator
+        from ..hw.emit import to_verilog
+        from ..sw import bundle as bundle_io
+        from ..sw import digits, golden
+        from ..sw.runtime.runner import Runner, progress_bar
+
+        verilog, = write_files(out, {"accelerator.v": to_verilog(Accelerator(config),
+                                                                 "accelerator")}, "--out")
+        _log(f"accelerator: {config.describe()} (Verilog in {verilog})", quiet)
         for kind in models:
             start = time.monotonic()
             model, data = digits.train_example(kind)
@@ -50,7 +63,7 @@ def run_demo(*, out_dir="build/demo", models=("mlp", "cnn"), schemes=tuple(SCHEM
             for scheme in schemes:
                 start = time.monotonic()
                 bundle, fake_acc = digits.quantize_and_export(kind, model, data, scheme)
-                path = bundle_io.save(bundle, out / f"{kind}-{scheme}.npz")
+                path = save_bundle(bundle, out / f"{kind}-{scheme}.npz", "--out")
                 bundle = bundle_io.load(path)
                 _log(f"{kind} {scheme}: exported {path} in {time.monotonic() - start:.1f} s",
                      quiet)

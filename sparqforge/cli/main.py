@@ -4,21 +4,98 @@ __all__ = ["main"]
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
 from .. import __version__
 from ..backends import BACKENDS
+from .bench import GROUPS
 from .blocks import ArrayConfig, parse_shape, parse_sparsity
 from ..errors import ConfigError, SparqforgeError
+from .inputs import check_input_options, load_inputs
+from .outputs import check_output_dir, check_output_file, save_bundle, write_files
 from ..sw.schemes import SCHEMES
+
+#: Exit status when the reader of stdout goes away before the output is complete
+#: (``sparqforge infer --json | head``): 128 + SIGPIPE, what a shell reports for a program
+#: killed by SIGPIPE such as ``cat`` or ``grep`` in the same place. Not 0, because the output
+#: was cut short and a ``set -o pipefail`` script should see that; not 2, because the command
+#: line was fine. No message either: the reader chose to stop reading.
+EXIT_BROKEN_PIPE = 141
+
+#: What argparse takes for a negative number rather than an option.
+_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit code 2."""
+    """An argument parser whose errors are one line and exit code 2, and which names an
+    unknown option even when a required argument is missing too (argparse reports only the
+    missing argument, ``the following arguments are required: COMMAND``, for
+    ``sparqforge --bogus``)."""
+
+    #: The command parsers (name -> parser), on the top-level parser.
+    commands = {}
+    #: Unknown options given before the command, on a command's parser.
+    outer_unknown = ()
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        self._arg_strings = args
+        if self.commands:
+            # Everything from the command name on is the command parser's.
+            first = next((i for i, arg in enumerate(args) if not arg.startswith("-")),
+                         len(args))
+            self._arg_strings = args[:first]
+            for parser in self.commands.values():
+                parser.outer_unknown = tuple(self._unknown_options())
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_options(self):
+        known = self._option_string_actions
+        unknown = []
+        for arg in getattr(self, "_arg_strings", ()):
+            if arg == "--":
+                break
+            if not arg.startswith("-") or arg == "-" or _NUMBER.fullmatch(arg):
+                continue
+            name = arg.split("=", 1)[0]
+            if name in known:
+                continue
+            if arg.startswith("--"):
+                if any(option.startswith(name) for option in known):  # an abbreviation
+                    continue
+            elif arg[:2] in known:  # a short option with its value attached: -oDIR
+                continue
+            unknown.append(arg)
+        return unknown
 
     def error(self, message):
+        unknown = [*self.outer_unknown, *self._unknown_options()]
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (a ``BrokenPipeError`` writing to it)."""
+
+
+def _emit(text=""):
+    """Print ``text`` to stdout; a closed pipe becomes :class:`_StdoutClosed`, so that it is
+    told apart from a broken pipe to a device or a tool, which is an error."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise _StdoutClosed from None
+
+
+def _flush_stdout():
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _StdoutClosed from None
 
 
 def _add_array_options(parser):
@@ -77,13 +154,13 @@ def _config(args):
 
 def _print_report(report, as_json):
     if as_json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        _emit(json.dumps(report, indent=2, sort_keys=True))
         return
     width = max(len(k) for k in report)
     for key, value in report.items():
         if isinstance(value, float):
             value = f"{value:.4g}"
-        print(f"{key:<{width}}  {value}")
+        _emit(f"{key:<{width}}  {value}")
 
 
 def cmd_generate(args):
@@ -91,17 +168,13 @@ def cmd_generate(args):
     from ..hw.emit import description, to_rtlil, to_verilog
 
     config = _config(args)
+    out = check_output_dir(args.output, "-o")
     array = build_array(config)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"Output {out} exists and is not a directory; choose another -o")
     name = config.name
     files = {f"{name}.v": to_verilog(array, name), f"{name}.il": to_rtlil(array, name),
              f"{name}.json": json.dumps(description(array, name), indent=2) + "\n"}
-    out.mkdir(parents=True, exist_ok=True)
-    for filename, text in files.items():
-        (out / filename).write_text(text)
-    print(f"wrote {', '.join(str(out / f) for f in files)}")
+    written = write_files(out, files, "-o")
+    _emit(f"wrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -112,9 +185,11 @@ def cmd_check(args):
     shape = parse_shape(args.shape)
     if not 0.0 <= args.stall < 1.0:
         raise ConfigError(f"--stall must be a probability in [0, 1), not {args.stall}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, not {args.seed}")
     report = check_array(config, shape, seed=args.seed, stall=args.stall, quiet=args.json)
     if args.json:
-        print(json.dumps(report, indent=2))
+        _emit(json.dumps(report, indent=2))
     else:
         summary = {k: report[k] for k in ("bit_exact", "mismatches", "cycles",
                                          "macs_per_cycle", "utilization")}
@@ -139,51 +214,25 @@ def cmd_demo(args):
     rows = run_demo(out_dir=args.out, backend=args.backend, clock_mhz=args.clock_mhz,
                     quiet=args.json)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _emit(json.dumps(rows, indent=2))
     else:
-        print(format_table(rows))
-        print(f"cycles/inf: accelerator cycles per image spent in RUN commands (host link "
+        _emit(format_table(rows))
+        _emit(f"cycles/inf: accelerator cycles per image spent in RUN commands (host link "
               f"transfers excluded); inf/s: at {args.clock_mhz:g} MHz from those cycles. "
               f"Bundles and Verilog in {args.out}/.")
     return 0 if all(r["bit_exact"] for r in rows) else 1
 
 
 def cmd_export(args):
-    from ..sw import bundle as bundle_io
+    out = check_output_file(args.output, "-o", f"{args.model}.npz")
     from ..sw.digits import quantize_and_export, train_example
 
     model, data = train_example(args.model)
     bundle, accuracy = quantize_and_export(args.model, model, data, args.quant)
-    out = Path(args.output)
-    if out.parent and not out.parent.exists():
-        raise ConfigError(f"Directory {out.parent} does not exist; create it or choose -o")
-    bundle_io.save(bundle, out)
-    print(f"wrote {out} ({args.model}, {args.quant}; quantized test accuracy "
+    save_bundle(bundle, out, "-o")
+    _emit(f"wrote {out} ({args.model}, {args.quant}; quantized test accuracy "
           f"{100 * accuracy:.2f} %)")
     return 0
-
-
-def _load_inputs(args, bundle):
-    import numpy as np
-
-    if args.digits:
-        from ..sw import digits
-        _, _, x, y = digits.load_digits()
-        return x.numpy(), y.numpy()
-    if args.inputs is None:
-        raise ConfigError("Give --inputs FILE.npy (float inputs) or --digits")
-    try:
-        x = np.load(args.inputs, allow_pickle=False)
-        y = None if args.labels is None else np.load(args.labels, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read inputs: {exc}") from None
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise ConfigError(f"Inputs in {args.inputs} must be finite numbers")
-    per_item = int(np.prod(bundle.input["shape"]))
-    if x.size % per_item:
-        raise ConfigError(f"Inputs in {args.inputs} have {x.size} values, not a multiple of "
-                          f"the model's input size {per_item}")
-    return x, y
 
 
 def cmd_infer(args):
@@ -193,8 +242,9 @@ def cmd_infer(args):
     from ..sw import bundle as bundle_io
     from ..sw.runtime.runner import Runner, progress_bar
 
+    check_input_options(args)
     bundle = bundle_io.load(args.bundle)
-    x, y = _load_inputs(args, bundle)
+    x, y = load_inputs(args, bundle)
     config = resolve_config(args.accel)
     device = open_device(args.backend, config, quiet=args.json,
                          log=lambda m: print(m, file=sys.stderr))
@@ -214,7 +264,7 @@ def cmd_infer(args):
     if y is not None:
         report["accuracy"] = float((predictions == np.asarray(y)).mean())
     if args.json:
-        print(json.dumps(report))
+        _emit(json.dumps(report))
     else:
         summary = {"images": report["images"], "predictions": " ".join(
             map(str, predictions[:20])) + (" ..." if len(predictions) > 20 else "")}
@@ -229,15 +279,25 @@ def _board_report(report, as_json):
     from ..boards.build import summary
 
     if as_json:
-        print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
+        _emit(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
     else:
-        print(summary(report))
+        _emit(summary(report))
+
+
+def _build_dir(args):
+    """The checked build directory of ``build`` and ``synth`` (default build/BOARD)."""
+    from ..boards.catalog import get_board
+
+    board = get_board(args.board)
+    if args.out is None:
+        return check_output_dir(Path("build") / board.name, "--out")
+    return check_output_dir(args.out, "--out", f"build/{board.name}")
 
 
 def cmd_build(args):
     from ..boards.build import build_board
 
-    _board_report(build_board(args.board, args.config, args.out), args.json)
+    _board_report(build_board(args.board, args.config, _build_dir(args)), args.json)
     return 0
 
 
@@ -245,15 +305,24 @@ def cmd_synth(args):
     from ..boards.build import build_board, synth_board
 
     run = build_board if args.place else synth_board
-    _board_report(run(args.board, args.config, args.out), args.json)
+    _board_report(run(args.board, args.config, _build_dir(args)), args.json)
     return 0
 
 
-def _add_board_options(parser):
-    from ..boards.catalog import BOARDS
+class _BoardNames:
+    """The board names in ``--board``'s help, looked up only when the help is shown:
+    importing the boards (Amaranth and amaranth-boards) would slow every command."""
 
-    parser.add_argument("--board", required=True, metavar="BOARD",
-                        help=f"one of: {', '.join(BOARDS)} (or with _ for -)")
+    def __str__(self):
+        from ..boards.catalog import BOARDS
+
+        return ", ".join(BOARDS)
+
+
+def _add_board_options(parser):
+    board = parser.add_argument("--board", required=True, metavar="BOARD",
+                                help="one of: %(boards)s (or with _ for -)")
+    board.boards = _BoardNames()  # argparse fills %(name)s from the action's attributes
     parser.add_argument("--config", metavar="FILE",
                         help="JSON configuration: accelerator parameters plus clk_freq and "
                              "baud (default: the board's reference configuration; see "
@@ -348,21 +417,32 @@ def build_parser():
 
     bench = sub.add_parser("bench", help="run benchmarks (measured, never assumed)",
                            description="Run a benchmark group and print its measurements.")
-    bench.add_argument("group", choices=["dense", "sparse", "power", "runtime", "all"],
-                       help="benchmark group")
+    bench.add_argument("group", choices=[*GROUPS, "all"], help="benchmark group")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)
+    parser.commands = dict(sub.choices)
     return parser
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status: 0, 1 (a result is not bit-exact), 2 (a
+    user error: one line on stderr), 130 (interrupted) or :data:`EXIT_BROKEN_PIPE`."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        code = args.func(args)
+        _flush_stdout()
+        return code
     except SparqforgeError as exc:
         print(f"sparqforge: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sparqforge: interrupted", file=sys.stderr)
         return 130
+    except _StdoutClosed:
+        # Whatever is still buffered goes nowhere, instead of failing again (with a
+        # traceback) when the interpreter flushes stdout on exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
