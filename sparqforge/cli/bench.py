@@ -4,7 +4,7 @@ Every figure comes from running the thing it names in this process: Verilator ru
 generated RTL, yosys synthesis, PyTorch training. Ratios are taken within one run.
 """
 
-__all__ = ["GROUPS", "run_benchmarks", "bench_dense", "bench_sparse"]
+__all__ = ["GROUPS", "run_benchmarks", "bench_dense", "bench_sparse", "bench_soak"]
 
 import sys
 
@@ -218,8 +218,17 @@ def bench_runtime(quiet=False):
     return report
 
 
+def bench_soak(quiet=False):
+    """At least 10^6 random layer vectors through the Verilated accelerator with random link
+    stalls, each compared with the golden device model, and whole inferences over a faulty
+    link (``soak.*``, ``faults.*``; see :mod:`sparqforge.cli.soak`)."""
+    from .soak import bench_soak as run
+
+    return run(quiet=quiet)
+
+
 GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power,
-          "runtime": bench_runtime}
+          "runtime": bench_runtime, "soak": bench_soak}
 
 
 def run_benchmarks(group, quiet=False):

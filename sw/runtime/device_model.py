@@ -234,7 +234,7 @@ class DeviceModel:
             p = {key: value[groups][None] for key, value in self.requant.items()}
             out = golden.requantize_layer(acc, bias=p["bias"], multiplier=p["multiplier"],
                                           shift=p["shift"], zero_point=p["zero_point"],
-                                          relu=p["relu"].astype(bool), out_bits=8,
+                                          relu=p["relu"].astype(bool), out_bits=info.a_bits,
                                           out_signed=False)
         # Row m of channel tile nt -> bank m % rows, word out_base + (m // rows) * stride + nt.
         m = np.arange(d.m_tiles * rows)
