@@ -387,7 +387,12 @@ def _prepare(board, config, out_dir):
     start = time.monotonic()
     board = get_board(board)
     config = resolve_config(board, config)
-    build_dir = Path(out_dir or Path("build") / board.name)
+    if out_dir is not None and str(out_dir) == "":
+        raise ConfigError("The build directory is empty; name one, or leave it out for "
+                          f"build/{board.name}")
+    build_dir = Path(out_dir) if out_dir is not None else Path("build") / board.name
+    if build_dir.exists() and not build_dir.is_dir():
+        raise ConfigError(f"The build directory {build_dir} is a file; choose another")
     plan, platform, top = board_plan(board, config)
     plan.extract(build_dir)
     report = _base_report(board, platform, top, build_dir)

@@ -27,7 +27,9 @@ RULES = [
     ("sparqforge.sw.nm_format", (), ("numpy",)),
     ("sparqforge.sw.runtime", _FOUNDATION + _NUMERICS + ("sparqforge.sw.runtime",),
      ("numpy", "serial")),
-    ("sparqforge.sw.bundle", _FOUNDATION + _NUMERICS, ("numpy",)),
+    ("sparqforge.sw.bundle", _FOUNDATION + _NUMERICS + ("sparqforge.sw.bundle_check",),
+     ("numpy",)),
+    ("sparqforge.sw.bundle_check", _FOUNDATION + _NUMERICS, ("numpy",)),
     # The rest of the software (quantizers, export, pruning, the example): PyTorch, never
     # the hardware, the simulator or the boards.
     ("sparqforge.sw", _FOUNDATION + ("sparqforge.sw",), ("numpy", "torch", "sklearn")),
