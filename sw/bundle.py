@@ -1,18 +1,21 @@
 """The exported model: one versioned ``.npz`` file (NumPy arrays plus JSON metadata).
 
 A bundle holds everything an integer-only accelerator needs and nothing it cannot run:
-the layer graph (matmul layers from Linear or Conv2d, max/avg pooling, flatten), integer
+the layer graph (matmul layers from Linear, Conv2d and depthwise Conv2d, residual adds,
+clamps, max/avg and global average pooling, flatten; ``docs/bundle.md``), integer
 weight codes, operand tables, per-channel requantization parameters or thresholds, and the
 input and output quantization. Version 2 carries a SHA-256 digest of its whole content
 (metadata and every array, by name), so an edited array, arrays swapped between layers or a
 changed field is refused even when the zip's own checksums were recomputed. :func:`load`
 checks the digest, then every field (:func:`~sparqforge.sw.bundle_check.validate`), and
 refuses anything else with one :class:`~sparqforge.errors.BundleError` naming the problem.
-Version 1 bundles (no digest) still load, with every field checked.
+Version 1 bundles (no digest, no layer graph) still load, with every field checked: each
+layer reads the one before it (:func:`~sparqforge.sw.golden.network.layer_graph`).
 """
 
 __all__ = ["FORMAT", "VERSION", "Bundle", "content_digest", "save", "load"]
 
+import contextlib
 import hashlib
 import io
 import json
@@ -25,6 +28,7 @@ import numpy as np
 
 from ..errors import BundleError
 from .bundle_check import validate
+from .golden.network import layer_graph
 from .golden.numerics import round_half_away
 
 FORMAT = "sparqforge-bundle"
@@ -49,8 +53,26 @@ class Bundle:
     info: dict = field(default_factory=dict)
 
     def quantize_input(self, x):
-        """Float inputs ``[B, *shape]`` to input codes (channels-last for images)."""
-        x = np.asarray(x, dtype=np.float64).reshape(-1, *self.input["shape"])
+        """Float inputs ``[B, *shape]`` (NumPy or anything array-like, any real dtype) to
+        input codes (channels-last for images).
+
+        Raises
+        ------
+        ValueError
+            For inputs that are not real numbers (complex, strings, objects), not finite, or
+            whose size is not a whole number of items.
+        """
+        x = np.asarray(x)
+        if x.dtype.kind not in "iuf":
+            raise ValueError(f"Inputs must be real numbers, not {x.dtype}")
+        x = x.astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Inputs must be finite numbers (NaN or infinity found)")
+        per_item = int(np.prod(self.input["shape"]))
+        if x.size == 0 or x.size % per_item:
+            raise ValueError(f"Inputs have {x.size} values, not a positive multiple of the "
+                             f"model's input size {per_item} ({self.input['shape']})")
+        x = x.reshape(-1, *self.input["shape"])
         scaled = x / self.input["scale"]
         codes = round_half_away(scaled) + self.input["zero_point"]
         codes = np.clip(codes, 0, 255).astype(np.int64)
@@ -102,7 +124,8 @@ def save(bundle, path):
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -152,7 +175,8 @@ def load(path):
         Naming the file and the problem: missing, truncated or corrupted, wrong format or
         version, content that does not match its digest, missing or unknown fields and
         arrays, values of the wrong type (a boolean is not a number), shape or range,
-        declared widths or patterns the data do not have, layers whose shapes do not chain.
+        declared widths or patterns the data do not have, layers whose shapes do not chain,
+        a malformed layer graph (duplicate or undefined names, a cycle, an unread layer).
     """
     path = Path(path)
     arrays = _read(path)
@@ -192,6 +216,14 @@ def load(path):
     unused = sorted(set(members) - used)
     if unused:
         raise BundleError(f"Bundle {path} holds array {unused[0]!r} that no layer uses")
+    if meta["version"] == 1:
+        # A version-1 bundle is a chain: each layer reads the one before it.
+        for layer, (name, inputs) in zip(layers, layer_graph(layers)):
+            layer.setdefault("name", name)
+            layer.setdefault("inputs", inputs)
+    elif layers and not any("inputs" in layer for layer in layers):
+        raise BundleError(f"Bundle {path} has no layer graph (its layers have no inputs), "
+                          f"although it is version {meta['version']}: export it again")
     bundle = Bundle(name=meta["name"], input=meta["input"], output=meta["output"],
                     layers=layers, info=meta.get("info", {}))
     validate(bundle, str(path))

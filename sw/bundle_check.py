@@ -1,36 +1,47 @@
-"""Validation of a bundle's content, field by field: every value the runtime and the golden
-model read is checked for its type (booleans are not numbers), its range and its agreement
-with the arrays, and every problem is a :class:`~sparqforge.errors.BundleError` naming the
-field (``layer 2 (matmul) conv.kernel``) and what it must be.
+"""Validation of a bundle's content, field by field and as a graph: every value the runtime and
+the golden model read is checked for its type (booleans are not numbers), its range and its
+agreement with the arrays, and every problem is a :class:`~sparqforge.errors.BundleError`
+naming the layer and the field (``layer 2 'conv2' (matmul) conv.kernel``) and what it must be.
 
 Declared widths are verified from the data: a layer's ``weight_bits`` must hold its weight
 codes, its ``sparsity`` must be its weights' N:M pattern, a convolution's output size must be
-what its input, kernel, stride and padding give.
+what its input, kernel, stride and padding give. The layer graph (``docs/bundle.md``) must be
+well formed: unique names, every input defined before the layer that reads it (so no cycle),
+the right number of inputs of the right shapes per type, no layer left unread but the last,
+whose output is the declared classes.
 """
 
-__all__ = ["validate", "LAYER_KEYS"]
+__all__ = ["validate", "LAYER_KEYS", "INPUT_COUNT"]
 
 import math
 
 import numpy as np
 
 from ..errors import BundleError
+from .golden.network import NETWORK_INPUT
+from .golden.graph_ops import ADD_LEFT_SHIFT
 from .nm_format import find_violation
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
 CODE = (0, 255)
+SHIFT = (-31, 30)
+_GRAPH = {"type", "name", "inputs"}
 
 #: Keys each layer type may have (``required``, ``optional``).
 LAYER_KEYS = {
-    "matmul": ({"type", "name", "in_features", "out_features", "weight_bits", "weight",
-                "output"},
+    "matmul": (_GRAPH | {"in_features", "out_features", "weight_bits", "weight", "output"},
                {"source", "weight_method", "input_method", "act_table", "weight_table",
                 "pad_code", "conv", "sparsity", "bias", "multiplier", "shift", "zero_point",
                 "relu", "thresholds"}),
-    "maxpool": ({"type", "kernel", "stride"}, {"name"}),
-    "avgpool": ({"type", "kernel", "stride"}, {"name"}),
-    "flatten": ({"type"}, {"name"}),
+    "add": (_GRAPH | {"multiplier", "shift", "zero_point", "relu", "left_shift"}, {"source"}),
+    "global_avgpool": (_GRAPH | {"multiplier", "shift", "bias", "zero_point"}, {"source"}),
+    "clamp": (_GRAPH | {"low", "high"}, {"source"}),
+    "maxpool": (_GRAPH | {"kernel", "stride"}, {"source"}),
+    "avgpool": (_GRAPH | {"kernel", "stride"}, {"source"}),
+    "flatten": (_GRAPH, {"source"}),
 }
+#: How many layers each layer type reads.
+INPUT_COUNT = {kind: 2 if kind == "add" else 1 for kind in LAYER_KEYS}
 _OUTPUT_ARRAYS = {"requant": ("bias", "multiplier", "shift", "zero_point", "relu"),
                   "threshold": ("thresholds",)}
 _CONV_KEYS = {"in_channels", "in_height", "in_width", "kernel", "stride", "padding",
@@ -96,12 +107,14 @@ def _quantization(where, obj, keys):
 
 
 def validate(bundle, where="bundle"):
-    """Check a bundle's internal consistency (see :func:`sparqforge.sw.bundle.load`).
+    """Check a bundle's internal consistency (see :func:`sparqforge.sw.bundle.load`): every
+    field, and the layer graph. Layers must have ``name`` and ``inputs`` (the loader gives
+    version-1 layers theirs).
 
     Raises
     ------
     BundleError
-        The first problem, naming the field.
+        The first problem, naming the layer and the field.
     """
     if not isinstance(bundle.name, str):
         raise BundleError(f"{where}: name must be a string, not {bundle.name!r}")
@@ -109,7 +122,7 @@ def validate(bundle, where="bundle"):
     shape = bundle.input["shape"]
     if not isinstance(shape, list) or len(shape) not in (1, 3):
         f.fail("shape", f"must be [features] or [channels, height, width], not {shape!r}")
-    current = tuple(f.integer(f"shape[{i}]", v, 1) for i, v in enumerate(shape))
+    shapes = {NETWORK_INPUT: tuple(f.integer(f"shape[{i}]", v, 1) for i, v in enumerate(shape))}
     f = _quantization(f"{where}: output", bundle.output, {"scale", "zero_point", "classes"})
     classes = f.integer("classes", bundle.output["classes"], 1)
     if not isinstance(bundle.info, dict):
@@ -119,39 +132,126 @@ def validate(bundle, where="bundle"):
     if not any(isinstance(layer, dict) and layer.get("type") == "matmul"
                for layer in bundle.layers):
         raise BundleError(f"{where}: layers hold no matmul layer")
+    names = [layer.get("name") if isinstance(layer, dict) else None for layer in bundle.layers]
+    read = set()
     for index, layer in enumerate(bundle.layers):
         kind = layer.get("type") if isinstance(layer, dict) else None
         f = _Fields(f"{where}: layer {index} ({kind})")
         if not isinstance(kind, str) or kind not in LAYER_KEYS:
             f.fail("type", f"must be one of {sorted(LAYER_KEYS)}, not {kind!r}")
         f.keys(layer, *LAYER_KEYS[kind])
-        if "name" in layer and not isinstance(layer["name"], str):
-            f.fail("name", f"must be a string, not {layer['name']!r}")
-        if kind == "matmul":
-            current = _matmul(f, layer, current)
-        elif kind in ("maxpool", "avgpool"):
-            if len(current) != 3:
-                f.fail("type", f"pools an image, but its input is {current}")
-            (kh, kw), (sh, sw) = f.pair("kernel", layer["kernel"], 1), \
-                f.pair("stride", layer["stride"], 1)
-            if kh > current[1] or kw > current[2]:
-                f.fail("kernel", f"{kh}x{kw} is larger than the input {current}")
-            current = (current[0], (current[1] - kh) // sh + 1, (current[2] - kw) // sw + 1)
-        else:
-            current = (int(np.prod(current)),)
-    if current != (classes,):
-        raise BundleError(f"{where}: the network produces {current}, the bundle declares "
-                          f"{classes} classes")
+        name = layer["name"]
+        if not isinstance(name, str) or not name:
+            f.fail("name", f"must be a non-empty string, not {name!r}")
+        f = _Fields(f"{where}: layer {index} {name!r} ({kind})")
+        if name == NETWORK_INPUT:
+            f.fail("name", f"{NETWORK_INPUT!r} is reserved for the network input")
+        if name in shapes:
+            f.fail("name", f"is also the name of layer {names.index(name)}; names must be "
+                           f"unique")
+        if "source" in layer and not isinstance(layer["source"], str):
+            f.fail("source", f"must be a string, not {layer['source']!r}")
+        inputs = _inputs(f, layer["inputs"], INPUT_COUNT[kind], shapes, names[index:])
+        read.update(inputs)
+        shapes[name] = _CHECKS[kind](f, layer, [shapes[i] for i in inputs])
+    for index, name in enumerate(names[:-1]):
+        if name not in read:
+            raise BundleError(f"{where}: layer {index} {name!r} ({bundle.layers[index]['type']})"
+                              f": no layer reads its output; only the last layer (the "
+                              f"network's output) may be unread: remove it or read it")
+    if shapes[names[-1]] != (classes,):
+        raise BundleError(f"{where}: the network produces {shapes[names[-1]]} (its last "
+                          f"layer {names[-1]!r}), the bundle declares {classes} classes")
 
 
-def _matmul(f, layer, current):
-    """Check one matmul layer; return its output shape."""
+def _inputs(f, inputs, count, defined, later):
+    """Check a layer's ``inputs``: ``count`` names of the network input or earlier layers
+    (``later``: the names of this layer and those after it)."""
+    plural = "name" if count == 1 else "names"
+    if not isinstance(inputs, list) or len(inputs) != count \
+            or not all(isinstance(name, str) for name in inputs):
+        f.fail("inputs", f"must be a list of {count} layer {plural} ({NETWORK_INPUT!r} for "
+                         f"the network input), not {inputs!r}")
+    for i, name in enumerate(inputs):
+        if name in defined:
+            continue
+        if name in later:
+            f.fail(f"inputs[{i}]", f"{name!r} is not defined before this layer: a layer reads "
+                                   f"only the network input and layers listed before it "
+                                   f"(topological order; a cycle has none)")
+        f.fail(f"inputs[{i}]", f"{name!r} is no layer of the bundle (nor {NETWORK_INPUT!r})")
+    return inputs
+
+
+def _image(f, shape, what):
+    if len(shape) != 3:
+        f.fail("inputs", f"{what} an image, but its input is {shape}")
+    return shape
+
+
+def _multiplier(f, field, value):
+    """A fixed-point multiplier: 0, or in [2**30, 2**31)."""
+    values = np.asarray(value, dtype=np.int64)
+    if np.any((values != 0) & (values < (1 << 30))):
+        f.fail(field, "must be 0 or in 2**30..2**31 - 1 (a normalised fixed-point multiplier)")
+    return value
+
+
+def _add(f, layer, shapes):
+    if shapes[0] != shapes[1]:
+        f.fail("inputs", f"have shapes {shapes[0]} and {shapes[1]}; an add needs one shape")
+    _multiplier(f, "multiplier", f.array("multiplier", layer["multiplier"], (3,), 0, INT32[1]))
+    f.array("shift", layer["shift"], (3,), *SHIFT)
+    f.array("zero_point", layer["zero_point"], (3,), *CODE)
+    f.integer("relu", layer["relu"], 0, 1)
+    shift = layer["left_shift"]
+    if not isinstance(shift, int) or isinstance(shift, bool) or shift != ADD_LEFT_SHIFT:
+        f.fail("left_shift", f"must be {ADD_LEFT_SHIFT} (TFLite's 8-bit add), not {shift!r}")
+    return shapes[0]
+
+
+def _global_avgpool(f, layer, shapes):
+    c, h, w = _image(f, shapes[0], "averages")
+    _multiplier(f, "multiplier", f.integer("multiplier", layer["multiplier"], 0, INT32[1]))
+    f.integer("shift", layer["shift"], *SHIFT)
+    f.integer("zero_point", layer["zero_point"], *CODE)
+    bias = f.integer("bias", layer["bias"], *INT32)
+    if bias % (h * w) or not 0 <= -bias // (h * w) <= 255:
+        f.fail("bias", f"must be -{h}*{w} times the input zero point (0..255), not {bias}")
+    return (c,)
+
+
+def _clamp(f, layer, shapes):
+    low = f.integer("low", layer["low"], *CODE)
+    high = f.integer("high", layer["high"], *CODE)
+    if low > high:
+        f.fail("low", f"{low} is above high {high}")
+    return shapes[0]
+
+
+def _pool(f, layer, shapes):
+    current = _image(f, shapes[0], "pools")
+    (kh, kw), (sh, sw) = f.pair("kernel", layer["kernel"], 1), f.pair("stride",
+                                                                     layer["stride"], 1)
+    if kh > current[1] or kw > current[2]:
+        f.fail("kernel", f"{kh}x{kw} is larger than the input {current}")
+    return (current[0], (current[1] - kh) // sh + 1, (current[2] - kw) // sw + 1)
+
+
+def _flatten(f, layer, shapes):
+    return (int(np.prod(shapes[0])),)
+
+
+def _matmul(f, layer, shapes):
+    """Check one matmul layer (a depthwise convolution when ``conv.groups`` is the input
+    channels); return its output shape."""
+    current = shapes[0]
     n = f.integer("out_features", layer["out_features"], 1)
     k = f.integer("in_features", layer["in_features"], 1)
     conv = layer.get("conv")
     if conv is not None:
         g = _Fields(f"{f.where} conv")
-        g.keys(conv, _CONV_KEYS)
+        g.keys(conv, _CONV_KEYS, {"groups"})
         c, h, w = (g.integer(name, conv[name], 1)
                    for name in ("in_channels", "in_height", "in_width"))
         if len(current) != 3 or current != (c, h, w):
@@ -165,7 +265,18 @@ def _matmul(f, layer, current):
             g.fail("out_height", f"and out_width must be {out[0]} and {out[1]} (from the input, "
                                  f"kernel, stride and padding), not {conv['out_height']!r} and "
                                  f"{conv['out_width']!r}")
-        if k != kh * kw * c:
+        groups = g.integer("groups", conv.get("groups", 1), 1)
+        if groups not in (1, c):
+            g.fail("groups", f"must be 1 or in_channels {c} (a depthwise convolution), not "
+                             f"{groups}")
+        if groups != 1:
+            if n != c:
+                f.fail("out_features", f"{n} is not the {c} channels of a depthwise "
+                                       f"convolution")
+            if k != kh * kw:
+                f.fail("in_features", f"{k} is not kernel {kh}x{kw} (one channel per output "
+                                      f"of a depthwise convolution)")
+        elif k != kh * kw * c:
             f.fail("in_features", f"{k} is not kernel {kh}x{kw} times {c} channels")
         output = (n,) + out
     else:
@@ -215,3 +326,7 @@ def _matmul(f, layer, current):
         if np.any(np.diff(t.astype(np.int64), axis=1) < 0):
             f.fail("thresholds", "are not sorted ascending")
     return output
+
+
+_CHECKS = {"matmul": _matmul, "add": _add, "global_avgpool": _global_avgpool, "clamp": _clamp,
+           "maxpool": _pool, "avgpool": _pool, "flatten": _flatten}

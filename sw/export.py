@@ -171,6 +171,9 @@ def export_model(qmodel, calib, *, name, sparsity=None, threshold_bits=4):
             elif isinstance(module, nn.Flatten):
                 bundle_layers.append({"type": "flatten", "name": child_name})
             probe = module(probe)
+    # A chain: each layer reads the one before it, the first the network input.
+    for previous, layer in zip([None, *bundle_layers], bundle_layers):
+        layer["inputs"] = [previous["name"] if previous else golden.NETWORK_INPUT]
     in_scale, in_zero = _uniform_params(first, f"The input activations of layer {names[0]!r}")
     out_scale, out_zero = _uniform_params(out_q, "The logits")
     bundle = Bundle(name=name, input={"shape": shape, "scale": in_scale,

@@ -19,5 +19,8 @@ from .power import __all__ as _power_all
 from .network import *  # noqa: F401,F403
 from .network import __all__ as _network_all
 
+from .graph_ops import *  # noqa: F401,F403
+from .graph_ops import __all__ as _graph_ops_all
+
 __all__ = [*_numerics_all, *_requant_all, *_mac_array_all, *_sparse_mac_array_all,
-           *_power_all, *_network_all]
+           *_power_all, *_network_all, *_graph_ops_all]

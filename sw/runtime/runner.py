@@ -1,15 +1,20 @@
 """Compile a bundle for an accelerator and run it: the same code for every backend.
 
-Matmul layers (Linear, and Conv2d after im2col on the host) run on the device; im2col,
-pooling and flatten run on the host with the golden model's own functions. Consecutive
-matmul layers form a *segment* that stays on the device: each layer reads its input rows
-from one half of the activation banks and writes its output rows to the other half, and
-only the segment's first input and last output cross the link. Batches are cut into chunks
-of rows that fit a half. Weights, requantization parameters and thresholds of all layers
-are loaded once (``load``); operand tables are rewritten before each layer that needs them.
+A bundle is a graph of layers (``docs/bundle.md``). Matmul layers (Linear, and Conv2d after
+im2col on the host) run on the device; everything else (im2col, residual adds, clamps,
+pooling, global average pooling, flatten, and depthwise convolutions) runs on the host with
+the golden model's own functions. A chain of matmul layers in which each layer reads only the
+one before it, and is that one's only reader, forms a *segment* that stays on the device: each
+layer reads its input rows from one half of the activation banks and writes its output rows
+to the other half, and only the segment's first input and last output cross the link. A
+convolution starts a segment of its own (its rows are image positions). Batches are cut into
+chunks of rows that fit a half. Weights, requantization parameters and thresholds of all
+device layers are loaded once (``load``); operand tables are rewritten before each layer that
+needs them. Tensors between segments and host layers are kept by layer name and dropped once
+no later layer reads them.
 """
 
-__all__ = ["CompileError", "LayerPlan", "Runner"]
+__all__ = ["CompileError", "LayerPlan", "Runner", "layer_macs"]
 
 import time
 from dataclasses import dataclass
@@ -46,6 +51,24 @@ def _ceil(a, b):
     return -(-a // b)
 
 
+def layer_macs(layer):
+    """Multiply-accumulates of one layer per inference, from its shapes: ``K * N`` times the
+    output positions of a convolution (for a depthwise convolution ``K`` is ``kh * kw`` and
+    ``N`` the channels), 0 for every other layer type. N:M sparse layers count dense.
+
+    >>> layer_macs({"type": "matmul", "in_features": 27, "out_features": 8,
+    ...             "conv": {"out_height": 4, "out_width": 4}})
+    3456
+    >>> layer_macs({"type": "add"})
+    0
+    """
+    if layer["type"] != "matmul":
+        return 0
+    conv = layer.get("conv")
+    positions = conv["out_height"] * conv["out_width"] if conv else 1
+    return layer["in_features"] * layer["out_features"] * positions
+
+
 class Runner:
     """Runs a :class:`~sparqforge.sw.bundle.Bundle` on a
     :class:`~sparqforge.sw.runtime.link.Device`.
@@ -62,10 +85,11 @@ class Runner:
         self.device = device
         self.config = info = device.config
         self.plans = {}
+        self.graph = golden.layer_graph(bundle.layers)
         w_base = group_base = 0
         sparse_device = info.m != 0
         for index, layer in enumerate(bundle.layers):
-            if layer["type"] != "matmul":
+            if layer["type"] != "matmul" or golden.is_depthwise(layer):
                 continue
             where = f"Layer {layer['name']!r}"
             needs_tables = (layer.get("act_table") is not None
@@ -111,7 +135,16 @@ class Runner:
         self.cycles = 0
         self.runs = 0
         self.restarts = 0
+        self.images = 0
+        self.layer_cycles = [0] * len(bundle.layers)
         self._tables = (None, None)
+        #: The order of work: ``("host", index)`` and ``("device", [indices])`` items.
+        self.schedule = self._segments()
+        self._last_use = {}
+        for position, (kind, item) in enumerate(self.schedule):
+            first = item if kind == "host" else item[0]
+            for name in self.graph[first][1]:
+                self._last_use[name] = position
 
     def _check_operands(self, layer, where):
         """Activation and weight operands must be the device's, judged from the arrays (the
@@ -236,21 +269,29 @@ class Runner:
 
     # -- running ------------------------------------------------------------------------
     def _segments(self):
-        """Split the layer list into host operations and device segments."""
-        items, segment = [], []
+        """The order of work: ``("host", index)`` and ``("device", [indices])`` items. A
+        device layer joins the segment whose last layer is its only input when that layer
+        has no other reader and neither is a convolution (a convolution's output is an
+        image, its input im2col's rows); the segment runs where its first layer is listed."""
+        readers = {}
+        for _, inputs in self.graph:
+            for name in inputs:
+                readers[name] = readers.get(name, 0) + 1
+        items, open_tails = [], {}
         for index, layer in enumerate(self.bundle.layers):
-            if layer["type"] == "matmul":
-                if layer.get("conv") and segment:
-                    items.append(("device", segment))
-                    segment = []
-                segment.append(index)
-            else:
-                if segment:
-                    items.append(("device", segment))
-                    segment = []
+            if index not in self.plans:
                 items.append(("host", index))
-        if segment:
-            items.append(("device", segment))
+                continue
+            name, inputs = self.graph[index]
+            conv = bool(layer.get("conv"))
+            if not conv and inputs[0] in open_tails and readers[inputs[0]] == 1:
+                position = open_tails.pop(inputs[0])
+                items[position][1].append(index)
+            else:
+                position = len(items)
+                items.append(("device", [index]))
+            if not conv:
+                open_tails[name] = position
         return items
 
     def _write_rows(self, rows, base, stride):
@@ -294,7 +335,9 @@ class Runner:
                     group_base=plan.group_base)
                 # Generous: a stalled or broken device times out instead of hanging.
                 expected = m_tiles * plan.n_tiles * (plan.k_steps + info.rows + 16)
-                self.cycles += self.device.run(descriptor, cycles=64 * expected + 100_000)
+                cycles = self.device.run(descriptor, cycles=64 * expected + 100_000)
+                self.cycles += cycles
+                self.layer_cycles[plan.index] += cycles
                 self.runs += 1
                 src = dst
             last = plans[-1]
@@ -319,14 +362,20 @@ class Runner:
         """
         codes = np.asarray(codes, dtype=np.int64)
         total = len(codes)
+        if total == 0:
+            raise ValueError("No inputs to run: give at least one item")
         batch = batch or total
         outputs = []
         for start in range(0, total, batch):
             while True:
+                counted = list(self.layer_cycles)
                 try:
                     outputs.append(self._infer_batch(codes[start:start + batch]))
+                    self.images += len(outputs[-1])
                     break
                 except DeviceRestarted:
+                    # The batch runs again: its cycles so far are not the layers'.
+                    self.layer_cycles = counted
                     if self.restarts >= restarts:
                         raise
                     self.restarts += 1
@@ -350,29 +399,48 @@ class Runner:
                 self.restarts += 1
 
     def _infer_batch(self, x):
-        for kind, item in self._segments():
+        layers, graph = self.bundle.layers, self.graph
+        tensors = {golden.NETWORK_INPUT: x}
+        for position, (kind, item) in enumerate(self.schedule):
             if kind == "host":
-                layer = self.bundle.layers[item]
-                if layer["type"] == "maxpool":
-                    x = golden.max_pool(x, kernel=layer["kernel"], stride=layer["stride"])
-                elif layer["type"] == "avgpool":
-                    x = golden.avg_pool(x, kernel=layer["kernel"], stride=layer["stride"])
-                else:
-                    x = golden.flatten_nchw(x) if x.ndim == 4 else x.reshape(len(x), -1)
-                continue
-            first = self.bundle.layers[item[0]]
-            conv = first.get("conv")
-            images = len(x)
-            if conv:
-                x = golden.im2col(x, kernel=conv["kernel"], stride=conv["stride"],
-                                  padding=conv["padding"], pad_code=first["pad_code"])
+                name, reads = graph[item]
+                tensors[name] = golden.apply_layer(layers[item], [tensors[i] for i in reads])
             else:
-                x = x.reshape(images, -1)
-            x = self._run_segment(item, x)
-            last = self.bundle.layers[item[-1]]
-            if last.get("conv"):
-                x = x.reshape(images, last["conv"]["out_height"], last["conv"]["out_width"], -1)
+                reads = graph[item[0]][1]
+                tensors[graph[item[-1]][0]] = self._device_segment(item, tensors[reads[0]])
+            for name in set(reads):
+                if self._last_use[name] == position:
+                    del tensors[name]
+        return tensors[graph[-1][0]]
+
+    def _device_segment(self, indices, x):
+        """A segment's output ``[images, ...]`` for its input tensor ``x [images, ...]``."""
+        first, last = self.bundle.layers[indices[0]], self.bundle.layers[indices[-1]]
+        conv = first.get("conv")
+        images = len(x)
+        if conv:
+            x = golden.im2col(x, kernel=conv["kernel"], stride=conv["stride"],
+                              padding=conv["padding"], pad_code=first["pad_code"])
+        else:
+            x = x.reshape(images, -1)
+        x = self._run_segment(indices, x)
+        if last.get("conv"):
+            x = x.reshape(images, last["conv"]["out_height"], last["conv"]["out_width"], -1)
         return x
+
+    def report(self):
+        """Per layer, in the bundle's order, a dict: ``name``, ``type``, ``where`` (``"device"``
+        or ``"host"``), ``macs`` (per inference, :func:`layer_macs`) and ``cycles`` (the device
+        cycles of the layer's RUNs per inference, over every image :meth:`infer` has run; 0
+        on the host and before any inference)."""
+        rows = []
+        for index, (layer, (name, _)) in enumerate(zip(self.bundle.layers, self.graph)):
+            rows.append({"name": name, "type": layer["type"],
+                         "where": "device" if index in self.plans else "host",
+                         "macs": layer_macs(layer),
+                         "cycles": self.layer_cycles[index] / self.images if self.images
+                         else 0.0})
+        return rows
 
 
 def progress_bar(label, stream=None):
