@@ -8,13 +8,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import AcceleratorConfig
-from ..protocol import HEADER_BYTES, REQUANT_RECORD, DeviceInfo
+from ..protocol import HEADER_BYTES, DeviceInfo
 from .array_core import ArrayCore
 from .executor import Executor
 from .feeder import Feeder
 from .host_link import FrameReceiver, FrameTransmitter, ReplyQueue
 from .memories import Memories
-from .requantizer import requant_param_layout
 from .writeback import Writeback
 
 #: Cycles an idle clock domain keeps ticking beyond the array core's latency before it is
@@ -82,9 +81,6 @@ class Accelerator(wiring.Component):
             out_bits=config.a_bits, out_signed=False, product_stages=config.product_stages)
         # The widths the host derives from the configuration are the hardware's.
         assert self._core.acc_bits == config.acc_bits
-        record = requant_param_layout(8)
-        assert [(name, record[name].shape.width) for name, _, _ in REQUANT_RECORD] == \
-            [(name, width) for name, width, _ in REQUANT_RECORD]
         self._gated = gated
         super().__init__({
             "rx": In(stream.Signature(8)),

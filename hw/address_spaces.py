@@ -8,8 +8,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..protocol import (REQUANT_BYTES, TABLE_SPACES, Space, address_fields, address_limit,
-                        word_bytes)
+from ..protocol import (REQUANT_BYTES, REQUANT_RECORD, TABLE_SPACES, Space, address_fields,
+                        address_limit, word_bytes)
 
 
 class AddressSpaces(wiring.Component):
@@ -83,8 +83,13 @@ class AddressSpaces(wiring.Component):
         requant = self.cfg_requant
         m.d.comb += [requant.valid.eq(commit & (space == Space.REQUANT)),
                      requant.payload.lane.eq(field(Space.REQUANT, "lane") if lane_bits else 0),
-                     requant.payload.group.eq(field(Space.REQUANT, "group")),
-                     requant.payload.param.eq(word)]
+                     requant.payload.group.eq(field(Space.REQUANT, "group"))]
+        # The record's fields at their protocol positions, whatever the requantizer's output
+        # width (its zero point is out_bits + 1 bits wide and takes the record's low bits).
+        offset = 0
+        for name, width, _ in REQUANT_RECORD:
+            m.d.comb += getattr(requant.payload.param, name).eq(word[offset:offset + width])
+            offset += width
         spaces = [Space.ACT, Space.WEIGHT, Space.REQUANT]
         if config.tables:
             spaces += list(TABLE_SPACES)

@@ -224,8 +224,9 @@ def address_limit(space, config):
     }[Space(space)]
 
 
-#: A requantization record, LSB first: ``(name, width, signed)`` (the hardware's
-#: :func:`~sparqforge.hw.requantizer.requant_param_layout` for 8-bit outputs).
+#: A requantization record, LSB first: ``(name, width, signed)``, for every activation width
+#: (a requantizer with ``a_bits``-wide outputs keeps the zero point's low ``a_bits + 1`` bits,
+#: which hold every zero point of its output type).
 REQUANT_RECORD = (("bias", 32, True), ("multiplier", 31, False), ("shift", 6, True),
                   ("zero_point", 9, True), ("relu", 1, False))
 REQUANT_BYTES = -(-sum(width for _, width, _ in REQUANT_RECORD) // 8)

@@ -232,6 +232,9 @@ class DeviceModel:
             out = (t[None] <= acc[..., None]).sum(axis=-1)
         else:
             p = {key: value[groups][None] for key, value in self.requant.items()}
+            # The requantizer keeps a zero point of a_bits + 1 signed bits (the record's
+            # low bits), enough for every code of its output type.
+            p["zero_point"] = golden.wrap_signed(p["zero_point"], info.a_bits + 1)
             out = golden.requantize_layer(acc, bias=p["bias"], multiplier=p["multiplier"],
                                           shift=p["shift"], zero_point=p["zero_point"],
                                           relu=p["relu"].astype(bool), out_bits=info.a_bits,
