@@ -22,7 +22,8 @@ def test_random_layers_with_link_stalls_match_the_golden_device():
     report = soak.run_soak(2000, seed=3)
     assert report["soak.vectors"] >= 2000 and report["soak.layers"] >= 9
     assert report["soak.mismatches"] == 0
-    assert report["soak.stall_max"] > 0.2 and report["soak.sessions_ungated"] == 3
+    assert report["soak.stall_max"] > 0.2
+    assert report["soak.sessions_ungated"] == len(soak.SOAK_CONFIGS)
     # The outputs are not all clamped to one value: the comparison has something to see.
     assert report["soak.mid_range_fraction"] > 0.3
 
