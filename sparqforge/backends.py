@@ -71,6 +71,23 @@ def open_device(backend, config, *, quiet=False, log=print):
         On an unknown backend or configuration.
     ToolError, LinkError
         When Verilator is missing or the serial port cannot be opened.
+
+    Notes
+    -----
+    A script runs a bundle the way ``sparqforge infer`` does (``docs/runtime.md``, "Running a
+    bundle from Python")::
+
+        device = open_device("verilator", "demo")   # built once, then cached
+        try:
+            runner = Runner(bundle, device)          # sparqforge.sw.runtime.runner
+            runner.load()
+            out = runner.infer(bundle.quantize_input(x))
+        finally:
+            device.close()
+
+    The Verilator backend elaborates the accelerator to generate its Verilog every time (the
+    build is what is cached), so it creates no Amaranth component that goes unused and
+    nothing warns on stderr; ``golden`` and ``serial`` create no hardware at all.
     """
     from .sw.runtime.device_model import DeviceModel
     from .sw.runtime.link import Device, LoopbackTransport, PipeTransport, SerialTransport

@@ -43,8 +43,11 @@ RULES = [
     # The command line and the backends tie everything together.
     ("sparqforge.cli", None, None),
     ("sparqforge.backends", None, None),
+    # The Python entry point (``sparqforge.compile``) ties capture, quantization and lowering
+    # together; the root package reaches it lazily, so ``import sparqforge`` stays light.
+    ("sparqforge.api", None, None),
     ("sparqforge.__main__", ("sparqforge.cli",), ()),
-    ("sparqforge", (), ()),
+    ("sparqforge", ("sparqforge.api",), ()),
 ]
 
 

@@ -224,14 +224,36 @@ def cmd_demo(args):
 
 
 def cmd_export(args):
-    out = check_output_file(args.output, "-o", f"{args.model}.npz")
-    from ..sw.digits import quantize_and_export, train_example
+    from .user_models import load_calib, load_model, parse_model
 
-    model, data = train_example(args.model)
-    bundle, accuracy = quantize_and_export(args.model, model, data, args.quant)
+    spec = parse_model(args.model)
+    if spec.kind == "builtin":
+        if args.calib is not None:
+            raise ConfigError(f"--calib is for your own models; the built-in {args.model} "
+                              f"calibrates on the digits training split: leave --calib out")
+        out = check_output_file(args.output, "-o", f"{args.model}.npz")
+        from ..sw.digits import quantize_and_export, train_example
+
+        model, data = train_example(args.model)
+        bundle, accuracy = quantize_and_export(args.model, model, data, args.quant)
+        save_bundle(bundle, out, "-o")
+        _emit(f"wrote {out} ({args.model}, {args.quant}; quantized test accuracy "
+              f"{100 * accuracy:.2f} %)")
+        return 0
+    if args.calib is None:
+        raise ConfigError(f"--model {args.model} needs --calib FILE.npy: float inputs [N, ...] "
+                          f"of the model (a few hundred training items); the first one is the "
+                          f"example input that fixes the shapes")
+    out = check_output_file(args.output, "-o", "model.npz")
+    calib = load_calib(args.calib)
+    model = load_model(spec)
+    from ..api import compile as compile_model
+
+    name = spec.path.stem if spec.kind == "program" else None  # a module: its class name
+    bundle = compile_model(model, calib[:1], quant=args.quant, calib=calib, name=name)
     save_bundle(bundle, out, "-o")
-    _emit(f"wrote {out} ({args.model}, {args.quant}; quantized test accuracy "
-          f"{100 * accuracy:.2f} %)")
+    _emit(f"wrote {out} ({args.model}, {args.quant}; {len(bundle.matmul_layers())} matmul "
+          f"layers, calibrated on {len(calib)} inputs)")
     return 0
 
 
@@ -373,11 +395,28 @@ def build_parser():
     demo.add_argument("--json", action="store_true", help="print the rows as JSON")
     demo.set_defaults(func=cmd_demo)
 
-    export = sub.add_parser("export", help="train, quantize and export a digits model",
-                            description="Train a digits classifier, quantize it and write a "
-                                        "bundle (see examples/ for the Python API).")
-    export.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
-    export.add_argument("--quant", choices=sorted(SCHEMES), default="uniform-w8a8")
+    export = sub.add_parser(
+        "export", help="quantize a PyTorch model (yours or a built-in one) into a bundle",
+        description="Quantize a model and write a bundle: your own PyTorch model with "
+                    "calibration inputs (--model FILE.py:FUNCTION, FILE.pt or FILE.pt2 with "
+                    "--calib), or a built-in digits classifier trained here (--model mlp|cnn). "
+                    "Python: sparqforge.compile(model, example_input, quant=..., calib=...).",
+        epilog="quantizations: " + "; ".join(f"{name}: {text}"
+                                              for name, text in sorted(SCHEMES.items())))
+    export.add_argument("--model", default="mlp", metavar="MODEL",
+                        help="mlp or cnn (a built-in digits model, default mlp); or your own: "
+                             "FILE.py:FUNCTION (FUNCTION() is called with no arguments and "
+                             "returns the model with its trained weights, in eval mode), "
+                             "FILE.pt (a whole model saved with torch.save(model, path); "
+                             "loading it runs pickled code, so only load files you trust) or "
+                             "FILE.pt2 (a program saved with torch.export.save)")
+    export.add_argument("--quant", choices=sorted(SCHEMES), default="uniform-w8a8",
+                        help="quantization (default uniform-w8a8; sparse24-w4 needs a model "
+                             "that is already 2:4 pruned)")
+    export.add_argument("--calib", metavar="FILE.npy",
+                        help="your model's calibration inputs, float [N, ...] saved with "
+                             "numpy.save (required with your own model); the first item is "
+                             "the example input")
     export.add_argument("-o", "--output", required=True, metavar="FILE", help="bundle file")
     export.set_defaults(func=cmd_export)
 

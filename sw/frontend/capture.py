@@ -7,7 +7,9 @@ program has in-place operators (``ReLU(inplace=True)`` is ``relu_``, ``out += x`
 ``add_``), ``run_decompositions({})`` functionalizes it first, still without decomposing
 anything (it is the slow step, so it runs only when needed). Then the ATen graph is
 translated operator by operator (:mod:`.operators`) and :func:`~.passes.simplify` folds
-BatchNorm, fuses activations and removes identities, unless ``simplify=False``.
+BatchNorm, fuses activations and removes identities, unless ``simplify=False``. A program
+the user exported already (``torch.export.export``, ``torch.export.load``) is translated as
+it is.
 
 What is captured is the function the model computes in eval mode on one item: shapes are
 per item (no batch axis), parameters are float64 NumPy copies. Anything the graph cannot
@@ -119,6 +121,30 @@ def _check_call(model, example_input):
             f"statistics and without dropout")
 
 
+def _program(program, example_input):
+    """An exported program (functionalized if it has in-place operators) and the batch size
+    it was traced with, checked against the example input."""
+    inputs = [spec for spec in program.graph_signature.input_specs
+              if spec.kind == InputKind.USER_INPUT]
+    if len(inputs) != 1:
+        raise UnsupportedLayerError(f"The exported program takes {len(inputs)} inputs; "
+                                    f"sparqforge models take exactly one input tensor")
+    traced = next(fx.meta["val"] for fx in program.graph.nodes
+                  if fx.op == "placeholder" and fx.name == inputs[0].arg.name)
+    shape = [int(d) for d in traced.shape]
+    if (not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point()
+            or list(example_input.shape[1:]) != shape[1:]):
+        what = (f"a {example_input.dtype} tensor of shape {list(example_input.shape)}"
+                if isinstance(example_input, torch.Tensor) else type(example_input).__name__)
+        raise UnsupportedLayerError(
+            f"The example input is {what}, but the exported program takes a floating-point "
+            f"tensor [B, {', '.join(str(d) for d in shape[1:])}]: pass one like it")
+    if any(_mutates(fx.target) for fx in program.graph.nodes if fx.op == "call_function"):
+        with _quiet_torch():
+            program = program.run_decompositions({})
+    return program, shape[0]
+
+
 @contextlib.contextmanager
 def _quiet_torch():
     """Keep what torch.export prints about a failed trace (the partial graph) off stderr,
@@ -184,11 +210,13 @@ def capture(model, example_input, *, simplify=True):
 
     Parameters
     ----------
-    model : torch.nn.Module
+    model : torch.nn.Module or torch.export.ExportedProgram
         In eval mode, with one input tensor and one output tensor; traceable by
-        ``torch.export.export(model, (example_input,))``.
+        ``torch.export.export(model, (example_input,))``. Or such a program itself (from
+        ``torch.export.export`` or ``torch.export.load``), translated as it is.
     example_input : torch.Tensor
-        ``[B, features]`` or ``[B, C, H, W]``; fixes every shape in the graph.
+        ``[B, features]`` or ``[B, C, H, W]``; fixes every shape in the graph (a program's
+        shapes are its own: the example's item shape must be the program's).
     simplify : bool
         Run :func:`~.passes.simplify` (fold BatchNorm into its producer, fuse ReLU-like clamps
         into theirs, remove identities). ``False`` keeps one node per captured operator.
@@ -206,13 +234,31 @@ def capture(model, example_input, *, simplify=True):
         training mode, an input other than one tensor, an output other than one tensor, or a
         computation across the batch axis.
     TypeError
-        If ``model`` is not an ``nn.Module``.
+        If ``model`` is not an ``nn.Module`` or an ``ExportedProgram``.
     """
-    _check_call(model, example_input)
-    program = _export(model, example_input)
-    graph = _Capture(model, program, int(example_input.shape[0])).run()
+    if isinstance(model, torch.export.ExportedProgram):
+        program, batch = _program(model, example_input)
+        model = program.module()
+    else:
+        _check_call(model, example_input)
+        program, batch = _export(model, example_input), int(example_input.shape[0])
+    graph = _Capture(model, program, batch).run()
     graph.check()
     return _simplify(graph) if simplify else graph
+
+
+def _structural(fx):
+    """Operators that only pick, alias or copy another's result (never a module's output
+    of their own)."""
+    import operator
+
+    from torch.ops import aten
+
+    if fx.target is operator.getitem:
+        return True
+    packet = getattr(fx.target, "overloadpacket", None)
+    return packet in (aten.clone, aten.alias, aten.detach, aten.contiguous,
+                      aten.lift_fresh_copy, aten._to_copy, aten.to, aten.copy_, aten.copy)
 
 
 class _Capture:
@@ -225,6 +271,15 @@ class _Capture:
         self.graph = Graph()
         self.values = {}
         self._names = {"input", "output"}
+        # The last operator each module ran: the one that makes its output, which takes the
+        # module's path as its name (PyTorch may attribute a neighbour's operators to a
+        # module too, as a Flatten's view to the next Linear after decompositions).
+        self._last = {}
+        for fx in program.graph.nodes:
+            if fx.op == "call_function" and not _structural(fx):
+                call = self.call(fx)
+                if call:
+                    self._last[call] = fx
 
     def run(self):
         specs = {spec.arg.name: spec for spec in self.program.graph_signature.input_specs}
@@ -256,6 +311,12 @@ class _Capture:
         kind = kind if isinstance(kind, str) else getattr(kind, "__qualname__", str(kind))
         return path, kind.rpartition(".")[2]
 
+    @staticmethod
+    def call(fx):
+        """The innermost module call that ran ``fx`` (a module called twice has two)."""
+        stack = fx.meta.get("nn_module_stack") or {}
+        return list(stack)[-1] if stack else None
+
     def _is_leaf(self, path):
         try:
             return next(self.model.get_submodule(path).children(), None) is None
@@ -266,7 +327,7 @@ class _Capture:
         """A leaf module's path (``layer1.0.conv1``); otherwise the enclosing module's path
         and ``short`` or the operator (``layer1.0.add``), or that alone at the top level."""
         path, _ = self.module(fx)
-        if path and self._is_leaf(path):
+        if path and self._is_leaf(path) and self._last.get(self.call(fx)) is fx:
             return path
         short = short or short_name(fx)
         return f"{path}.{short}" if path else short

@@ -20,16 +20,20 @@ With inputs ``X`` the layer-output error ``||X W^T - X What^T||^2`` is minimised
 whole code grid: for each candidate exponent the codes are chosen column by column with
 error feedback through the inverse Gram matrix (the GPTQ update, on the power grid), then a
 straight-through refinement (Adam) moves codes, scales and the exponent together. The
-data-free result is kept when it is better on that objective.
+data-free result is kept when it is better on that objective. A mask (``mask=``: N:M
+pruning) restricts every search to the kept weights, so pruned codes stay exactly 0.
 
 Activations use :class:`ActivationQuantizer` (uniform, or unsigned power codes).
 :func:`quantize_model` quantizes a whole ``nn.Sequential`` layer by layer, each layer seeing
-the quantized outputs of the layers before it. ``docs/quantization.md`` has the details.
+the quantized outputs of the layers before it, keeping the pattern of N:M-pruned layers;
+``preset=`` names a whole quantization (:mod:`.presets`). ``docs/quantization.md`` has the
+details.
 
 The modules: :mod:`.tables` (rounding, the power tables, the shared search helpers),
 :mod:`.datafree` and :mod:`.search` (the data-free and the data-driven weight searches),
-:mod:`.weight` (:class:`QuantizedWeight`, :func:`quantize_weight`), :mod:`.activation` and
-:mod:`.model`. This package re-exports the public names of all of them.
+:mod:`.weight` (:class:`QuantizedWeight`, :func:`quantize_weight`), :mod:`.activation`,
+:mod:`.model` and :mod:`.presets`. This package re-exports the public names of all of them
+but the presets, which keep their module's name (``presets.PRESETS``, ``presets.expand``).
 """
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "quantize_model",
 ]
 
+from . import presets  # noqa: F401  (the module: presets.PRESETS, presets.expand)
 from .activation import ActivationQuantizer
 from .model import FakeQuantLayer, QuantizedLayer, QuantizedModel, quantize_model, unfold_inputs
 from .tables import EXPONENT_RANGE, power_act_table, power_table, round_half_away

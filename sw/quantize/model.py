@@ -4,6 +4,9 @@
 Which models are accepted is decided by :func:`sparqforge.sw.layers.check_model`, the same
 check :func:`sparqforge.sw.export.export_model` runs first, so the two accept exactly the same
 layers; the export's remaining refusals concern the quantization chosen (widths, methods).
+
+Layers whose float weights are N:M sparse are quantized with their pruning mask
+(:func:`quantize_weight`'s ``mask``), so their codes keep the pattern (``sparsity=``).
 """
 
 __all__ = ["FakeQuantLayer", "QuantizedLayer", "QuantizedModel", "quantize_model",
@@ -16,7 +19,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import UnsupportedLayerError
+from .. import nm_format
 from ..layers import check_model
+from ..nm_masks import weight_matrix
+from ..prune import PATTERNS
+from . import presets
 from .activation import ActivationQuantizer
 from .search import _STEPS
 from .tables import _as_float_tensor
@@ -51,13 +58,17 @@ class QuantizedLayer:
         Quantizer of the layer's input (``None`` when activations stay float).
     bias : torch.Tensor or None
         The float bias (kept in float; the hardware folds it into the int32 accumulator).
+    sparsity : (int, int) or None
+        The N:M pattern of the float weights that the codes keep (their zeros were the
+        quantization's mask), or ``None`` for a layer quantized dense.
     """
 
-    def __init__(self, name, layer, weight, input_quantizer):
+    def __init__(self, name, layer, weight, input_quantizer, sparsity=None):
         self.name = name
         self.layer = layer
         self.weight = weight
         self.input_quantizer = input_quantizer
+        self.sparsity = sparsity
         self.bias = None if layer.bias is None else layer.bias.detach().clone()
 
     def fake_quant_layer(self):
@@ -114,8 +125,80 @@ def _per_layer(value, names, what):
     return {name: value for name in names}
 
 
-def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uniform",
-                   calib=None, act_calib=None, per_channel=True, steps=_STEPS):
+class _Default:
+    """A keyword's default value, told apart from the same value passed explicitly (a preset
+    may not be combined with explicit settings); its repr is the value's, so the signature
+    reads ``bits=4``."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+#: The settings a preset gives, with their defaults.
+_PRESET_KEYS = {"bits": 4, "method": "power", "act_bits": 8, "act_method": "uniform",
+                "sparsity": "auto"}
+_D = {key: _Default(value) for key, value in _PRESET_KEYS.items()}
+
+def _settings(preset, model, given):
+    """The preset's settings, or the given ones over the defaults."""
+    explicit = {k: v for k, v in given.items() if not isinstance(v, _Default)}
+    if preset is None:
+        return {k: explicit.get(k, _PRESET_KEYS[k]) for k in _PRESET_KEYS}
+    if explicit:
+        raise ValueError(f"preset={preset!r} sets bits, method, act_bits, act_method and "
+                         f"sparsity; pass the preset or {', '.join(explicit)}, not both")
+    return presets.expand(preset, model)
+
+
+def _check_sparsity(sparsity):
+    if sparsity is None or (isinstance(sparsity, str) and sparsity == "auto"):
+        return sparsity
+    if (not isinstance(sparsity, (tuple, list)) or len(sparsity) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in sparsity)):
+        raise ValueError(f"sparsity must be 'auto', None or a pattern (n, m), not "
+                         f"{sparsity!r}")
+    nm_format.check_nm(*sparsity)
+    return tuple(sparsity)
+
+
+def _layer_pattern(weight, sparsity):
+    """The N:M pattern ``weight``'s float values have (``sparsity`` one pattern, or "auto":
+    the sparsest of :data:`sparqforge.sw.prune.PATTERNS`), or ``None``."""
+    if sparsity is None:
+        return None
+    matrix = weight_matrix(weight.detach()).cpu().numpy()
+    candidates = [sparsity] if sparsity != "auto" else sorted(
+        PATTERNS, key=lambda p: (p[0] / p[1], p[1]))
+    return next((tuple(p) for p in candidates if p[0] < p[1]
+                 and nm_format.find_violation(matrix, *p) is None), None)
+
+
+def _require_pattern(model, names, sparsity, preset):
+    """Refuse the first layer whose float weights are not N:M for ``sparsity``."""
+    n, m = sparsity
+    for name in names:
+        layer = getattr(model, name)
+        bad = nm_format.find_violation(weight_matrix(layer.weight.detach()).cpu().numpy(), n, m)
+        if bad is None:
+            continue
+        row, group, count = bad
+        why = (f"preset {preset!r} runs" if preset is not None
+               else f"sparsity={sparsity} asks to run")
+        raise UnsupportedLayerError(
+            f"Layer {name!r} ({type(layer).__name__}) is dense: its weights are not {n}:{m} "
+            f"sparse (output {row}, group {group} holds {count} nonzeros), and {why} every "
+            f"Linear and Conv2d {n}:{m} sparse; prune the model first: "
+            f"sparqforge.sw.prune.NMSparsifier(model, {n}, {m}, method='srste'), fine-tune, "
+            f"then finalize() (or prune_model(model, {n}, {m}) without fine-tuning), or pass "
+            f"sparsity='auto' to keep the pattern of the layers that have one")
+
+
+def quantize_model(model, *, preset=None, bits=_D["bits"], method=_D["method"],
+                   act_bits=_D["act_bits"], act_method=_D["act_method"], calib=None,
+                   act_calib=None, per_channel=True, sparsity=_D["sparsity"], steps=_STEPS):
     """Quantize every Linear/Conv2d of an ``nn.Sequential``, layer by layer.
 
     Each layer's input quantizer is calibrated on the layer's actual input, computed through
@@ -123,26 +206,45 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
     data-driven on those inputs (:func:`quantize_weight` with ``inputs``); without it they are
     quantized data-free, and ``act_calib`` is only used to calibrate activation ranges.
 
+    A layer whose float weights are N:M sparse (``sparsity``) is quantized with the mask of
+    its nonzero weights: every search is restricted to them, so its codes keep the pattern,
+    data-driven or not.
+
     Parameters
     ----------
     model : torch.nn.Sequential
         What :func:`sparqforge.sw.layers.check_model` accepts: Linear, Conv2d (``groups=1``,
         ``dilation=1``, integer zero padding), ReLU directly after a Linear/Conv2d, Flatten,
         MaxPool2d and AvgPool2d (no padding).
+    preset : str, optional
+        A named quantization (:data:`~sparqforge.sw.quantize.presets.PRESETS`:
+        ``"uniform-w8a8"``, ``"power-w4"``, ``"sparse24-w4"``) that sets ``bits``,
+        ``method``, ``act_bits``, ``act_method`` and ``sparsity`` for this model
+        (:func:`~sparqforge.sw.quantize.presets.expand`); it cannot be combined with them.
     bits, method : int, str
-        Weight code width and method (``"power"`` or ``"uniform"``, symmetric).
+        Weight code width (default 4) and method (``"power"``, the default, or
+        ``"uniform"``, symmetric).
     act_bits : int or None, or a list of them
-        Input activation width of every Linear/Conv2d (or one per layer, in order);
-        ``None`` keeps activations float.
+        Input activation width of every Linear/Conv2d (or one per layer, in order; default
+        8); ``None`` keeps activations float.
     act_method : {"uniform", "power"}, or a list of them
-        Activation quantizer, for all layers or one per layer (power needs non-negative
-        inputs: pixels, post-ReLU).
+        Activation quantizer, for all layers or one per layer (default ``"uniform"``; power
+        needs non-negative inputs: pixels, post-ReLU).
     calib : torch.Tensor, optional
         Model inputs for data-driven quantization (and activation calibration).
     act_calib : torch.Tensor, optional
         Model inputs for activation calibration only (weights stay data-free).
     per_channel : bool
         Per-output-channel weight scales.
+    sparsity : "auto", (int, int) or None
+        Which layers keep their zeros. ``"auto"`` (the default): every layer whose float
+        weight matrix (Conv2d permuted as :func:`sparqforge.sw.prune.weight_matrix` does) is
+        N:M for one of 1:2, 2:4, 1:4, 2:8, 4:8 (at most half of every group nonzero: a
+        trained dense layer never is), the others are dense. ``(n, m)``: every layer, and
+        every layer must be N:M already (as the accelerator runs a sparse model). ``None``:
+        no layer (data-driven codes then fill pruned positions). Each kept layer's
+        :attr:`QuantizedLayer.sparsity` names its pattern (for ``"auto"`` the sparsest one
+        found).
     steps : int
         Data-driven optimiser steps per layer.
 
@@ -156,10 +258,18 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
         (a ``TypeError``) from :func:`~sparqforge.sw.layers.check_model`, before any work,
         for a model the export could not run; the message names the layer, its type and
         the fix.
+        With ``sparsity=(n, m)`` (or the ``"sparse24-w4"`` preset), for the first layer whose
+        float weights are not N:M, naming it and how to prune.
     ValueError
-        If activations are to be quantized but no calibration inputs are given.
+        If activations are to be quantized but no calibration inputs are given, for an
+        unknown preset or one combined with explicit settings, or a bad ``sparsity``.
     """
     check_model(model)
+    settings = _settings(preset, model, {"bits": bits, "method": method, "act_bits": act_bits,
+                                         "act_method": act_method, "sparsity": sparsity})
+    bits, method = settings["bits"], settings["method"]
+    act_bits, act_method = settings["act_bits"], settings["act_method"]
+    sparsity = _check_sparsity(settings["sparsity"])
     if calib is not None and act_calib is not None:
         raise ValueError("Pass calib (data-driven) or act_calib (activation ranges only), "
                          "not both")
@@ -174,6 +284,10 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
     matmuls = [n for n, mod in model.named_children() if isinstance(mod, (nn.Linear, nn.Conv2d))]
     per_layer_bits = _per_layer(act_bits, matmuls, "act_bits")
     per_layer_method = _per_layer(act_method, matmuls, "act_method")
+    patterns = {name: _layer_pattern(getattr(model, name).weight, sparsity)
+                for name in matmuls}
+    if isinstance(sparsity, tuple):
+        _require_pattern(model, matmuls, sparsity, preset)
     layers = {}
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = None if data is None else _as_float_tensor(data, "Calibration inputs").to(dtype)
@@ -189,10 +303,12 @@ def quantize_model(model, *, bits=4, method="power", act_bits=8, act_method="uni
                                                 per_layer_method[name]).calibrate(x)
                 x = quantizer.fake_quant(x)
             inputs = unfold_inputs(module, x) if calib is not None else None
+            mask = module.weight != 0 if patterns[name] else None
             with torch.enable_grad():
                 qweight = quantize_weight(module.weight, bits, method, per_channel,
-                                          inputs=inputs, steps=steps)
-            qlayer = QuantizedLayer(name, copy.deepcopy(module), qweight, quantizer)
+                                          inputs=inputs, mask=mask, steps=steps)
+            qlayer = QuantizedLayer(name, copy.deepcopy(module), qweight, quantizer,
+                                    sparsity=patterns[name])
             layers[name] = qlayer
             if x is not None:
                 x = qlayer.fake_quant_layer().layer(x)

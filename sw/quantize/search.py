@@ -5,6 +5,10 @@ For each candidate exponent the codes are chosen column by column with error fee
 the inverse Gram matrix (the GPTQ update, on the power grid), then a straight-through
 refinement (Adam) moves codes, scales and the exponent together. The data-free result is kept
 when it is better on that objective.
+
+With a mask (N:M pruning) every search is restricted to the kept weights: a pruned weight's
+code is 0 in every candidate, its error ``w - 0`` is fed back to the kept weights after it
+(as SparseGPT does), and the refinement neither moves nor differentiates it.
 """
 
 __all__ = []
@@ -80,8 +84,12 @@ def _objective(w2, what, gram):
 class _Problem:
     """One data-driven problem: weights ``[C, K]``, Gram matrix and the code format."""
 
-    def __init__(self, w2, gram, *, method, bits, mac_bits, symmetric, per_channel):
+    def __init__(self, w2, gram, *, method, bits, mac_bits, symmetric, per_channel,
+                 mask=None):
         self.w2, self.gram = w2, gram
+        # ``mask`` [C, K] (True = kept) or None; ``kept`` the weights a pruned code leaves.
+        self.mask = mask
+        self.kept = w2 if mask is None else np.where(mask, w2, 0.0)
         self.method, self.bits, self.mac_bits = method, bits, mac_bits
         self.symmetric, self.per_channel = symmetric, per_channel
         self.q_max = (1 << (bits - 1)) - 1
@@ -94,7 +102,7 @@ class _Problem:
         return _objective(self.w2, what, self.gram)
 
     def projector(self, scale, zp, a):
-        """``project(column, rows)``: nearest codes and values of one column of weights."""
+        """``project(column)``: nearest codes and values of one column of weights."""
         if self.method == "power":
             mags, reps = _distinct(power_table(self.bits, a, self.mac_bits)[:self.q_max + 1])
             to_table = self.t_max / scale
@@ -132,17 +140,23 @@ def _gram_factor(gram):
     return None
 
 
-def _feedback_codes(w2, factor, project):
+def _feedback_codes(w2, factor, project, mask=None):
     """Codes column by column (act order), each column's error spread over later columns.
 
     This is optimal-brain-quantization error feedback (as in GPTQ) on an arbitrary grid: the
     error-compensated target of a weight may land on any code, not only next to the weight.
+    A pruned weight (``mask`` False) gets code 0 and value 0 whatever its compensated target;
+    that error is spread like any other, so the kept weights after it compensate for it.
     """
     order, upper = factor
     w = w2[:, order].copy()
+    pruned = None if mask is None else ~mask[:, order]
     codes = np.empty(w.shape, dtype=np.int64)
     for j in range(w.shape[1]):
         codes[:, j], value = project(w[:, j])
+        if pruned is not None:
+            codes[pruned[:, j], j] = 0
+            value = np.where(pruned[:, j], 0.0, value)
         err = (w[:, j] - value) / upper[j, j]
         w[:, j + 1:] -= np.outer(err, upper[j, j + 1:])
     out = np.empty_like(codes)
@@ -156,7 +170,7 @@ def _refine_ste(problem, sol, *, learn_exponent, steps):
     Latent weights ``z`` (in units of the largest code) choose their codes by nearest
     representable value under the current table; the forward pass uses those hard codes and
     the rounded integer table exactly, so the loss is the true calibration objective, and the
-    best hard solution seen is returned.
+    best hard solution seen is returned. Pruned weights keep code 0 and pass no gradient.
     """
     p = problem
     codes0, scale0, zp0, a0 = sol
@@ -178,7 +192,8 @@ def _refine_ste(problem, sol, *, learn_exponent, steps):
     optimizer = torch.optim.Adam(groups)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     zp_t = torch.from_numpy(zp0)[:, None]
-    mask = (1 << p.bits) - 1
+    pattern = (1 << p.bits) - 1
+    kept = None if p.mask is None else torch.from_numpy(p.mask)
     for step in range(steps + 1):
         unit = torch.exp(log_unit).expand(w.shape[0])
         latent = z.detach().numpy()
@@ -187,17 +202,25 @@ def _refine_ste(problem, sol, *, learn_exponent, steps):
             mags, reps = _distinct(power_table(p.bits, a, p.mac_bits)[:p.q_max + 1])
             codes = np.sign(latent) * reps[_nearest(mags / p.t_max, np.abs(latent))]
             codes = torch.from_numpy(codes.astype(np.int64))
-            if theta is not None:
-                level = _power_levels_t(codes, theta, p.bits, p.mac_bits)
-            else:
-                table = power_table(p.bits, a, p.mac_bits)
-                level = torch.from_numpy(table[codes.numpy() & mask] / p.t_max)
         else:
             a = None
             codes = np.clip(round_half_away(latent * p.q_max) + zp0[:, None], p.c_lo, p.c_hi)
             codes = torch.from_numpy(codes.astype(np.int64))
+        if kept is not None:
+            # (Masks need symmetric codes, whose code 0 is the value 0.)
+            codes = torch.where(kept, codes, torch.zeros_like(codes))
+        if p.method == "power":
+            if theta is not None:
+                level = _power_levels_t(codes, theta, p.bits, p.mac_bits)
+            else:
+                table = power_table(p.bits, a, p.mac_bits)
+                level = torch.from_numpy(table[codes.numpy() & pattern] / p.t_max)
+        else:
             level = (codes - zp_t).to(torch.float64) / p.q_max
-        err = w - unit[:, None] * (level + z - z.detach())
+        straight = z - z.detach()
+        if kept is not None:
+            straight = torch.where(kept, straight, torch.zeros_like(straight))
+        err = w - unit[:, None] * (level + straight)
         loss = ((err @ gram) * err).sum() / j0
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -233,8 +256,8 @@ def _data_driven(problem, sol, *, fixed_exponent, steps):
 
             def total(a):
                 if a not in cache:
-                    alpha = _power_alpha(p.w2, p.bits, a, p.mac_bits, p.per_channel)
-                    codes = _feedback_codes(p.w2, factor, p.projector(alpha, None, a))
+                    alpha = _power_alpha(p.kept, p.bits, a, p.mac_bits, p.per_channel)
+                    codes = _feedback_codes(p.w2, factor, p.projector(alpha, None, a), p.mask)
                     trial = (codes, alpha, sol[2], a)
                     cache[a] = (p.cost(trial), 1, trial)
                 return cache[a][0]
@@ -247,7 +270,7 @@ def _data_driven(problem, sol, *, fixed_exponent, steps):
                         min(math.log(a0 * 2), hi), _EXP_GOLDEN_DATA)
             candidates += cache.values()
         else:
-            codes = _feedback_codes(p.w2, factor, p.projector(sol[1], sol[2], None))
+            codes = _feedback_codes(p.w2, factor, p.projector(sol[1], sol[2], None), p.mask)
             trial = (codes, sol[1], sol[2], None)
             candidates.append((p.cost(trial), 1, trial))
     start = min(candidates, key=lambda c: (c[0], c[1]))[2]

@@ -2,7 +2,8 @@
 
 Without calibration inputs the parameters come from the data-free search
 (:mod:`.datafree`); with inputs, from the data-driven search (:mod:`.search`), which keeps
-the data-free result when that is better on the layer-output error.
+the data-free result when that is better on the layer-output error. A mask (N:M pruning)
+restricts both to the kept weights: pruned codes are exactly 0.
 """
 
 __all__ = ["QuantizedWeight", "quantize_weight"]
@@ -40,10 +41,13 @@ class QuantizedWeight:
     table : numpy.ndarray or None
         Power: :func:`power_table` (``int64``, ``2**bits`` entries, indexed by
         ``q & (2**bits - 1)``); uniform: ``None``.
+    mask : torch.Tensor or None
+        ``bool``, the weight's shape: the kept weights the codes were restricted to (every
+        other code is 0), or ``None`` without a mask.
     """
 
     def __init__(self, *, codes, scale, zero_point, exponent, bits, method, per_channel,
-                 symmetric, mac_bits, data_driven, dtype):
+                 symmetric, mac_bits, data_driven, dtype, mask=None):
         self.codes = codes
         self.scale = scale
         self.zero_point = zero_point
@@ -54,6 +58,7 @@ class QuantizedWeight:
         self.symmetric = symmetric
         self.mac_bits = mac_bits
         self.data_driven = data_driven
+        self.mask = mask
         self.table = power_table(bits, exponent, mac_bits) if method == "power" else None
         self._dtype = dtype
 
@@ -90,7 +95,7 @@ class QuantizedWeight:
 
 
 def quantize_weight(weight, bits=4, method="power", per_channel=True, symmetric=True,
-                    mac_bits=8, inputs=None, *, exponent=None, steps=_STEPS):
+                    mac_bits=8, inputs=None, *, mask=None, exponent=None, steps=_STEPS):
     """Quantize one weight tensor (output channels on dim 0).
 
     Parameters
@@ -114,6 +119,13 @@ def quantize_weight(weight, bits=4, method="power", per_channel=True, symmetric=
         :func:`unfold_inputs` returns). When given, the codes minimise the output error
         ``||X W^T - X What^T||^2`` (data-driven, never worse than data-free on it);
         otherwise the weight error ``||W - What||^2`` (data-free).
+    mask : torch.Tensor or numpy.ndarray, optional
+        ``bool``, the weight's shape, ``True`` for a kept weight (an N:M pruning mask, for
+        instance). Every search (data-free, error feedback, refinement) is restricted to the
+        kept weights: the code of every other weight is exactly 0, and the objective counts
+        it as the value 0. The weight itself need not be zero there; its error is then part of
+        the objective (data-driven, the kept weights compensate for it). Needs symmetric
+        codes (code 0 is the value 0).
     exponent : float, optional
         Power only: use this exponent instead of searching/learning it.
     steps : int
@@ -129,7 +141,8 @@ def quantize_weight(weight, bits=4, method="power", per_channel=True, symmetric=
         For a bad width, a non-tensor weight or non-real data.
     ValueError
         For an unknown method, asymmetric power codes, a bad exponent, a weight without an
-        input axis, NaN/inf values, or ``inputs`` of the wrong shape.
+        input axis, NaN/inf values, ``inputs`` of the wrong shape, or a mask of the wrong
+        shape or type, or with asymmetric codes.
     """
     if method not in _METHODS:
         raise ValueError(f"Quantization method must be one of {list(_METHODS)}, not {method!r}")
@@ -153,6 +166,9 @@ def quantize_weight(weight, bits=4, method="power", per_channel=True, symmetric=
             raise TypeError(f"{name} must be a bool, not {flag!r}")
     shape, dtype = tuple(w.shape), (w.dtype if w.is_floating_point() else torch.float32)
     w2 = w.to(torch.float64).reshape(shape[0], -1).numpy()
+    kept = None if mask is None else _check_mask(mask, shape, symmetric)
+    # The searches see the kept weights; a pruned weight's code is 0 (value 0) in every result.
+    w2_kept = w2 if kept is None else np.where(kept, w2, 0.0)
     gram = None
     if inputs is not None:
         x = _as_float_tensor(inputs, "Calibration inputs").to(torch.float64)
@@ -165,20 +181,24 @@ def quantize_weight(weight, bits=4, method="power", per_channel=True, symmetric=
             raise ValueError("Calibration inputs are too large: their Gram matrix overflows")
 
     if method == "power":
-        codes, scale, a = _power_datafree(w2, bits, mac_bits, exponent, per_channel)
+        codes, scale, a = _power_datafree(w2_kept, bits, mac_bits, exponent, per_channel)
         zp = np.zeros(len(scale), dtype=np.int64)
     else:
-        rows = w2 if per_channel else w2.reshape(1, -1)
+        rows = w2_kept if per_channel else w2_kept.reshape(1, -1)
         codes, scale, zp = _uniform_datafree(rows, bits, symmetric)
         codes = codes.reshape(w2.shape)
         if not per_channel:
             scale, zp = np.full(w2.shape[0], scale[0]), np.full(w2.shape[0], zp[0])
         a = None
+    if kept is not None:
+        codes = np.where(kept, codes, 0)  # already 0: the kept weights' codes of 0.0 are 0
     if gram is not None:
         problem = _Problem(w2, gram, method=method, bits=bits, mac_bits=mac_bits,
-                           symmetric=symmetric, per_channel=per_channel)
+                           symmetric=symmetric, per_channel=per_channel, mask=kept)
         codes, scale, zp, a = _data_driven(problem, (codes, scale, zp, a),
                                            fixed_exponent=exponent is not None, steps=steps)
+    if kept is not None and np.any(codes[~kept]):
+        raise AssertionError("a pruned weight got a nonzero code")  # a bug, not a user error
 
     scale_t = torch.tensor(scale if per_channel else scale[0], dtype=torch.float64)
     if method == "uniform" and not symmetric:
@@ -189,4 +209,24 @@ def quantize_weight(weight, bits=4, method="power", per_channel=True, symmetric=
         codes=torch.from_numpy(np.ascontiguousarray(codes)).reshape(shape), scale=scale_t,
         zero_point=zp_out, exponent=None if a is None else float(a), bits=bits,
         method=method, per_channel=per_channel, symmetric=symmetric, mac_bits=mac_bits,
-        data_driven=gram is not None, dtype=dtype)
+        data_driven=gram is not None, dtype=dtype,
+        mask=None if kept is None else torch.from_numpy(kept).reshape(shape))
+
+
+def _check_mask(mask, shape, symmetric):
+    """The mask as a ``bool`` ``[out, K]`` NumPy array, after checking it."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"Mask must be a boolean torch tensor or NumPy array, not "
+                        f"{type(mask).__name__}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"Mask must hold booleans (True = kept), not {mask.dtype}; pass "
+                        f"weight != 0 or a pruning mask")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"Mask must have the weight's shape {list(shape)}, not "
+                         f"{list(mask.shape)}")
+    if not symmetric:
+        raise ValueError("A mask keeps pruned weights at code 0, which asymmetric codes do "
+                         "not give the value 0: use symmetric=True with a mask")
+    return np.ascontiguousarray(mask.reshape(shape[0], -1))
