@@ -4,7 +4,7 @@ Every figure comes from running the thing it names in this process: Verilator ru
 generated RTL, yosys synthesis, PyTorch training. Ratios are taken within one run.
 """
 
-__all__ = ["GROUPS", "run_benchmarks", "bench_dense", "bench_sparse", "bench_soak"]
+__all__ = ["bench_frontend", "GROUPS", "run_benchmarks", "bench_dense", "bench_sparse", "bench_soak"]
 
 import sys
 
@@ -227,8 +227,18 @@ def bench_soak(quiet=False):
     return run(quiet=quiet)
 
 
+def bench_frontend(quiet=False):
+    """The corpus of user-style models (:mod:`sparqforge.sw.corpus`) compiled from PyTorch,
+    W8A8 and power W4, on the Verilated ``demo`` accelerator over each test split: float,
+    fake-quant, golden and RTL accuracy, RTL == golden (``frontend.*``; see
+    :mod:`sparqforge.cli.corpus_bench`)."""
+    from .corpus_bench import bench_frontend as run
+
+    return run(quiet=quiet)
+
+
 GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power,
-          "runtime": bench_runtime, "soak": bench_soak}
+          "runtime": bench_runtime, "soak": bench_soak, "frontend": bench_frontend}
 
 
 def run_benchmarks(group, quiet=False):
