@@ -45,8 +45,15 @@ def test_prune_digits_json(tmp_path):
     assert row["exact_nm"] is True and set(row) == {"oneshot", "bdwp", "srste", "exact_nm"}
 
 
+@pytest.mark.sim
+def test_residual_digits_runs_on_the_rtl(tmp_path):
+    out = run("residual_digits.py", cwd=tmp_path)
+    assert re.search(r"RTL == golden: True$", out, re.MULTILINE), out
+    assert re.search(r"^\s+block\.add\s+add\s+host\b", out, re.MULTILINE), out
+
+
 def test_every_example_has_a_fast_mode_and_a_test():
-    tested = {"export_digits.py", "prune_digits.py"}
+    tested = {"export_digits.py", "prune_digits.py", "residual_digits.py"}
     scripts = {path.name for path in EXAMPLES.glob("*.py")}
     assert scripts == tested
     for name in scripts:
