@@ -11,11 +11,14 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
+# The QONNX extra and Brevitas (which the QONNX tests export with) install with torch held
+# at the pinned build: an unpinned resolution would replace it.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e .
+	echo "$(TORCH)" > $(VENV)/constraints.txt
+	$(PY) -m pip install --quiet -c $(VENV)/constraints.txt -e ".[qonnx,test]"
 	touch $@
 
 demo: $(STAMP)

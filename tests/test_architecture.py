@@ -30,6 +30,9 @@ RULES = [
     ("sparqforge.sw.bundle", _FOUNDATION + _NUMERICS + ("sparqforge.sw.bundle_check",),
      ("numpy",)),
     ("sparqforge.sw.bundle_check", _FOUNDATION + _NUMERICS, ("numpy",)),
+    # The QONNX importer: the ONNX packages (an optional extra) besides the rest of sw/.
+    ("sparqforge.sw.qonnx", _FOUNDATION + ("sparqforge.sw",), ("numpy", "torch", "onnx",
+                                                               "qonnx")),
     # The rest of the software (quantizers, export, pruning, the example): PyTorch, never
     # the hardware, the simulator or the boards.
     ("sparqforge.sw", _FOUNDATION + ("sparqforge.sw",), ("numpy", "torch", "sklearn")),

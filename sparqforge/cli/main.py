@@ -420,6 +420,9 @@ def build_parser():
     export.add_argument("-o", "--output", required=True, metavar="FILE", help="bundle file")
     export.set_defaults(func=cmd_export)
 
+    from .importer import add_parser as add_import
+    add_import(sub)
+
     infer = sub.add_parser("infer", help="run a bundle on a backend",
                            description="Run a bundle on the golden model, the Verilated "
                                        "accelerator or a board, on a file of inputs.")
