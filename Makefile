@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sparqforge-installed
 # torch is pinned to the CPU build that installs without a multi-GB CUDA download.
 TORCH ?= torch==2.13.0
-PYTEST_ARGS ?=
+# The suite's tests are independent: two workers use both cores of the project machine.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: venv demo test sim bench bitstream clean
 
