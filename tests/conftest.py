@@ -14,8 +14,8 @@ torch.set_num_threads(1)
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SLOW") == "1" or "slow" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="slow (complete place and route): run with -m slow or "
-                                   "SLOW=1")
+    skip = pytest.mark.skip(reason="slow (place and route, formal proofs, whole-model RTL "
+                                   "runs): run with -m slow or SLOW=1")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)

@@ -4,7 +4,7 @@ Every figure comes from running the thing it names in this process: Verilator ru
 generated RTL, yosys synthesis, PyTorch training. Ratios are taken within one run.
 """
 
-__all__ = ["bench_frontend", "GROUPS", "run_benchmarks", "bench_dense", "bench_sparse", "bench_soak"]
+__all__ = ["bench_models", "bench_frontend", "GROUPS", "run_benchmarks", "bench_dense", "bench_sparse", "bench_soak"]
 
 import sys
 
@@ -237,14 +237,26 @@ def bench_frontend(quiet=False):
     return run(quiet=quiet)
 
 
+def bench_models(quiet=False, **options):
+    """The MLPerf Tiny reference models (ResNet-8, DS-CNN, MobileNetV1 0.25x, the FC
+    autoencoder) through the frontend, W8A8, at batch 1 on the Verilated ULX3S reference
+    accelerator: MACs, device cycles, utilization, device MAC fraction, link and I/O bytes,
+    latency, RTL == golden (``models.*``; see :mod:`sparqforge.cli.models_bench`)."""
+    from .models_bench import bench_models as run
+
+    return run(quiet=quiet, **options)
+
+
 GROUPS = {"dense": bench_dense, "sparse": bench_sparse, "power": bench_power,
-          "runtime": bench_runtime, "soak": bench_soak, "frontend": bench_frontend}
+          "runtime": bench_runtime, "soak": bench_soak, "frontend": bench_frontend,
+          "models": bench_models}
 
 
-def run_benchmarks(group, quiet=False):
-    """Run one group (or ``all``); return one flat dict of measurements."""
+def run_benchmarks(group, quiet=False, **options):
+    """Run one group (or ``all``); return one flat dict of measurements. ``options`` go to
+    the group (``models``: ``models``, ``layers``)."""
     names = list(GROUPS) if group == "all" else [group]
     report = {}
     for name in names:
-        report.update(GROUPS[name](quiet=quiet))
+        report.update(GROUPS[name](quiet=quiet, **(options if name == group else {})))
     return report

@@ -203,7 +203,13 @@ def cmd_check(args):
 def cmd_bench(args):
     from .bench import run_benchmarks
 
-    report = run_benchmarks(args.group, quiet=args.json)
+    options = {}
+    if args.model or args.layers:
+        if args.group != "models":
+            raise ConfigError("--model and --layers belong to the models group: sparqforge "
+                              "bench models [--model M] [--layers]")
+        options = {"models": [args.model] if args.model else None, "layers": args.layers}
+    report = run_benchmarks(args.group, quiet=args.json, **options)
     _print_report(report, args.json)
     return 0
 
@@ -461,6 +467,11 @@ def build_parser():
                            description="Run a benchmark group and print its measurements.")
     bench.add_argument("group", choices=[*GROUPS, "all"], help="benchmark group")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--model", choices=["resnet8", "dscnn", "mobilenet_vww",
+                                           "fc_autoencoder"],
+                       help="models group: only this MLPerf Tiny model")
+    bench.add_argument("--layers", action="store_true",
+                       help="models group: the per-layer report too")
     bench.set_defaults(func=cmd_bench)
     parser.commands = dict(sub.choices)
     return parser

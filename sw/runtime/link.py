@@ -6,7 +6,7 @@ board (:class:`SerialTransport`). Only the transport changes.
 """
 
 __all__ = ["Transport", "LoopbackTransport", "PipeTransport", "SerialTransport",
-           "FaultyTransport", "RestartingTransport", "Device"]
+           "FaultyTransport", "RestartingTransport", "CountingTransport", "Device"]
 
 import os
 import struct
@@ -236,6 +236,32 @@ class RestartingTransport(Transport):
             self.injected += 1
         self.exchanges += 1
         return self._inner.exchange(data, budget=budget)
+
+    def close(self):
+        self._inner.close()
+
+
+class CountingTransport(Transport):
+    """Wraps a transport and counts the bytes that cross the link each way (SLIP framing,
+    headers and CRCs included): what a board's UART would carry."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.sent = 0
+        self.received = 0
+
+    @property
+    def cycles(self):
+        return self._inner.cycles
+
+    def budget(self, cycles):
+        return self._inner.budget(cycles)
+
+    def exchange(self, data, *, budget):
+        self.sent += len(data)
+        reply = self._inner.exchange(data, budget=budget)
+        self.received += len(reply)
+        return reply
 
     def close(self):
         self._inner.close()

@@ -9,64 +9,25 @@ layer reads its input rows from one half of the activation banks and writes its 
 to the other half, and only the segment's first input and last output cross the link. A
 convolution starts a segment of its own (its rows are image positions). Batches are cut into
 chunks of rows that fit a half. Weights, requantization parameters and thresholds of all
-device layers are loaded once (``load``); operand tables are rewritten before each layer that
-needs them. Tensors between segments and host layers are kept by layer name and dropped once
+device layers are loaded once (``load``) when they fit the device together (``resident``);
+otherwise each segment's are written before it runs (streamed), and a layer larger than the
+device alone runs in parts of channel tiles, each written before its RUN. Operand tables are
+rewritten before each layer that needs them. Tensors between segments and host layers are kept by layer name and dropped once
 no later layer reads them.
 """
 
 __all__ = ["CompileError", "LayerPlan", "Runner", "layer_macs"]
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import ConfigError, DeviceRestarted
+from ...protocol import Mode, RunDescriptor, Space, encode_address
 from .. import golden, nm_format
 from . import layouts
-from ...protocol import Mode, RunDescriptor, Space, encode_address
-
-
-class CompileError(ConfigError):
-    """The bundle does not fit or does not suit the accelerator; the message says which
-    layer and what to change."""
-
-
-@dataclass
-class LayerPlan:
-    """Where a matmul layer lives on the device and how it is tiled."""
-    index: int
-    layer: dict
-    sparse: bool
-    step: int
-    k_steps: int
-    a_stride: int
-    n_tiles: int
-    w_base: int
-    group_base: int
-    mode: int
-
-
-def _ceil(a, b):
-    return -(-a // b)
-
-
-def layer_macs(layer):
-    """Multiply-accumulates of one layer per inference, from its shapes: ``K * N`` times the
-    output positions of a convolution (for a depthwise convolution ``K`` is ``kh * kw`` and
-    ``N`` the channels), 0 for every other layer type. N:M sparse layers count dense.
-
-    >>> layer_macs({"type": "matmul", "in_features": 27, "out_features": 8,
-    ...             "conv": {"out_height": 4, "out_width": 4}})
-    3456
-    >>> layer_macs({"type": "add"})
-    0
-    """
-    if layer["type"] != "matmul":
-        return 0
-    conv = layer.get("conv")
-    positions = conv["out_height"] * conv["out_width"] if conv else 1
-    return layer["in_features"] * layer["out_features"] * positions
+from .planning import (CompileError, LayerPlan, ceil_div as _ceil, check_accumulator,
+                       check_operands, layer_macs)
 
 
 class Runner:
@@ -98,7 +59,7 @@ class Runner:
             if needs_tables and not info.tables:
                 raise CompileError(f"{where} uses power-exponent tables or thresholds; "
                                    f"generate the accelerator with tables")
-            self._check_operands(layer, where)
+            check_operands(info, layer, where)
             if layer["output"] == "threshold":
                 count = layer["thresholds"].shape[1]
                 if count > (1 << info.threshold_bits) - 1:
@@ -111,22 +72,18 @@ class Runner:
             step = info.m if sparse else (info.n if sparse_device else 1)
             n_tiles = _ceil(n, info.cols)
             k_steps = _ceil(k, step)
-            self._check_accumulator(layer, where)
+            check_accumulator(info, layer, where)
             mode = ((Mode.SPARSE if sparse else 0)
                     | (Mode.THRESHOLD if layer["output"] == "threshold" else 0)
                     | (Mode.ACT_TABLE if layer.get("act_table") is not None else 0)
                     | (Mode.WEIGHT_TABLE if layer.get("weight_table") is not None else 0))
             self.plans[index] = LayerPlan(index, layer, sparse, step, k_steps,
-                                          _ceil(k, info.cols), n_tiles, w_base, group_base,
-                                          mode)
+                                          _ceil(k, info.cols), n_tiles, 0, 0, mode)
             w_base += n_tiles * k_steps
             group_base += n_tiles
-        if w_base > info.w_depth:
-            raise CompileError(f"The weights need {w_base} weight words; the accelerator holds "
-                               f"{info.w_depth}: generate it with a larger weight memory")
-        if group_base > info.groups:
-            raise CompileError(f"The layers need {group_base} channel groups; the accelerator "
-                               f"holds {info.groups}: generate it with more groups")
+        #: Whether every layer's weights and parameters stay in the device at once (loaded
+        #: by :meth:`load`); else each device segment's are written before it runs.
+        self.resident = w_base <= info.w_depth and group_base <= info.groups
         for plan in self.plans.values():
             if max(plan.a_stride, plan.n_tiles) > info.act_depth // 2:
                 raise CompileError(f"Layer {plan.layer['name']!r} rows need "
@@ -140,47 +97,55 @@ class Runner:
         self._tables = (None, None)
         #: The order of work: ``("host", index)`` and ``("device", [indices])`` items.
         self.schedule = self._segments()
+        self._place()
+        self._loaded = None
+        self._weight_cache = {}
         self._last_use = {}
         for position, (kind, item) in enumerate(self.schedule):
             first = item if kind == "host" else item[0]
             for name in self.graph[first][1]:
                 self._last_use[name] = position
 
-    def _check_operands(self, layer, where):
-        """Activation and weight operands must be the device's, judged from the arrays (the
-        weights and tables a layer carries), never from what the bundle declares."""
+    def _place(self):
+        """Give every device layer its weight words and channel groups: one after the other
+        when they all fit (resident), else from 0 for each segment (streamed); a segment
+        whose layers do not fit together is split into one-layer segments."""
         info = self.config
-        if info.a_bits != golden.ACT_BITS:
-            raise CompileError(f"{where} takes {golden.ACT_BITS}-bit activation codes; the "
-                               f"accelerator's activations are {info.a_bits}-bit: generate "
-                               f"it with a_bits={golden.ACT_BITS}")
-        if layer.get("act_table") is not None:
-            need = golden.signed_bits_for(0, int(np.max(layer["act_table"]))) - 1
-            if need > info.a_bits:
-                raise CompileError(f"{where}'s activation table holds {need}-bit operands; "
-                                   f"the array multiplies {info.a_bits}-bit activations")
-        w = np.asarray(layer["weight"], dtype=np.int64)
-        if layer.get("weight_table") is not None:
-            w = np.asarray(layer["weight_table"], dtype=np.int64)[w & 0xFF]
-        need = golden.signed_bits_for(int(w.min(initial=0)), int(w.max(initial=0)))
-        if need > info.w_bits:
-            declared = layer.get("weight_bits")
-            raise CompileError(f"{where}'s weights need {need}-bit signed operands (the bundle "
-                               f"declares {declared}-bit weights); the array multiplies "
-                               f"{info.w_bits}-bit weights: generate it with w_bits={need}")
+        if not self.resident:
+            schedule = []
+            for kind, item in self.schedule:
+                if kind == "device" and not self._fits(item):
+                    schedule += [("device", [index]) for index in item]
+                else:
+                    schedule.append((kind, item))
+            self.schedule = schedule
+        w_base = group_base = 0
+        for kind, item in self.schedule:
+            if kind != "device":
+                continue
+            if not self.resident:
+                w_base = group_base = 0
+            for index in item:
+                plan = self.plans[index]
+                plan.parts = ((0, plan.n_tiles),)
+                if not self._fits([index]):
+                    # Larger than the device alone: run it in parts of channel tiles.
+                    tiles = min(info.w_depth // plan.k_steps, info.groups)
+                    if tiles == 0:
+                        raise CompileError(
+                            f"Layer {plan.layer['name']!r} needs {plan.k_steps} weight words "
+                            f"for one channel tile; the accelerator holds {info.w_depth}: "
+                            f"generate it with a larger weight memory")
+                    plan.parts = tuple((first, min(tiles, plan.n_tiles - first))
+                                       for first in range(0, plan.n_tiles, tiles))
+                plan.w_base, plan.group_base = w_base, group_base
+                w_base += plan.n_tiles * plan.k_steps
+                group_base += plan.n_tiles
 
-    def _check_accumulator(self, layer, where):
-        """The largest accumulator magnitude this layer can produce must fit the device."""
-        w = np.asarray(layer["weight"], dtype=np.int64)
-        if layer.get("weight_table") is not None:
-            w = np.asarray(layer["weight_table"])[w & 0xFF]
-        a_max = (int(np.max(layer["act_table"])) if layer.get("act_table") is not None
-                 else (1 << self.config.a_bits) - 1)
-        worst = int(np.abs(w).sum(axis=1).max()) * a_max
-        if worst >= 1 << (self.config.acc_bits - 1):
-            raise CompileError(f"{where} can reach accumulators of {worst}; the accelerator's "
-                               f"{self.config.acc_bits}-bit accumulator cannot hold them: "
-                               f"generate it with a larger max depth")
+    def _fits(self, indices):
+        plans = [self.plans[i] for i in indices]
+        return (sum(p.n_tiles * p.k_steps for p in plans) <= self.config.w_depth
+                and sum(p.n_tiles for p in plans) <= self.config.groups)
 
     # -- loading ------------------------------------------------------------------------
     def weight_words(self, plan):
@@ -226,30 +191,44 @@ class Runner:
 
     def _load(self):
         self._tables = (None, None)
-        info = self.config
-        for plan in self.plans.values():
-            layer = plan.layer
-            self.device.write(Space.WEIGHT, plan.w_base, self.weight_words(plan))
-            n = layer["out_features"]
-            for nt in range(plan.n_tiles):
-                group = plan.group_base + nt
-                lanes = slice(nt * info.cols, min((nt + 1) * info.cols, n))
-                count = lanes.stop - lanes.start
-                if layer["output"] == "requant":
-                    records = layouts.pack_requant(
-                        layer["bias"][lanes], layer["multiplier"][lanes],
-                        layer["shift"][lanes], layer["zero_point"][lanes],
-                        layer["relu"][lanes])
-                    self.device.write(Space.REQUANT,
-                                      encode_address(Space.REQUANT, info, group=group), records)
-                else:
-                    full = info.thresholds
-                    t = np.full((count, full), (1 << 31) - 1, dtype=np.int64)
-                    t[:, :layer["thresholds"].shape[1]] = layer["thresholds"][lanes]
-                    for lane in range(count):
-                        address = encode_address(Space.THRESHOLD, info, group=group, lane=lane)
-                        words = t[lane].astype("<i4").view(np.uint8).reshape(full, 4)
-                        self.device.write(Space.THRESHOLD, address, words)
+        self._loaded = None
+        if self.resident:
+            self._load_plans(self.plans.values())
+
+    def _load_plans(self, plans):
+        for plan in plans:
+            if len(plan.parts) == 1:     # a layer in parts writes each before it runs
+                self._load_part(plan, 0, plan.n_tiles, plan.w_base, plan.group_base)
+
+    def _load_part(self, plan, first, tiles, w_base, group_base):
+        """Write channel tiles ``first .. first + tiles - 1`` of a layer: their weight words
+        from ``w_base`` on, their parameters from group ``group_base`` on."""
+        info, layer = self.config, plan.layer
+        words = self._weight_cache.get(plan.index)
+        if words is None:
+            words = self._weight_cache[plan.index] = self.weight_words(plan)
+        self.device.write(Space.WEIGHT, w_base,
+                          words[first * plan.k_steps:(first + tiles) * plan.k_steps])
+        n = layer["out_features"]
+        for nt in range(first, first + tiles):
+            group = group_base + nt - first
+            lanes = slice(nt * info.cols, min((nt + 1) * info.cols, n))
+            count = lanes.stop - lanes.start
+            if layer["output"] == "requant":
+                records = layouts.pack_requant(
+                    layer["bias"][lanes], layer["multiplier"][lanes],
+                    layer["shift"][lanes], layer["zero_point"][lanes],
+                    layer["relu"][lanes])
+                self.device.write(Space.REQUANT,
+                                  encode_address(Space.REQUANT, info, group=group), records)
+            else:
+                full = info.thresholds
+                t = np.full((count, full), (1 << 31) - 1, dtype=np.int64)
+                t[:, :layer["thresholds"].shape[1]] = layer["thresholds"][lanes]
+                for lane in range(count):
+                    address = encode_address(Space.THRESHOLD, info, group=group, lane=lane)
+                    words_t = t[lane].astype("<i4").view(np.uint8).reshape(full, 4)
+                    self.device.write(Space.THRESHOLD, address, words_t)
 
     def _set_tables(self, layer):
         act, weight = layer.get("act_table"), layer.get("weight_table")
@@ -316,6 +295,10 @@ class Runner:
     def _run_segment(self, indices, x):
         info = self.config
         plans = [self.plans[i] for i in indices]
+        if not self.resident and self._loaded != tuple(indices):
+            # Streamed: this segment's weights and parameters replace the last one's.
+            self._load_plans(plans)
+            self._loaded = tuple(indices)
         half = info.act_depth // 2
         widest = max(max(p.a_stride, p.n_tiles) for p in plans)
         chunk = info.rows * (half // widest)
@@ -328,17 +311,24 @@ class Runner:
             for plan in plans:
                 dst = half - src
                 self._set_tables(plan.layer)
-                descriptor = RunDescriptor(
-                    m_tiles=m_tiles, n_tiles=plan.n_tiles, k_steps=plan.k_steps, a_base=src,
-                    a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
-                    w_base=plan.w_base, out_base=dst, out_stride=plan.n_tiles,
-                    group_base=plan.group_base)
-                # Generous: a stalled or broken device times out instead of hanging.
-                expected = m_tiles * plan.n_tiles * (plan.k_steps + info.rows + 16)
-                cycles = self.device.run(descriptor, cycles=64 * expected + 100_000)
-                self.cycles += cycles
-                self.layer_cycles[plan.index] += cycles
-                self.runs += 1
+                for first, tiles in plan.parts:
+                    w_base, group_base = plan.w_base, plan.group_base
+                    if len(plan.parts) > 1:
+                        # A layer larger than the device: this part's weights first.
+                        self._load_part(plan, first, tiles, 0, 0)
+                        self._loaded = None
+                        w_base = group_base = 0
+                    descriptor = RunDescriptor(
+                        m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps, a_base=src,
+                        a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
+                        w_base=w_base, out_base=dst + first, out_stride=plan.n_tiles,
+                        group_base=group_base)
+                    # Generous: a stalled or broken device times out instead of hanging.
+                    expected = m_tiles * tiles * (plan.k_steps + info.rows + 16)
+                    cycles = self.device.run(descriptor, cycles=64 * expected + 100_000)
+                    self.cycles += cycles
+                    self.layer_cycles[plan.index] += cycles
+                    self.runs += 1
                 src = dst
             last = plans[-1]
             outputs.append(self._read_rows(len(rows), src, last.n_tiles,

@@ -109,12 +109,34 @@ def test_compile_errors_name_the_layer_and_the_fix(bundles):
     with pytest.raises(CompileError, match="uses power-exponent tables or thresholds; generate "
                                            "the accelerator with tables"):
         Runner(bundles("mlp", "power-w4"), golden_device(no_tables))
-    few_groups = PRESETS["int8"].replace(groups=4)
-    with pytest.raises(CompileError, match="need 14 channel groups; the accelerator holds 4"):
-        Runner(bundles("mlp", "uniform-w8a8"), golden_device(few_groups))
-    small = PRESETS["int8"].replace(w_depth=100)
-    with pytest.raises(CompileError, match="weight words; the accelerator holds 100"):
-        Runner(bundles("mlp", "uniform-w8a8"), golden_device(small))
+    tiny = PRESETS["int8"].replace(w_depth=32)
+    with pytest.raises(CompileError, match="Layer '1' needs 64 weight words for one channel "
+                                           "tile; the accelerator holds 32"):
+        Runner(bundles("mlp", "uniform-w8a8"), golden_device(tiny))
+
+
+def test_weights_that_do_not_fit_together_are_streamed(bundles, trained):
+    # The MLP's layers need 8 + 4 + 2 channel groups; with 8 they fit one at a time: each
+    # layer's weights and parameters are written before it runs, and the results are the same.
+    from sparqforge.sw.runtime.link import CountingTransport
+
+    bundle = bundles("mlp", "uniform-w8a8")
+    codes = bundle.quantize_input(trained[1][2][:40].numpy())
+    traffic = {}
+    for name, config in (("resident", PRESETS["int8"]),
+                         ("streamed", PRESETS["int8"].replace(groups=8)),
+                         # Layer '1' alone needs 8 groups: it runs in two parts of 4.
+                         ("in parts", PRESETS["int8"].replace(groups=4, w_depth=300))):
+        counter = CountingTransport(LoopbackTransport(DeviceModel(config)))
+        runner = Runner(bundle, Device(counter))
+        runner.load()
+        assert np.array_equal(runner.infer(codes, batch=10),
+                              golden.run_network(bundle.layers, codes))
+        assert runner.resident == (name == "resident")
+        traffic[name] = counter.sent
+    # Streaming writes every layer's weights for every batch of 10.
+    assert traffic["streamed"] > traffic["resident"] + 3 * 512 * 8
+    assert traffic["in parts"] > traffic["resident"] + 3 * 512 * 8
 
 
 def test_a_device_restart_mid_inference_is_recovered_or_refused(bundles, trained, demo_info):

@@ -1,0 +1,111 @@
+"""``sparqforge bench models``: the MLPerf Tiny reference architectures
+(:mod:`sparqforge.sw.mlperf_tiny`) through the frontend, W8A8, at batch 1 (MLPerf Tiny's
+single-stream case) on the Verilated ULX3S reference accelerator (8x8 int8), checked against
+the golden model.
+
+Per model ``M`` (keys ``models.M.*``): ``macs`` per inference; ``device_cycles`` per inference
+(the accelerator's cycles in RUN commands); ``utilization`` (the MACs the accelerator executed / (``device_cycles`` x its multipliers));
+``device_mac_fraction`` (MACs the accelerator executed / all MACs); ``link_bytes`` per
+inference, both directions, SLIP framing, headers and CRCs included, weights excluded (they
+are loaded once, before the inferences); ``io_bytes`` (the input and output tensors' bytes,
+no framing); ``latency_ms``: ``device_cycles`` at the ULX3S reference clock (host work and link
+time not included: MLPerf Tiny times inference on the device after the input is loaded);
+``link_ms``: the link bytes at the ULX3S's UART rate; ``rtl_equals_golden``. The weights and
+BatchNorm statistics are fixed-seed random values: accuracy is not measured.
+"""
+
+__all__ = ["bench_models"]
+
+import sys
+import time
+
+import numpy as np
+
+#: The clock and UART rate of the ULX3S reference system (boards/ulx3s.py).
+ULX3S_CLOCK_HZ = 100e6
+ULX3S_BAUD = 115200
+
+
+def _log(quiet, message):
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _inputs(name, count, seed):
+    from ..sw import mlperf_tiny
+
+    rng = np.random.default_rng(seed)
+    shape = mlperf_tiny.INPUT_SHAPES[name]
+    if len(shape) == 3 and shape[0] == 3:
+        return rng.random((count, *shape)).astype(np.float32)       # images in [0, 1)
+    return rng.standard_normal((count, *shape)).astype(np.float32)  # MFCC, spectrogram
+
+
+def compile_model(name, *, calib_items=64, seed=0):
+    """The bundle of MLPerf Tiny model ``name``, W8A8, calibrated on random inputs."""
+    import sparqforge
+    from ..sw import mlperf_tiny
+
+    calib = _inputs(name, calib_items, seed)
+    return sparqforge.compile(mlperf_tiny.make(name, seed=seed), calib[:1],
+                              quant="uniform-w8a8", calib=calib, name=name)
+
+
+def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
+                 config="ulx3s-85f", layers=False):
+    """Run the benchmark; return one flat dict (``models.M.*``; with ``layers`` also
+    ``models.M.layers``, the runner's per-layer report)."""
+    from ..backends import open_device, resolve_config
+    from ..sw import golden, mlperf_tiny
+    from ..sw.runtime.link import CountingTransport, Device
+    from ..sw.runtime.runner import Runner
+
+    config = resolve_config(config)
+    pes = config.rows * config.cols * config.kept
+    report = {}
+    for name in models or mlperf_tiny.MODELS:
+        start = time.monotonic()
+        _log(quiet, f"models: {name}: compiling...")
+        bundle = compile_model(name)
+        x = _inputs(name, images, seed=100)
+        codes = bundle.quantize_input(x)
+        want = golden.run_network(bundle.layers, codes)
+        inner = open_device(backend, config, quiet=quiet, log=lambda m: _log(quiet, m))
+        counter = CountingTransport(inner.transport)
+        device = Device(counter)
+        try:
+            runner = Runner(bundle, device)
+            runner.load()
+            sent, received = counter.sent, counter.received
+            _log(quiet, f"models: {name}: {images} inferences at batch 1 on {backend}...")
+            got = runner.infer(codes, batch=1)
+        finally:
+            device.close()
+        rows = runner.report()
+        macs = sum(row["macs"] for row in rows)
+        device_macs = sum(row["macs"] for row in rows if row["where"] == "device")
+        cycles = runner.cycles / images
+        link = (counter.sent - sent + counter.received - received) / images
+        key = f"models.{name}"
+        report.update({
+            f"{key}.macs": macs,
+            f"{key}.macs_reference": mlperf_tiny.mac_count(name),
+            f"{key}.parameters": mlperf_tiny.parameter_count(mlperf_tiny.make(name)),
+            f"{key}.device_cycles": cycles,
+            f"{key}.utilization": device_macs / (cycles * pes) if cycles else 0.0,
+            f"{key}.device_mac_fraction": device_macs / macs if macs else 0.0,
+            f"{key}.host_layers": sum(1 for row in rows if row["where"] == "host"),
+            f"{key}.link_bytes": link,
+            f"{key}.io_bytes": int(np.prod(bundle.input["shape"])) + bundle.output["classes"],
+            f"{key}.latency_ms": cycles / ULX3S_CLOCK_HZ * 1e3,
+            f"{key}.link_ms": link * 10 / ULX3S_BAUD * 1e3,
+            f"{key}.rtl_equals_golden": bool(np.array_equal(got, want)),
+            f"{key}.images": images,
+            f"{key}.seconds": round(time.monotonic() - start, 1),
+        })
+        if layers:
+            report[f"{key}.layers"] = rows
+        _log(quiet, f"models: {name}: {cycles:,.0f} cycles/inference, "
+                    f"{report[f'{key}.device_mac_fraction']:.3f} of the MACs on the device, "
+                    f"{link:,.0f} link bytes, RTL==golden {report[f'{key}.rtl_equals_golden']}")
+    return report
