@@ -27,6 +27,7 @@ import contextlib
 import importlib.util
 import inspect
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -158,17 +159,26 @@ def _call_function(spec):
 def _unpickle(spec):
     import torch
 
+    # The model's class is found as Python would find it for a script in the working folder
+    # or beside the file: both are searched first while the model loads.
+    folders = [str(Path(spec.path).resolve().parent), os.getcwd()]
+    added = [folder for folder in folders if folder not in sys.path]
+    sys.path[:0] = added
     try:
         return torch.load(spec.path, map_location="cpu", weights_only=False)
     except (AttributeError, ModuleNotFoundError) as exc:
         raise ConfigError(f"--model {spec.text}: cannot load the model's class "
                           f"({_first_line(exc)}); torch.save stores a reference to the class, "
-                          f"not its code, so the class must be importable here: make its "
-                          f"module importable (PYTHONPATH) or give PATH.py:FUNCTION") from None
+                          f"not its code, so the class must be importable here (from the "
+                          f"working folder, the file's folder or PYTHONPATH), or give "
+                          f"PATH.py:FUNCTION") from None
     except Exception as exc:  # torch and pickle raise many types on a foreign file
         raise ConfigError(f"--model {spec.text}: not a model saved with torch.save(model, "
                           f"path) ({_first_line(exc)}); a .pt2 file is for "
                           f"torch.export.save") from None
+    finally:
+        for folder in added:
+            sys.path.remove(folder)
 
 
 @contextlib.contextmanager

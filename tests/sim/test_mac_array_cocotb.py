@@ -24,7 +24,14 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+#: Configurations whose cocotb run takes over a minute here (a Verilator build of its own for
+#: every run, then Python every cycle): in the slow tier. The 16x16 array is also checked
+#: with the compiled stream harness below, whose build is cached.
+SLOW = {"int8_16x16"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
+                                  else name for name in sorted(CONFIGS)])
 def test_mac_array_bit_exact(name, tmp_path_factory):
     array = MacArray(**CONFIGS[name], max_depth=24, groups=4)
     desc = description(array, "mac_array")
@@ -35,3 +42,13 @@ def test_mac_array_bit_exact(name, tmp_path_factory):
     if name == "int8_4x4":
         # The checker must catch a single perturbed output element.
         assert run.test(BENCH, config | {"perturb": True}, name="perturbed") == (1, 1)
+
+
+def test_16x16_array_in_the_compiled_harness():
+    # The compiled stream harness: random stalls on every stream, every element compared.
+    from sparqforge.cli.blocks import ArrayConfig
+    from sparqforge.cli.check import check_array
+
+    report = check_array(ArrayConfig(rows=16, cols=16, max_depth=64, groups=4), (40, 64, 48),
+                         seed=5, stall=0.3, quiet=True)
+    assert report["bit_exact"] and report["mismatches"] == 0
