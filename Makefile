@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	echo "$(TORCH)" > $(VENV)/constraints.txt
-	$(PY) -m pip install --quiet -c $(VENV)/constraints.txt -e ".[qonnx,test]"
+	$(PY) -m pip install --quiet -c $(VENV)/constraints.txt -e ".[qonnx,test,explore]"
 	touch $@
 
 demo: $(STAMP)

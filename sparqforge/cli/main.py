@@ -7,11 +7,12 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 from .. import __version__
 from ..backends import BACKENDS
 from .bench import GROUPS
+from .boards import add_board_parsers
+from .explore import add_explore_parser
 from .blocks import ArrayConfig, parse_shape, parse_sparsity
 from ..errors import ConfigError, SparqforgeError
 from .inputs import check_input_options, load_inputs
@@ -303,62 +304,6 @@ def cmd_infer(args):
     return 0
 
 
-def _board_report(report, as_json):
-    from ..boards.build import summary
-
-    if as_json:
-        _emit(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=2))
-    else:
-        _emit(summary(report))
-
-
-def _build_dir(args):
-    """The checked build directory of ``build`` and ``synth`` (default build/BOARD)."""
-    from ..boards.catalog import get_board
-
-    board = get_board(args.board)
-    if args.out is None:
-        return check_output_dir(Path("build") / board.name, "--out")
-    return check_output_dir(args.out, "--out", f"build/{board.name}")
-
-
-def cmd_build(args):
-    from ..boards.build import build_board
-
-    _board_report(build_board(args.board, args.config, _build_dir(args)), args.json)
-    return 0
-
-
-def cmd_synth(args):
-    from ..boards.build import build_board, synth_board
-
-    run = build_board if args.place else synth_board
-    _board_report(run(args.board, args.config, _build_dir(args)), args.json)
-    return 0
-
-
-class _BoardNames:
-    """The board names in ``--board``'s help, looked up only when the help is shown:
-    importing the boards (Amaranth and amaranth-boards) would slow every command."""
-
-    def __str__(self):
-        from ..boards.catalog import BOARDS
-
-        return ", ".join(BOARDS)
-
-
-def _add_board_options(parser):
-    board = parser.add_argument("--board", required=True, metavar="BOARD",
-                                help="one of: %(boards)s (or with _ for -)")
-    board.boards = _BoardNames()  # argparse fills %(name)s from the action's attributes
-    parser.add_argument("--config", metavar="FILE",
-                        help="JSON configuration: accelerator parameters plus clk_freq and "
-                             "baud (default: the board's reference configuration; see "
-                             "docs/boards.md)")
-    parser.add_argument("--out", metavar="DIR", help="build directory (default build/BOARD)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
 def build_parser():
     parser = _Parser(prog="sparqforge",
                      description="Generate and verify low-bit, N:M-sparse and power-exponent "
@@ -445,23 +390,8 @@ def build_parser():
     infer.add_argument("--json", action="store_true", help="print the report as JSON")
     infer.set_defaults(func=cmd_infer)
 
-    build = sub.add_parser("build", help="build a board's bitstream with open tools",
-                           description="Elaborate the board system (accelerator, UART, clock, "
-                                       "LEDs) and run the open flow as far as the installed "
-                                       "tools go: the whole ECP5 / iCE40 flow (YoWASP), yosys "
-                                       "for Xilinx (nextpnr-xilinx and prjxray when found). "
-                                       "Prints utilization and fmax.")
-    _add_board_options(build)
-    build.set_defaults(func=cmd_build)
-
-    synth = sub.add_parser("synth", help="resource report of a board's design",
-                           description="Synthesize the board system with yosys and report "
-                                       "LUT, FF, DSP and BRAM use; with --place also place "
-                                       "and route (as `build` does) and report fmax.")
-    _add_board_options(synth)
-    synth.add_argument("--place", action="store_true",
-                       help="also place, route and pack where the tools are installed")
-    synth.set_defaults(func=cmd_synth)
+    add_board_parsers(sub)
+    add_explore_parser(sub)
 
     bench = sub.add_parser("bench", help="run benchmarks (measured, never assumed)",
                            description="Run a benchmark group and print its measurements.")

@@ -9,8 +9,8 @@ import pytest
 from amaranth.build import Resource
 from amaranth.vendor import XilinxPlatform
 
-from sparqforge.boards.build import (ICE40_BLOCK_RAM, LUT_MULTIPLIERS, _critical_path,
-                                     _late_registers, board_plan, resolve_config)
+from sparqforge.boards.build import (ICE40_BLOCK_RAM, LUT_MULTIPLIERS, critical_path,
+                                     late_registers, board_plan, resolve_config)
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
@@ -240,9 +240,9 @@ def test_critical_path_summary_from_a_nextpnr_report():
             step("logic", 0.4, "lut", "lut"), step("logic", 0.07, "lut", "lut"),
             step("routing", 1.5, "lut", "b"), step("setup", 0.3, "b", "b")]},
     ]}
-    assert _critical_path(report) == {"delay_ns": 4.77, "routing_ns": 3.5, "levels": 1,
+    assert critical_path(report) == {"delay_ns": 4.77, "routing_ns": 3.5, "levels": 1,
                                       "from": "a", "to": "b"}
-    assert _critical_path({"critical_paths": []}) is None
+    assert critical_path({"critical_paths": []}) is None
 
 
 def test_late_registers_group_a_registers_inputs_and_count_the_late_ones():
@@ -256,9 +256,9 @@ def test_late_registers_group_a_registers_inputs_and_count_the_late_ones():
         net("b_n", ("soc.bank.0.1$RAMW_SLICE", 11.0)),
         net("c_n", ("soc.flag_TRELLIS_FF_Q", 2.0)),
     ]}
-    late = _late_registers(report, 10.0, count=2)
+    late = late_registers(report, 10.0, count=2)
     assert late == [
         {"register": "soc.bank", "arrival_ns": 11.0, "late_inputs": 1, "net": "b_n"},
         {"register": "soc.acc_3", "arrival_ns": 10.5, "late_inputs": 2, "net": "a_n0"},
     ]
-    assert _late_registers({"critical_paths": []}, 10.0) is None
+    assert late_registers({"critical_paths": []}, 10.0) is None
