@@ -203,3 +203,19 @@ def test_a_key_ignores_parameters_at_their_default():
     assert type(point)(**{**point.__dict__, "config": trimmed}).key == point.key
     changed = {**point.config, "rows": point.config["rows"] + 1}
     assert type(point)(**{**point.__dict__, "config": changed}).key != point.key
+
+
+def test_an_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path, capsys,
+                                                                 monkeypatch):
+    from sparqforge.explore import engine
+
+    monkeypatch.setattr(engine, "CONNECT_TIMEOUT", "2s")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    out = tmp_path / "sweep"
+    assert main(["explore", str(spec), "-o", str(out), "--scheduler",
+                 "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparqforge: error: Cannot reach the Dask scheduler") and \
+        err.count("\n") == 1
+    assert not out.exists()

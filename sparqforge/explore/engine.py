@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .store import Store
+from .store import STORE_NAME, Store
 from .tasks import run_build, run_latency
 
 KEEP = ("bitstreams", "builds")
+#: How long the client tries to reach a scheduler named with ``--scheduler``.
+CONNECT_TIMEOUT = "20s"
 
 
 @dataclasses.dataclass
@@ -101,7 +103,7 @@ def _describe(result):
 def _cluster(distributed, workers, scheduler):
     if scheduler:
         try:
-            return None, distributed.Client(scheduler, timeout="20s")
+            return None, distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"Cannot reach the Dask scheduler {scheduler}: {exc}; start one "
                               f"with dask scheduler (docs/explore.md)") from None
@@ -146,6 +148,7 @@ def run_sweep(spec, out_dir, *, workers=None, scheduler=None, keep=(), retry_fai
         raise ConfigError(f"--workers must be a positive integer, not {workers!r}")
     start = time.monotonic()
     out_dir = Path(out_dir)
+    created = [p for p in (out_dir, out_dir / STORE_NAME) if not p.exists()]
     store = Store(out_dir)
     stream = stream or sys.stderr
     done_builds = store.done("builds", retry_failed=retry_failed)
@@ -156,7 +159,14 @@ def run_sweep(spec, out_dir, *, workers=None, scheduler=None, keep=(), retry_fai
         distributed = _import_dask()
         if work_root is None and not scheduler:
             work_root = out_dir.resolve() / "work"
-        cluster, client = _cluster(distributed, workers or os.cpu_count() or 1, scheduler)
+        try:
+            cluster, client = _cluster(distributed, workers or os.cpu_count() or 1, scheduler)
+        except ConfigError:
+            # Nothing ran: leave nothing behind that this run created.
+            store.close()
+            for path in reversed(created):
+                path.unlink() if path.is_file() else path.rmdir()
+            raise
         try:
             _run(distributed, client, builds, latencies, store, out_dir, work_root, keep,
                  _Progress(len(builds) + len(latencies), stream, quiet), on_start)
