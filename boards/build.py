@@ -172,11 +172,31 @@ _MULTIPLY_DRIVEN_HINT = (
     "size (synth_opts \"-nodffe\" in the board's overrides helped one such configuration)")
 
 
+def _log_errors(cwd):
+    """The ``ERROR`` lines of the newest tool log in ``cwd`` (yosys runs with ``-q`` and
+    writes its messages to its log, not to the output), with the log's name."""
+    logs = sorted((p for pattern in ("*.rpt", "*.log", "*.tim")
+                   for p in Path(cwd).glob(pattern)), key=lambda p: p.stat().st_mtime)
+    for log in reversed(logs):
+        errors = [line for line in log.read_text(errors="replace").splitlines()
+                  if line.startswith("ERROR")]
+        if errors:
+            return f"{log.name}: " + "\n".join(errors[-5:])
+    return ""
+
+
+#: A known yosys fault: an internal assertion in abc9 (seen with YoWASP yosys 0.70 for a few
+#: array shapes with split products, e.g. a 2x4 array with ``product_stages`` 3).
+_ABC9_HINT = ("yosys stopped on an internal assertion, which yosys 0.70 does for a few "
+              "configurations: change the array shape or product_stages")
+
+
 def _run(cmd, cwd, env, what):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        output = proc.stdout + proc.stderr
+        output = (proc.stdout + proc.stderr).strip() or _log_errors(cwd)
         hint = f"{_MULTIPLY_DRIVEN_HINT}\n" if "is multiply driven" in output else ""
+        hint += f"{_ABC9_HINT}\n" if "Assert `" in output else ""
         raise ToolError(f"{what} failed in {cwd}: {hint}{output[-3000:]}")
     return proc
 
