@@ -1,0 +1,1 @@
+"""Stimulus and cocotb bench of ``hw.packed_multiplier.PackedMultiplier``."""
