@@ -78,7 +78,8 @@ class Accelerator(wiring.Component):
             w_bits=config.w_bits, w_signed=True, max_depth=config.max_depth,
             groups=config.groups, sparsity=config.sparsity, tables=config.tables,
             requant=True, threshold_bits=config.threshold_bits if config.tables else None,
-            out_bits=config.a_bits, out_signed=False, product_stages=config.product_stages)
+            out_bits=config.a_bits, out_signed=False, product_stages=config.product_stages,
+            packed_products=config.packed_products)
         # The widths the host derives from the configuration are the hardware's.
         assert self._core.acc_bits == config.acc_bits
         self._gated = gated

@@ -43,8 +43,9 @@ class ArrayCore(wiring.Component):
         Include a threshold unit with codes of this width.
     out_bits, out_signed :
         Requantizer output type.
-    product_stages : int
-        As for :class:`~sparqforge.hw.mac_array.MacArray`.
+    product_stages, packed_products, packed_port_bits :
+        As for :class:`~sparqforge.hw.mac_array.MacArray` (packed products with a dense
+        array only).
 
     Attributes
     ----------
@@ -64,10 +65,12 @@ class ArrayCore(wiring.Component):
     def __init__(self, *, rows, cols, a_bits=8, a_signed=False, w_bits=8, w_signed=True,
                  max_depth=4096, groups=1, sparsity=None, tables=False, act_code_bits=None,
                  w_code_bits=None, table_groups=1, requant=True, threshold_bits=None,
-                 out_bits=8, out_signed=False, product_stages=1):
+                 out_bits=8, out_signed=False, product_stages=1, packed_products=False,
+                 packed_port_bits=None):
         kw = dict(rows=rows, cols=cols, a_bits=a_bits, a_signed=a_signed, w_bits=w_bits,
                   w_signed=w_signed, max_depth=max_depth, groups=groups, requant=False,
-                  product_stages=product_stages)
+                  product_stages=product_stages, packed_products=packed_products,
+                  packed_port_bits=packed_port_bits)
         if sparsity is None:
             self._array = MacArray(**kw)
         else:

@@ -9,7 +9,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for
+from ..sw.golden import PACKED_PORT_BITS, acc_bits as _acc_bits, check_operand, max_depth_for
+from ..sw.golden import packing
+from .packed_multiplier import PackedMultiplier
+from .registered_multiplier import RegisteredMultiplier
 from .replica import replica, replica_signal
 from .requantizer import Requantizer, requant_param_layout
 
@@ -52,6 +55,21 @@ def sum_tree(m, values, levels, name):
     return values[0]
 
 
+#: Signed width of the packed operand on a Xilinx platform (the A port of a DSP48E1, and of
+#: the wider DSP48E2): two int8 lanes then need no overlap correction.
+XILINX_PACKED_PORT_BITS = 25
+_XILINX_DSP_FAMILIES = ("series7", "ultrascale", "ultrascaleplus")
+
+
+def packed_port_bits_for(platform):
+    """Packed operand width for ``platform``: :data:`XILINX_PACKED_PORT_BITS` on a Xilinx
+    7-series or UltraScale platform, else the ECP5 MULT18X18D's 18 bits (also the width for
+    simulation and for synthesis without a platform)."""
+    if getattr(platform, "family", None) in _XILINX_DSP_FAMILIES:
+        return XILINX_PACKED_PORT_BITS
+    return PACKED_PORT_BITS
+
+
 def _check_count(name, value, limit):
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
         raise TypeError(f"{name} must be an integer in 1..{limit}, not {value!r}")
@@ -79,8 +97,9 @@ class MacArray(wiring.Component):
     the int32 bias add and left shift, clamp at the end).
 
     Throughput: ``rows * cols`` MACs per cycle with no bubble between reduction steps or
-    between tiles while the streams are ready and every tile has at least ``rows + 4`` beats
-    (the drain of one tile overlaps the next; a shorter tile waits for the drain).
+    between tiles while the streams are ready and every tile has at least
+    :attr:`min_tile_beats` beats (``rows + 4`` with one product stage; the drain of one tile
+    overlaps the next; a shorter tile waits for the drain).
     Latency: :attr:`latency` cycles from accepting a tile's last beat to its first output
     row.
 
@@ -105,6 +124,18 @@ class MacArray(wiring.Component):
         sum in the next (one more cycle of latency), for multipliers built from LUTs, whose
         full-width product does not fit one 100 MHz cycle on an ECP5; 3: four quarter-width
         partial products (each one adder) in one stage, summed in the next two.
+    packed_products : bool
+        Each pair of columns ``(c, c + 1)`` of a row computes its two products with one
+        :class:`~sparqforge.hw.packed_multiplier.PackedMultiplier` (two lanes) on the row's
+        activation: one multiplier block per two elements, the same (exact) products. Its
+        three stages (operand registers and product register, in an ECP5's MULT18X18D, then
+        the unpacked products) replace the operand copies and the product stage, so a tile
+        takes one more cycle, as with ``product_stages`` 2. Needs an even ``cols`` and
+        ``product_stages`` 1.
+    packed_port_bits : int or None
+        Signed width of the packed operand (see ``PackedMultiplier``'s ``port_bits``): 18
+        for an ECP5 MULT18X18D, 25 for a Xilinx DSP48E1; ``None`` (default) chooses at
+        elaboration with :func:`packed_port_bits_for` the platform's. Results are the same.
     out_bits, out_signed :
         Output code type; default to the activation type so that layers chain.
 
@@ -126,12 +157,13 @@ class MacArray(wiring.Component):
     TypeError
         On a parameter of the wrong type or out of its range.
     ValueError
-        If ``max_depth`` needs an accumulator wider than 32 bits.
+        If ``max_depth`` needs an accumulator wider than 32 bits, or with packed products
+        an odd ``cols`` or ``product_stages`` other than 1.
     """
 
     def __init__(self, *, rows, cols, a_bits=8, w_bits=8, a_signed=True, w_signed=True,
                  max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None,
-                 product_stages=1):
+                 product_stages=1, packed_products=False, packed_port_bits=None):
         _check_count("Row count", rows, 64)
         if product_stages not in (1, 2, 3):
             raise TypeError(f"Product stages must be 1, 2 or 3, not {product_stages!r}")
@@ -151,6 +183,22 @@ class MacArray(wiring.Component):
                                   w_signed=w_signed)
             raise ValueError(f"Maximum reduction depth {max_depth} needs a {width}-bit "
                              f"accumulator; with these operands it must be at most {limit}")
+        if not isinstance(packed_products, bool):
+            raise TypeError(f"Packed products must be a bool, not {packed_products!r}")
+        if packed_products:
+            if cols % 2:
+                raise ValueError(f"Packed products pair the columns; the column count must be "
+                                 f"even, not {cols}")
+            if product_stages != 1:
+                raise ValueError(f"Packed products have their own multiplier pipeline; "
+                                 f"product stages must be 1 with them, not {product_stages}")
+            if packed_port_bits is not None:
+                # The port width's own check (two lanes fit 18 bits at every operand type).
+                packing(a_bits=a_bits, a_signed=a_signed, w_bits=w_bits, w_signed=w_signed,
+                        lanes=2, port_bits=packed_port_bits)
+        elif packed_port_bits is not None:
+            raise ValueError(f"A packed operand width ({packed_port_bits}) needs packed "
+                             f"products")
         self._rows, self._cols = rows, cols
         self._a_bits, self._a_signed = a_bits, a_signed
         self._w_bits, self._w_signed = w_bits, w_signed
@@ -160,6 +208,8 @@ class MacArray(wiring.Component):
         self._requant = requant
         self._out_bits, self._out_signed = out_bits, out_signed
         self._product_stages = product_stages
+        self._packed_products = packed_products
+        self._packed_port_bits = packed_port_bits
 
         if requant:
             out_layout = data.StructLayout({
@@ -193,6 +243,8 @@ class MacArray(wiring.Component):
     out_bits = property(lambda self: self._out_bits)
     out_signed = property(lambda self: self._out_signed)
     product_stages = property(lambda self: self._product_stages)
+    packed_products = property(lambda self: self._packed_products)
+    packed_port_bits = property(lambda self: self._packed_port_bits)
 
     @property
     def params(self):
@@ -201,7 +253,9 @@ class MacArray(wiring.Component):
                 "a_signed": self._a_signed, "w_bits": self._w_bits, "w_signed": self._w_signed,
                 "max_depth": self._max_depth, "groups": self._groups, "requant": self._requant,
                 "out_bits": self._out_bits, "out_signed": self._out_signed,
-                "product_stages": self._product_stages}
+                "product_stages": self._product_stages,
+                "packed_products": self._packed_products,
+                "packed_port_bits": self._packed_port_bits}
 
     @property
     def acc_bits(self):
@@ -213,9 +267,20 @@ class MacArray(wiring.Component):
         return ceil_log2(self._groups)
 
     @property
+    def product_latency(self):
+        """Cycles from the beat registers to the products: the operand copies and
+        ``product_stages``, or the packed multiplier's latency."""
+        if self._packed_products:
+            # PackedMultiplier.latency (checked in ``elaborate``): the multiplier block's two
+            # registers, then the unpacked products.
+            return 1 + RegisteredMultiplier.latency
+        return 1 + self._product_stages
+
+    @property
     def core_latency(self):
-        """Cycles from accepting a tile's last beat to its first accumulator row."""
-        return 3 + self._product_stages
+        """Cycles from accepting a tile's last beat to its first accumulator row: the beat
+        registers, :attr:`product_latency`, the accumulators."""
+        return 2 + self.product_latency
 
     @property
     def latency(self):
@@ -266,6 +331,44 @@ class MacArray(wiring.Component):
     def _pieces(self):
         return 1 << (self._product_stages - 1)
 
+    def _element_product(self, m, a_reg, terms, r, c):
+        """Element ``(r, c)``'s product of its own operand copies, ``product_stages``
+        later (stage 2 + ``product_stages``)."""
+        a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
+        terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
+        contribution = self._contribution({r: a_op}, terms_op, r)
+        product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
+        if self._product_stages == 1:
+            m.d.sync += product.eq(contribution)
+            return product
+        partials = []
+        for k, (value, shift) in enumerate(self._partials({r: a_op}, terms_op, r)):
+            partial = Signal.like(value, name=f"partial_{r}_{c}_{k}", reset_less=True)
+            m.d.sync += partial.eq(value)
+            partials.append(partial << shift)
+        m.d.comb += product.eq(sum_tree(m, partials, self._product_stages - 1, f"sum_{r}_{c}"))
+        return product
+
+    def _packed_multipliers(self, m, platform, a_reg, w_reg):
+        """One two-lane :class:`PackedMultiplier` per column pair of each row, fed by the
+        beat registers; ``[row][col]`` of the products, :attr:`product_latency` cycles
+        later."""
+        port_bits = self._packed_port_bits or packed_port_bits_for(platform)
+        products = []
+        for r in range(self._rows):
+            products.append([])
+            for c in range(0, self._cols, 2):
+                mul = PackedMultiplier(a_bits=self._a_bits, a_signed=self._a_signed,
+                                       w_bits=self._w_bits, w_signed=self._w_signed, lanes=2,
+                                       port_bits=port_bits)
+                assert mul.latency == self.product_latency
+                m.submodules[f"mul_{r}_{c}"] = mul
+                # The multiplier's operand registers are this element pair's operand copies.
+                m.d.comb += [mul.a.eq(a_reg[r]), mul.w[0].eq(w_reg.data[c]),
+                             mul.w[1].eq(w_reg.data[c + 1])]
+                products[-1] += [mul.p[0], mul.p[1]]
+        return products
+
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
@@ -274,15 +377,18 @@ class MacArray(wiring.Component):
         # of its own, so that the broadcast to a whole row / column and the route to a
         # multiplier far across the device (an 8x8 array spans every DSP column of an ECP5)
         # each get a cycle; stage 3 registers the products (stages 3 to 2 + product_stages
-        # with split products); the next stage accumulates. The copies are replicas (see
-        # :mod:`.replica`), and so are the control bits that reach every element: one per
-        # column at stage 2, one per element from stage 3 on, so that no register drives more
-        # than a column's worth of loads.
+        # with split products); the next stage accumulates. With packed products the packed
+        # multiplier of each column pair takes the beat registers: its operand registers (the
+        # copies, inside an ECP5 multiplier block) are stage 2, its product register stage 3,
+        # its unpacked products stage 4. The copies are replicas (see :mod:`.replica`), and
+        # so are the control bits that reach every element: one per column at stage 2, one
+        # per element from stage 3 on, so that no register drives more than a column's worth
+        # of loads.
         a_reg = Signal(self._a_layout(), reset_less=True)
         w_reg = Signal(self._w_layout(), reset_less=True)
         # Control bits per stage after the beat register: operand copies, then the product
         # stage(s); the last entry is the beat being accumulated.
-        depth = 1 + self._product_stages
+        depth = self.product_latency
         valid_1, last_1 = Signal(), Signal()
         valids = [Signal(name=f"valid_s{k + 2}") for k in range(depth)]
         lasts = [Signal(name=f"last_s{k + 2}") for k in range(depth)]
@@ -342,6 +448,8 @@ class MacArray(wiring.Component):
         # every accumulator of the array, the slowest net of the 8x8 ECP5 build. No beat
         # reaches the accumulators in that cycle (the registers before them are reset).
         reset = ResetSignal(allow_reset_less=True)
+        packed = (self._packed_multipliers(m, platform, a_reg, w_reg)
+                  if self._packed_products else None)
         for c in range(cols):
             terms = self._column_terms(m, w_reg, c)
             clear = replica(m, reset, f"clear_{c}", reset_less=True)
@@ -352,28 +460,15 @@ class MacArray(wiring.Component):
                 # Operand copies and products load every cycle (the valid bits say which
                 # hold beats); only the accumulators have an enable.
                 valid_rc, last_rc = valid_c, last_c
-                for k in range(self._product_stages):
+                for k in range(depth - 1):
                     valid_rc = replica(m, valid_rc, f"valid_{k + 2}_{r}_{c}", reset_less=True)
                     last_rc = replica(m, last_rc, f"last_{k + 2}_{r}_{c}", reset_less=True)
                     cleared.append(valid_rc)
                 acc = Signal(signed(self._acc_bits), name=f"acc_{r}_{c}", reset_less=True)
                 cleared.append(acc)
-                a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
-                terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
-                contribution = self._contribution({r: a_op}, terms_op, r)
-                product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)
+                product = (packed[r][c] if packed is not None
+                           else self._element_product(m, a_reg, terms, r, c))
                 total = acc + product
-                if self._product_stages == 1:
-                    m.d.sync += product.eq(contribution)
-                else:
-                    partials = []
-                    for k, (value, shift) in enumerate(self._partials({r: a_op}, terms_op, r)):
-                        partial = Signal.like(value, name=f"partial_{r}_{c}_{k}",
-                                              reset_less=True)
-                        m.d.sync += partial.eq(value)
-                        partials.append(partial << shift)
-                    m.d.comb += product.eq(sum_tree(m, partials, self._product_stages - 1,
-                                                    f"sum_{r}_{c}"))
                 # A tile's last beat moves its sum to the shadow bank and clears the
                 # accumulator for the next tile.
                 with m.If(valid_rc):

@@ -47,6 +47,9 @@ class SparseMacArray(MacArray):
 
     def __init__(self, *, n, m, **kwargs):
         check_nm(n, m)
+        if kwargs.get("packed_products"):
+            raise ValueError("Packed products need a dense array: an N:M array selects each "
+                             "column's activations, so the columns of a row share no operand")
         self._n, self._m = n, m
         super().__init__(**kwargs)
 

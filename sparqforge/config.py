@@ -73,6 +73,13 @@ class AcceleratorConfig:
     product_stages : int
         Pipeline stages of each MAC product, 1..3 (see
         :class:`~sparqforge.hw.mac_array.MacArray`); timing only, results are identical.
+    packed_products : bool
+        Each pair of columns of a row computes its two products with one multiplier block
+        (a :class:`~sparqforge.hw.packed_multiplier.PackedMultiplier` on the activation the
+        row shares): half the multipliers, the same results (``docs/numerics.md``, "Packed
+        products"). Needs an even ``cols``, a dense array (no ``sparsity``: an N:M array
+        selects each column's activations, so a row's columns share no operand) and
+        ``product_stages`` 1 (the packed multiplier has its own three-stage pipeline).
 
     Raises
     ------
@@ -92,6 +99,7 @@ class AcceleratorConfig:
     max_depth: int = 4096
     frame_bytes: int = 1088
     product_stages: int = 1
+    packed_products: bool = False
 
     def __post_init__(self):
         _integer("rows", self.rows, 1, 64, "array rows")
@@ -133,6 +141,20 @@ class AcceleratorConfig:
         _integer("max_depth", self.max_depth, 1, 1 << 24, "longest reduction")
         _integer("frame_bytes", self.frame_bytes, 64, 1 << 15, "receive buffer bytes")
         _integer("product_stages", self.product_stages, 1, 3, "MAC product stages")
+        if not isinstance(self.packed_products, bool):
+            raise ConfigError(f"packed_products (two products per multiplier) must be true or "
+                              f"false, not {self.packed_products!r}")
+        if self.packed_products:
+            if self.cols % 2:
+                raise ConfigError(f"packed_products pairs the columns of each row; use an "
+                                  f"even cols, not {self.cols}")
+            if self.sparse:
+                raise ConfigError("packed_products needs a dense array: an N:M array selects "
+                                  "each column's activations, so the columns of a row share "
+                                  "no operand; use sparsity null")
+            if self.product_stages != 1:
+                raise ConfigError(f"packed_products has its own multiplier pipeline; use "
+                                  f"product_stages 1, not {self.product_stages}")
         if self.acc_bits > MAX_ACC_BITS:
             limit = max_depth_for(a_bits=self.a_bits, a_signed=False, w_bits=self.w_bits,
                                   w_signed=True, bits=MAX_ACC_BITS)
@@ -255,6 +277,8 @@ class AcceleratorConfig:
         extras = [f"{self.n}:{self.m} sparse"] if self.sparse else []
         if self.tables:
             extras.append(f"power-exponent tables, {self.threshold_bits}-bit thresholds")
+        if self.packed_products:
+            extras.append("packed products")
         return ", ".join([f"{self.rows}x{self.cols} {bits}"] + extras)
 
 

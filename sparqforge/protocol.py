@@ -42,7 +42,7 @@ from dataclasses import astuple, dataclass, fields
 from .config import AcceleratorConfig
 
 #: Bumped whenever a frame, a field or a meaning changes; a host refuses other versions.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # ---- framing --------------------------------------------------------------------------------
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
@@ -371,8 +371,8 @@ class DeviceInfo:
     #: ``(name, struct code)`` of every field of the reply, in order; config fields by name.
     FIELDS = (("version", "B"), ("rows", "B"), ("cols", "B"), ("a_bits", "B"), ("w_bits", "B"),
               ("n", "B"), ("m", "B"), ("tables", "B"), ("threshold_bits", "B"),
-              ("product_stages", "B"), ("act_depth_bits", "B"), ("acc_bits", "B"),
-              ("w_depth", "H"), ("groups", "H"), ("frame_bytes", "H"),
+              ("product_stages", "B"), ("packed_products", "B"), ("act_depth_bits", "B"),
+              ("acc_bits", "B"), ("w_depth", "H"), ("groups", "H"), ("frame_bytes", "H"),
               ("weight_bytes", "H"), ("max_depth", "I"))
     FORMAT = "<" + "".join(code for _, code in FIELDS)
     SIZE = struct.calcsize(FORMAT)
@@ -385,8 +385,8 @@ class DeviceInfo:
     def pack(self):
         c = self.config
         values = {"version": self.version, "n": c.n, "m": c.m, "tables": int(c.tables),
-                  "act_depth_bits": c.act_depth_bits, "acc_bits": self.acc_bits,
-                  "weight_bytes": self.weight_bytes}
+                  "packed_products": int(c.packed_products), "act_depth_bits": c.act_depth_bits,
+                  "acc_bits": self.acc_bits, "weight_bytes": self.weight_bytes}
         return struct.pack(self.FORMAT, *(values[name] if name in values else getattr(c, name)
                                           for name, _ in self.FIELDS))
 
@@ -407,15 +407,13 @@ class DeviceInfo:
         if len(data) != cls.SIZE:
             raise FrameError(f"INFO reply of {len(data)} bytes, expected {cls.SIZE}")
         values = dict(zip((name for name, _ in cls.FIELDS), struct.unpack(cls.FORMAT, data)))
+        # Config fields by name (flags as 0 or 1), the N:M pattern and the depth encoded.
+        given = {name: values[name] for name, _ in cls.FIELDS if name in AcceleratorConfig.keys()}
+        given.update(tables=bool(given["tables"]), packed_products=bool(given["packed_products"]),
+                     sparsity=(values["n"], values["m"]) if values["m"] else None,
+                     act_depth=1 << values["act_depth_bits"])
         try:
-            config = AcceleratorConfig(
-                rows=values["rows"], cols=values["cols"], a_bits=values["a_bits"],
-                w_bits=values["w_bits"],
-                sparsity=(values["n"], values["m"]) if values["m"] else None,
-                tables=bool(values["tables"]), threshold_bits=values["threshold_bits"],
-                act_depth=1 << values["act_depth_bits"], w_depth=values["w_depth"],
-                groups=values["groups"], max_depth=values["max_depth"],
-                frame_bytes=values["frame_bytes"], product_stages=values["product_stages"])
+            config = AcceleratorConfig(**given)
         except ValueError as exc:
             raise FrameError(f"the device reports an impossible configuration ({exc})") \
                 from None

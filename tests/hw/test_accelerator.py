@@ -3,6 +3,7 @@
 random stalls, and every reply equals the golden device model's, a RUN's results included."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -67,7 +68,9 @@ def write(seq, space, addr, words):
                       frame_bytes=128),
     AcceleratorConfig(rows=2, cols=4, sparsity=(2, 4), act_depth=16, w_depth=16, groups=2,
                       max_depth=64, frame_bytes=128, product_stages=3),
-], ids=["dense", "sparse"])
+    AcceleratorConfig(rows=2, cols=4, act_depth=16, w_depth=16, groups=2, max_depth=64,
+                      frame_bytes=128, packed_products=True),
+], ids=["dense", "sparse", "packed"])
 def test_a_layer_through_the_link_equals_the_golden_device(config):
     rng = np.random.default_rng(1)
     k_steps, step = 3, (config.m if config.sparse else 1)
@@ -114,9 +117,42 @@ def test_a_layer_through_the_link_equals_the_golden_device(config):
 
 def test_settle_covers_the_core_pipeline():
     for config in (AcceleratorConfig(), AcceleratorConfig(sparsity=(2, 4), tables=True,
-                                                          product_stages=3)):
+                                                          product_stages=3),
+                   AcceleratorConfig(packed_products=True)):
         accel = Accelerator(config, gated=True)
         assert accel.settle > accel.core.latency
+
+
+def test_packed_products_flow_from_the_configuration():
+    # Packed products: the same INFO fields but one, one cycle more per tile (as with two
+    # product stages), half the multipliers.
+    plain, packed = AcceleratorConfig(), AcceleratorConfig(packed_products=True)
+    array = Accelerator(packed).core.array
+    assert array.packed_products and array.product_stages == 1
+    assert array.core_latency == Accelerator(plain).core.array.core_latency + 1
+    assert DeviceInfo.unpack(DeviceInfo.of(packed).pack()).config == packed
+    assert DeviceInfo.of(packed).pack() != DeviceInfo.of(plain).pack()
+    assert AcceleratorConfig.from_json(packed.to_json()) == packed
+    assert packed.describe() == "8x8 int8, packed products"
+    # Dense with operand tables: the tables map codes to operands before the array.
+    assert Accelerator(AcceleratorConfig(tables=True, packed_products=True)).core.array \
+        .packed_products
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(packed_products=1), "packed_products (two products per multiplier) must be true or "
+                              "false, not 1"),
+    (dict(cols=6, rows=2, packed_products=True, sparsity=(2, 3)),
+     "packed_products needs a dense array: an N:M array selects each column's activations, "
+     "so the columns of a row share no operand; use sparsity null"),
+    (dict(cols=5, packed_products=True), "packed_products pairs the columns of each row; use "
+                                         "an even cols, not 5"),
+    (dict(packed_products=True, product_stages=3),
+     "packed_products has its own multiplier pipeline; use product_stages 1, not 3"),
+])
+def test_packed_products_refuse_what_cannot_work(changes, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        AcceleratorConfig(**changes)
 
 
 def test_the_accelerator_takes_a_configuration():

@@ -1,14 +1,24 @@
-"""MacArray in Amaranth's simulator: every operand width and signedness, random stalls."""
+"""MacArray in Amaranth's simulator: every operand width and signedness, split and packed
+products, random stalls; and the packed array's multiplier blocks after synthesis."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Const
 
+from sparqforge.boards.synth import ECP5_GROUPS, XILINX_GROUPS, count_cells, run_yosys
+from sparqforge.hw import mac_array
 from sparqforge.hw.emit import description
-from sparqforge.hw.mac_array import MacArray
+from sparqforge.hw.mac_array import MacArray, packed_port_bits_for
+from sparqforge.hw.packed_multiplier import PackedMultiplier
+from sparqforge.hw.replica import KEEP_REPLICAS
+from sparqforge.hw.sparse_mac_array import SparseMacArray
 from sparqforge.sim.check import compare
 from sparqforge.sim.mac_array.schedule import corner_layers, dense_schedule, random_layer
+from sparqforge.sim.packed_multiplier.stimulus import corner_sets
 from sparqforge.sim.run import run_schedule
 from sparqforge.sw import golden
 
@@ -83,12 +93,14 @@ def test_checker_catches_a_perturbed_element():
     assert result.count == 1 and result.first[0][0] == (1, 0)
 
 
-@pytest.mark.parametrize("rows,cols,product_stages", [(2, 2, 1), (4, 3, 1), (4, 3, 2), (4, 3, 3)])
-def test_no_bubbles_between_steps_or_tiles(rows, cols, product_stages):
+@pytest.mark.parametrize("rows,cols,product_stages,packed",
+                         [(2, 2, 1, False), (4, 3, 1, False), (4, 3, 2, False), (4, 3, 3, False),
+                          (4, 4, 1, True)])
+def test_no_bubbles_between_steps_or_tiles(rows, cols, product_stages, packed):
     # Without stalls, T tiles of K >= rows + 3 beats take T * K cycles plus the pipeline
     # fill and the last drain; any bubble would add cycles.
     array = MacArray(rows=rows, cols=cols, a_bits=8, w_bits=8, max_depth=64, groups=2,
-                     product_stages=product_stages)
+                     product_stages=product_stages, packed_products=packed)
     k = array.min_tile_beats
     rng = np.random.default_rng(5)
     a, w, requant = random_layer(rng, m=3 * rows, k=k, n=2 * cols, **types_of(array))
@@ -118,15 +130,16 @@ def test_accumulator_width_comes_from_the_golden_model():
                                              max_depth=100)
 
 
-@pytest.mark.parametrize("product_stages", [1, 2, 3])
-def test_reset_in_the_middle_of_a_tile_clears_the_accumulators(product_stages):
+@pytest.mark.parametrize("product_stages,packed", [(1, False), (2, False), (3, False),
+                                                   (1, True)])
+def test_reset_in_the_middle_of_a_tile_clears_the_accumulators(product_stages, packed):
     # The elements are reset through a registered copy of the reset, a cycle late; a tile
     # cut short by a reset must leave nothing behind in the accumulators.
     from amaranth.hdl import ClockDomain, Module
     from amaranth.sim import Simulator
 
     array = MacArray(rows=2, cols=2, a_bits=8, w_bits=8, max_depth=8, requant=False,
-                     product_stages=product_stages)
+                     product_stages=product_stages, packed_products=packed)
     top = Module()
     top.domains.sync = domain = ClockDomain()
     top.submodules.array = array
@@ -170,3 +183,185 @@ def test_reset_in_the_middle_of_a_tile_clears_the_accumulators(product_stages):
     sim.add_testbench(sink)
     sim.run()
     assert rows_out == want.tolist()
+
+
+# ------------------------------------------------------------------------------------------
+# Packed products: the two columns of a pair share one packed multiplier on their row's
+# activation (hw/packed_multiplier.py); the results are the golden model's, unchanged.
+
+SIGNS = list(itertools.product((True, False), repeat=2))
+PACKED_POINTS = [
+    # (a_bits, w_bits, a_signed, w_signed, packed_port_bits): "narrowest" is the narrowest
+    # packed input that fits, where the lanes overlap most.
+    *[(8, 8, a_s, w_s, None) for a_s, w_s in SIGNS],     # ECP5 18 bits: 7 bits of overlap
+    *[(4, 4, a_s, w_s, None) for a_s, w_s in SIGNS],     # no overlap
+    (8, 8, True, True, 25), (8, 8, False, True, 25),     # DSP48E1: no overlap
+    (4, 4, True, True, "narrowest"), (4, 4, False, True, "narrowest"),
+    (3, 5, False, True, None), (8, 2, True, True, "narrowest"),
+]
+
+
+def narrowest_port(**types):
+    return next(bits for bits in golden.PACKED_PORT_RANGE if _fits(bits, **types))
+
+
+def _fits(port_bits, **types):
+    try:
+        golden.packing(**types, lanes=2, port_bits=port_bits)
+        return True
+    except ValueError:
+        return False
+
+
+def packed_array(a_bits, w_bits, a_signed, w_signed, port, groups=2, **kw):
+    types = dict(a_bits=a_bits, w_bits=w_bits, a_signed=a_signed, w_signed=w_signed)
+    if port == "narrowest":
+        port = narrowest_port(**types)
+    return MacArray(rows=2, cols=4, **types, groups=groups, packed_products=True,
+                    packed_port_bits=port, **kw)
+
+
+def check_accumulators(array, a, w, *, stall=0.3, seed=1):
+    """Raw accumulators of an array without requantizer against ``golden.matmul``."""
+    schedule = dense_schedule(array.rows, array.cols, a, w)
+    got, _ = run_schedule(schedule, description(array, "mac_array"), dut=array, stall=stall,
+                          seed=seed)
+    return compare(golden.matmul(a, w, acc_bits=array.acc_bits), got)
+
+
+def corner_product_layer(array):
+    """``a [M, 1]``, ``w [1, N]``: one beat per tile, whose products are every combination
+    of an activation corner (most negative, largest, 0, +-1, next to the extremes) with a
+    pair of weight corners in the two columns of a packed pair."""
+    a, w = corner_sets(dict(a_bits=array.a_bits, a_signed=array.a_signed,
+                            w_bits=array.w_bits, w_signed=array.w_signed, lanes=2))
+    a_values = np.unique(a)
+    pairs = np.unique(w, axis=0)                  # every corner pair, (w0, w1)
+    return a_values[:, None], pairs.reshape(1, -1)
+
+
+@pytest.mark.parametrize("a_bits,w_bits,a_signed,w_signed,port", PACKED_POINTS)
+def test_packed_products(a_bits, w_bits, a_signed, w_signed, port):
+    # Random layers, the corner layers (most negative x most negative, full-depth extremes
+    # of both signs, all zero, rounding ties) through the requantizer, then the raw
+    # accumulators: full depth at maximum magnitude, and every corner operand set of a
+    # packed pair; random valid/ready stalls throughout.
+    array = packed_array(a_bits, w_bits, a_signed, w_signed, port, max_depth=9)
+    # The packed multiplier's three stages: one more cycle than one product stage.
+    assert array.product_latency == 3
+    assert array.core_latency == MacArray(rows=2, cols=4, product_stages=2).core_latency
+    rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
+    for k in (1, 9):
+        a, w, requant = random_layer(rng, m=3, k=k, n=6, **types_of(array))
+        result, _ = check_layer(array, a, w, requant, seed=k)
+        assert not result, result
+    for name, (a, w, requant) in corner_layers(rng, max_depth=9, m=3, n=6,
+                                               **types_of(array)).items():
+        result, _ = check_layer(array, a, w, requant)
+        assert not result, f"{name}: {result}"
+    # (A tag per column tile: the corner operand sets take up to 25 tiles.)
+    raw = packed_array(a_bits, w_bits, a_signed, w_signed, port, max_depth=9, requant=False,
+                       groups=32)
+    largest = 0
+    for name in ("most_negative", "full_depth_extremes"):
+        a, w, _ = corner_layers(rng, max_depth=9, m=3, n=6, **types_of(array))[name]
+        result = check_accumulators(raw, a, w, seed=2)
+        assert not result, f"{name}: {result}"
+        largest = max(largest, np.abs(golden.matmul(a, w)).max())
+    # Some accumulator held the largest product magnitude times the full depth.
+    assert largest == 9 * max(abs(x * y) for x in golden.operand_range(a_bits, a_signed)
+                              for y in golden.operand_range(w_bits, w_signed))
+    result = check_accumulators(raw, *corner_product_layer(raw), seed=3)
+    assert not result, f"corner operand sets: {result}"
+
+
+class _UncorrectedPackedMultiplier(PackedMultiplier):
+    """The packed multiplier with its correction left out: its products are wrong whenever
+    one is negative or the lanes overlap."""
+
+    def _correction(self, m):
+        lows = [Const(0, 0)] + [Const(0, self.overlap_bits)] * (self.lanes - 1)
+        return lows, Const(0, self._packing.unpacked_bits)
+
+
+def test_packed_checker_catches_an_uncorrected_packing(monkeypatch):
+    # The same checks as above on an array whose packed multipliers skip the correction.
+    array = packed_array(8, 8, True, True, None, max_depth=9, requant=False, groups=32)
+    a, w = corner_product_layer(array)
+    assert not check_accumulators(array, a, w, stall=0.0)
+    monkeypatch.setattr(mac_array, "PackedMultiplier", _UncorrectedPackedMultiplier)
+    broken = packed_array(8, 8, True, True, None, max_depth=9, requant=False, groups=32)
+    result = check_accumulators(broken, a, w, stall=0.0)
+    assert result.count > 0, result
+
+
+def test_packed_products_refuse_what_cannot_share_a_multiplier():
+    with pytest.raises(ValueError, match="^Packed products pair the columns; the column count "
+                                         "must be even, not 3$"):
+        MacArray(rows=2, cols=3, packed_products=True)
+    with pytest.raises(ValueError, match="^Packed products have their own multiplier pipeline; "
+                                         "product stages must be 1 with them, not 3$"):
+        MacArray(rows=2, cols=4, packed_products=True, product_stages=3)
+    with pytest.raises(TypeError, match="^Packed products must be a bool, not 1$"):
+        MacArray(rows=2, cols=4, packed_products=1)
+    with pytest.raises(ValueError, match=r"^A packed operand width \(25\) needs packed "):
+        MacArray(rows=2, cols=4, packed_port_bits=25)
+    with pytest.raises(ValueError, match="need a 17-bit packed multiplier input, not 12"):
+        MacArray(rows=2, cols=4, packed_products=True, packed_port_bits=12)
+    with pytest.raises(ValueError, match="^Packed products need a dense array: an N:M array "
+                                         "selects each column's activations"):
+        SparseMacArray(n=2, m=4, rows=2, cols=4, packed_products=True)
+
+
+def test_the_platform_chooses_the_packed_operand_width():
+    from sparqforge.boards.catalog import get_board
+
+    assert packed_port_bits_for(None) == golden.PACKED_PORT_BITS == 18
+    assert packed_port_bits_for(get_board("ulx3s-85f").platform()) == 18
+    assert packed_port_bits_for(get_board("arty-a7-100").platform()) == 25
+
+
+# ------------------------------------------------------------------------------------------
+# Synthesis: one multiplier block per two elements (the array without its requantizer, whose
+# 16 x 16 products take blocks of their own).
+
+def _accelerator_array(rows, cols, **kw):
+    """The accelerator's operand types: unsigned 8-bit activations, signed 8-bit weights."""
+    return MacArray(rows=rows, cols=cols, a_bits=8, a_signed=False, w_bits=8, max_depth=256,
+                    requant=False, **kw)
+
+
+def _yosys_counts(text, synth, groups):
+    # Replica registers kept apart as in the board builds.
+    out = run_yosys(f"read_rtlil t.il; {KEEP_REPLICAS}; {synth} -noiopad -top t; "
+                    f"tee -q -o stat.json stat -json", {"t.il": text})
+    return count_cells(json.loads(out["stat.json"]), groups)
+
+
+SYNTH_SHAPES = [(2, 4), pytest.param(8, 8, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("rows,cols", SYNTH_SHAPES)
+def test_packed_array_takes_one_ecp5_multiplier_block_per_two_elements(rows, cols):
+    # The form the ULX3S build elaborates: MULT18X18D instances with their registers on.
+    from sparqforge.boards.ulx3s import ULX3S_85F
+
+    text = rtlil.convert(_accelerator_array(rows, cols, packed_products=True), name="t",
+                         platform=ULX3S_85F(), emit_src=False)
+    assert text.count("cell \\MULT18X18D") == rows * cols // 2
+    assert _yosys_counts(text, "synth_ecp5", ECP5_GROUPS)["mult18"] == rows * cols // 2
+    # Unpacked, every element has a block of its own.
+    plain = rtlil.convert(_accelerator_array(rows, cols), name="t", emit_src=False)
+    assert _yosys_counts(plain, "synth_ecp5", ECP5_GROUPS)["mult18"] == rows * cols
+
+
+@pytest.mark.parametrize("rows,cols", SYNTH_SHAPES)
+@pytest.mark.parametrize("port_bits", [25, 18])
+def test_packed_array_takes_one_dsp48e1_per_two_elements(rows, cols, port_bits):
+    # 25 bits (the DSP48E1's A port, what a Xilinx platform chooses): two int8 lanes with no
+    # overlap; the ECP5's 18 bits fit the block as well. Flattened as in the board builds
+    # (yosys 0.70's abc9 fails in synth_xilinx on the packed multipliers' hierarchy).
+    array = _accelerator_array(rows, cols, packed_products=True, packed_port_bits=port_bits)
+    text = rtlil.convert(array, name="t", emit_src=False)
+    counts = _yosys_counts(text, "synth_xilinx -flatten -family xc7", XILINX_GROUPS)
+    assert counts["dsp48e1"] == rows * cols // 2

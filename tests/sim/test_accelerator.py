@@ -24,6 +24,9 @@ SMALL = {
     "sparse_tables_3x4": AcceleratorConfig(rows=3, cols=4, sparsity=(2, 4), tables=True,
                                            act_depth=64, w_depth=64, groups=4,
                                            product_stages=2),
+    # Two columns' products from one packed multiplier; with operand tables.
+    "packed_tables_2x4": AcceleratorConfig(rows=2, cols=4, tables=True, packed_products=True,
+                                           act_depth=64, w_depth=64, groups=4),
 }
 
 
@@ -185,3 +188,19 @@ def test_a_device_restart_mid_inference_on_the_rtl_is_recovered(bundles, trained
         transport.close()
         assert transport.injected == 1 and runner.restarts == 1, point
         assert np.array_equal(got, want), point
+
+
+def test_a_packed_device_runs_the_same_bundles_bit_exact(bundles, trained):
+    # The runtime checks a bundle against the device's INFO, which reports packed products;
+    # nothing in a bundle depends on them, and the results are the golden model's.
+    config = AcceleratorConfig(rows=4, cols=4, packed_products=True, groups=32)
+    bundle = bundles("cnn", "uniform-w8a8")
+    codes = bundle.quantize_input(trained[1][2][:24].numpy())
+    device = Device(PipeTransport(LinkModel(Accelerator(config, gated=True)).build()))
+    assert device.info().config == config
+    runner = Runner(bundle, device)
+    runner.load()
+    got = runner.infer(codes, batch=12)
+    device.close()
+    assert np.array_equal(got, golden.run_network(bundle.layers, codes))
+    assert runner.cycles > 0

@@ -21,6 +21,9 @@ CONFIGS = {
     "ua3_uw3_o4u_2x3": dict(rows=2, cols=3, a_bits=3, a_signed=False, w_bits=3, w_signed=False,
                             out_bits=4, out_signed=False),
     "a8_uw2_5x2": dict(rows=5, cols=2, a_bits=8, w_bits=2, w_signed=False),
+    # Two columns' products from one packed multiplier (the accelerator's operand types).
+    "packed_ua8_w8_4x4": dict(rows=4, cols=4, a_bits=8, a_signed=False, w_bits=8,
+                              packed_products=True),
 }
 
 
