@@ -294,8 +294,26 @@ def synth_board(board, config=None, out_dir=None):
     """
     board, platform, build_dir, env, report = _prepare(board, config, out_dir)
     _synthesize(board, platform, build_dir, env, report)
+    _array_blocks(board, report)
     report["message"] = f"Synthesis of {board.name} done in {build_dir}"
     return report
+
+
+def _array_blocks(board, report):
+    """``array`` (the MAC array's multiplier blocks, from a synthesis of the array alone:
+    the board's netlist is flat) and ``macs_per_dsp`` in ``report``, for ECP5 and Xilinx."""
+    from ..config import AcceleratorConfig
+    from .synth import array_multiplier_blocks
+
+    if board.family not in ("ecp5", "xilinx"):
+        return
+    start = time.monotonic()
+    config = AcceleratorConfig.from_json(
+        {k: v for k, v in report["config"].items() if k in AcceleratorConfig.keys()})
+    report["array"] = array_multiplier_blocks(
+        config, board.family, lut_multipliers=report["config"]["mac_multipliers"] == "lut")
+    report["macs_per_dsp"] = report["array"]["macs_per_dsp"]
+    report["seconds"]["array_synthesis"] = round(time.monotonic() - start, 1)
 
 
 def build_board(board, config=None, out_dir=None, seed=None):
@@ -329,7 +347,9 @@ def build_board(board, config=None, out_dir=None, seed=None):
         ``late_registers`` (ECP5 / iCE40: the registers whose inputs arrive latest after
         the clock edge, latest first, each with ``register``, ``arrival_ns``,
         ``late_inputs`` (arriving after the clock period) and the last-arriving ``net``),
-        ``bitstream`` (path or ``None``), ``missing_tools``, ``message`` (one line),
+        ``array`` and ``macs_per_dsp`` (ECP5 and Xilinx: the MAC array's multiplier blocks
+        from a synthesis of the array alone, MACs per cycle per block), ``bitstream``
+        (path or ``None``), ``missing_tools``, ``message`` (one line),
         ``seconds`` (per step) and ``build_dir``.
 
     Raises
@@ -344,6 +364,7 @@ def build_board(board, config=None, out_dir=None, seed=None):
 
     if board.family == "xilinx":
         _synthesize(board, platform, build_dir, env, report)
+        _array_blocks(board, report)
         missing = _missing_xray(env)
         if missing and not env.get("AMARANTH_ENV_XRAY"):
             report["missing_tools"] = missing
@@ -378,6 +399,7 @@ def build_board(board, config=None, out_dir=None, seed=None):
         report["fmax_mhz"], report["timing_met"], report["clocks"] = fmax(pnr)
         report["critical_path"] = critical_path(pnr)
         report["late_registers"] = late_registers(pnr, 1e9 / report["config"]["clk_freq"])
+        _array_blocks(board, report)
 
     bitstream = build_dir / (f"{_NAME}.bin" if board.family == "ice40" else f"{_NAME}.bit")
     if not bitstream.is_file():

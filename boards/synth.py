@@ -4,7 +4,8 @@ Used for resource figures (``sparqforge bench``) independent of any board: ``syn
 for 7-series primitives (LUT, FF, CARRY4, DSP48E1, RAMB) and ``synth_ecp5``.
 """
 
-__all__ = ["python_tool", "yosys_command", "run_yosys", "synth_xilinx", "synth_ecp5", "count_cells"]
+__all__ = ["python_tool", "yosys_command", "run_yosys", "synth_xilinx", "synth_ecp5", "count_cells",
+           "array_multiplier_blocks"]
 
 import json
 import os
@@ -78,15 +79,56 @@ def count_cells(stat, groups):
     return counts
 
 
-def _synth(component, name, command, groups):
-    from ..hw.emit import to_rtlil
+def _synth(component, name, command, groups, platform=None):
+    from amaranth.back import rtlil
+
     from ..hw.replica import KEEP_REPLICAS
 
     # Replica registers are kept apart, as in the board builds.
     script = (f"read_rtlil {name}.il; {KEEP_REPLICAS}; {command} -top {name}; "
               f"tee -q -o stat.json stat -json")
-    out = run_yosys(script, {f"{name}.il": to_rtlil(component, name)})
+    text = rtlil.convert(component, name=name, emit_src=False, platform=platform)
+    out = run_yosys(script, {f"{name}.il": text})
     return count_cells(json.loads(out["stat.json"]), groups)
+
+
+def array_multiplier_blocks(config, family, *, lut_multipliers=False):
+    """The multiplier blocks (ECP5 MULT18X18D or Xilinx DSP48E1) that the MAC array of the
+    accelerator ``config`` (an :class:`~sparqforge.config.AcceleratorConfig`) takes: the
+    array alone, without its requantizer (whose products take blocks of their own),
+    synthesized by yosys as the board builds do (ECP5: for the ULX3S's device, so packed
+    products are MULT18X18D instances with their registers on; Xilinx: flattened, packed
+    products on the DSP48E1's 25-bit port). ``lut_multipliers``: with the board builds'
+    ``mac_multipliers: "lut"`` (ECP5), which builds multipliers of at most 9 x 9 bits from
+    LUTs.
+
+    Returns ``{"macs_per_cycle", "blocks", "macs_per_dsp", "source"}``.
+    """
+    from ..hw.mac_array import MacArray
+
+    packed = config.packed_products
+    array = MacArray(rows=config.rows, cols=config.cols, a_bits=config.a_bits, a_signed=False,
+                     w_bits=config.w_bits, max_depth=config.max_depth, requant=False,
+                     product_stages=config.product_stages, packed_products=packed,
+                     packed_port_bits=25 if packed and family == "xilinx" else None)
+    if family == "xilinx":
+        counts = _synth(array, "mac_array", "synth_xilinx -flatten -family xc7 -noiopad",
+                        XILINX_GROUPS)
+        blocks, source = counts["dsp48e1"], "DSP48E1, yosys synth_xilinx of the MAC array"
+    elif family == "ecp5":
+        from .ulx3s import ULX3S_85F
+
+        from .build import LUT_MULTIPLIERS
+
+        command = f"{LUT_MULTIPLIERS}; synth_ecp5 -noiopad" if lut_multipliers else \
+            "synth_ecp5 -noiopad"
+        counts = _synth(array, "mac_array", command, ECP5_GROUPS, platform=ULX3S_85F())
+        blocks, source = counts["mult18"], "MULT18X18D, yosys synth_ecp5 of the MAC array"
+    else:
+        raise ValueError(f"Multiplier blocks are counted for ecp5 and xilinx, not {family!r}")
+    macs = config.rows * config.cols
+    return {"macs_per_cycle": macs, "blocks": blocks,
+            "macs_per_dsp": macs / blocks if blocks else None, "source": source}
 
 
 def synth_xilinx(component, name):

@@ -37,29 +37,57 @@ def _timed_run(schedule, desc, harness):
     return got, cycles, stats["sim_ns"] * 1e-9
 
 
-def bench_dense(quiet=False, size=256):
-    """A ``size``^3 int8 matmul through an 8x8 dense array in Verilator."""
+def _dense_run(quiet, rows, cols, size, packed=False):
+    """A ``size``^3 int8 matmul through a ``rows`` x ``cols`` dense array in Verilator:
+    ``(bit_exact, cycles, seconds)``."""
     from ..sim.mac_array.schedule import dense_schedule, random_layer
     from ..sw import golden
 
-    config = ArrayConfig(rows=8, cols=8, max_depth=size, groups=size // 8)
+    config = ArrayConfig(rows=rows, cols=cols, max_depth=size, groups=size // rows,
+                         packed_products=packed)
     array = build_array(config)
-    _log(quiet, "dense: building the 8x8 int8 array in Verilator...")
+    label = f"{rows}x{cols} int8{' packed' if packed else ''}"
+    _log(quiet, f"dense: building the {label} array in Verilator...")
     desc, harness = _harness_for(array, "mac_array")
     rng = np.random.default_rng(0)
     types = dict(a_bits=8, a_signed=True, w_bits=8, w_signed=True, out_bits=8, out_signed=True)
     a, w, requant = random_layer(rng, m=size, k=size, n=size, **types)
-    _log(quiet, f"dense: running a {size}x{size}x{size} matmul...")
-    got, cycles, seconds = _timed_run(dense_schedule(8, 8, a, w, requant), desc, harness)
+    _log(quiet, f"dense: running a {size}x{size}x{size} matmul on the {label} array...")
+    got, cycles, seconds = _timed_run(dense_schedule(rows, cols, a, w, requant), desc, harness)
     want = golden.mac_array(a, w, **requant, out_bits=8, out_signed=True)
+    return bool(np.array_equal(got, want)), cycles, seconds
+
+
+def bench_dense(quiet=False, size=256, synth=True):
+    """A ``size``^3 int8 matmul through an 8x8 dense array and a 16x16 packed one in
+    Verilator; with ``synth``, the multiplier blocks the packed arrays take on an ECP5."""
+    from ..boards.synth import array_multiplier_blocks
+    from ..config import AcceleratorConfig
+
+    exact, cycles, seconds = _dense_run(quiet, 8, 8, size)
     macs_per_cycle = size ** 3 / cycles
-    return {
-        "dense.bit_exact": bool(np.array_equal(got, want)),
+    report = {
+        "dense.bit_exact": exact,
         "dense.cycles": cycles,
         "dense.macs_per_cycle": macs_per_cycle,
         "dense.utilization": macs_per_cycle / 64,
         "sim.cycles_per_s": cycles / seconds,
     }
+    exact, cycles, _ = _dense_run(quiet, 16, 16, size, packed=True)
+    report.update({"dense.packed_16x16.bit_exact": exact,
+                   "dense.packed_16x16.cycles": cycles,
+                   "dense.packed_16x16.macs_per_cycle": size ** 3 / cycles,
+                   "dense.packed_16x16.utilization": size ** 3 / cycles / 256})
+    if synth:
+        for label, rows, packed in (("", 8, True), ("_unpacked", 8, False),
+                                    ("_16x16", 16, True)):
+            _log(quiet, f"dense: yosys synth_ecp5 of the {rows}x{rows} int8 MAC array"
+                        f"{' (packed)' if packed else ''}...")
+            config = AcceleratorConfig(rows=rows, cols=rows, groups=32, packed_products=packed)
+            blocks = array_multiplier_blocks(config, "ecp5")
+            report[f"dense.macs_per_dsp{label}"] = blocks["macs_per_dsp"]
+            report[f"dense.mult18x18d{label}"] = blocks["blocks"]
+    return report
 
 
 def bench_sparse(quiet=False, size=256, synth=True):

@@ -26,6 +26,7 @@ class ArrayConfig:
     act_code_bits: int = 4
     w_code_bits: int = 4
     out_code_bits: int = 4
+    packed_products: bool = False   # dense arrays: two products per multiplier block
 
     def as_dict(self):
         return asdict(self)
@@ -68,7 +69,9 @@ def build_array(config, *, sparse_class=None):
                                  w_code_bits=config.w_code_bits,
                                  out_code_bits=config.out_code_bits, **kw)
         if config.sparsity is None:
-            return MacArray(**kw)
+            return MacArray(packed_products=config.packed_products, **kw)
+        if config.packed_products:
+            raise ConfigError("packed products need a dense array; leave out --sparsity")
         n, m = config.sparsity
         return (sparse_class or SparseMacArray)(n=n, m=m, **kw)
     except (TypeError, ValueError) as exc:
