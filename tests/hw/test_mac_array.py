@@ -70,11 +70,17 @@ def test_split_products(a_bits, w_bits, a_signed, w_signed, product_stages):
                      w_signed=w_signed, max_depth=9, groups=2, product_stages=product_stages)
     assert array.core_latency == 3 + product_stages
     rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
+    _random_and_corner_layers(array, rng, n_random=5, n_corner=3)
+
+
+def _random_and_corner_layers(array, rng, *, n_random, n_corner):
+    """Random layers of depth 1 and 9, then the corner layers, through ``array`` (depth 9)
+    against the golden model, with random stalls."""
     for k in (1, 9):
-        a, w, requant = random_layer(rng, m=3, k=k, n=5, **types_of(array))
+        a, w, requant = random_layer(rng, m=3, k=k, n=n_random, **types_of(array))
         result, _ = check_layer(array, a, w, requant, seed=k)
         assert not result, result
-    for name, (a, w, requant) in corner_layers(rng, max_depth=9, m=3, n=3,
+    for name, (a, w, requant) in corner_layers(rng, max_depth=9, m=3, n=n_corner,
                                                **types_of(array)).items():
         result, _ = check_layer(array, a, w, requant)
         assert not result, f"{name}: {result}"
@@ -251,14 +257,7 @@ def test_packed_products(a_bits, w_bits, a_signed, w_signed, port):
     assert array.product_latency == 3
     assert array.core_latency == MacArray(rows=2, cols=4, product_stages=2).core_latency
     rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
-    for k in (1, 9):
-        a, w, requant = random_layer(rng, m=3, k=k, n=6, **types_of(array))
-        result, _ = check_layer(array, a, w, requant, seed=k)
-        assert not result, result
-    for name, (a, w, requant) in corner_layers(rng, max_depth=9, m=3, n=6,
-                                               **types_of(array)).items():
-        result, _ = check_layer(array, a, w, requant)
-        assert not result, f"{name}: {result}"
+    _random_and_corner_layers(array, rng, n_random=6, n_corner=6)
     # (A tag per column tile: the corner operand sets take up to 25 tiles.)
     raw = packed_array(a_bits, w_bits, a_signed, w_signed, port, max_depth=9, requant=False,
                        groups=32)
