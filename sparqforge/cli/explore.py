@@ -154,7 +154,8 @@ def build_seeds(args, build_dir):
         if row["key"] != best["key"] and row["build_dir"]:
             shutil.rmtree(Path(row["build_dir"]).parent, ignore_errors=True)
     seeds = sorted(({"seed": r["seed"], "status": r["status"], "fmax_mhz": r["fmax_mhz"],
-                     "timing_met": r["timing_met"], "error": r["error"]} for r in rows),
+                     "timing_met": None if r["timing_met"] is None else bool(r["timing_met"]),
+                     "error": r["error"]} for r in rows),
                    key=lambda r: r["seed"])
     summary = {"board": spec.board, "seeds": seeds, "best_seed": best["seed"],
                "fmax_mhz": best["fmax_mhz"], "timing_met": best["timing_met"],
