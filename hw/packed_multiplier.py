@@ -153,22 +153,30 @@ class PackedMultiplier(wiring.Component):
         s, k, lanes = spec.shift, spec.overlap_bits, spec.lanes
         if not k:
             return [Const(0, 0)] * lanes, Const(spec.bias, spec.unpacked_bits)
-        # Stage 1: the low k bits of every upper product (the low bits of a two's complement
-        # product depend only on the operands' low bits); stage 2: those, at their places,
-        # subtracted from the offset-binary bias, so that one adder corrects every lane.
+        # The low k bits of every upper product (the low bits of a two's complement product
+        # depend only on the operands' low bits), as a tree of AND terms: stage 1 registers
+        # its first level (pairs of terms), right after the operands, which arrive over
+        # long routes (a row's or a column's broadcast); stage 2 finishes the tree and
+        # subtracts the results, at their places, from the offset-binary bias, so that one
+        # adder corrects every lane. (The whole tree in stage 1 was the critical path of a
+        # packed 8x8 array on the ULX3S: 6 to 7 logic levels behind those routes.)
         a_low = Signal(k, name="a_low")
         m.d.comb += a_low.eq(self.a)    # sign- or zero-extended when k > a_bits
         low_1, low_2 = [], []
         for j in range(1, lanes):
             w_low = Signal(k, name=f"w_low_{j}")
+            m.d.comb += w_low.eq(self.w[j])
+            terms = [Mux(w_low[i], a_low[:k - i] << i, 0) for i in range(k)]
+            pairs = []
+            for n in range(0, k, 2):
+                pair = Signal(k, name=f"low_{j}_s1_{n // 2}", reset_less=True)
+                m.d.sync += pair.eq(sum(terms[n:n + 2]))    # modulo 2**k, as the product
+                pairs.append(pair)
             low = Signal(k, name=f"low_{j}")
-            m.d.comb += [
-                w_low.eq(self.w[j]),
-                low.eq(_tree_sum(Mux(w_low[i], a_low[:k - i] << i, 0) for i in range(k))),
-            ]
-            low_1.append(Signal(k, name=f"low_{j}_s1", reset_less=True))
+            m.d.comb += low.eq(_tree_sum(pairs))
+            low_1.append(low)
             low_2.append(Signal(k, name=f"low_{j}_s2", reset_less=True))
-            m.d.sync += [low_1[-1].eq(low), low_2[-1].eq(low_1[-1])]
+            m.d.sync += low_2[-1].eq(low)
         placed = Cat(*(part for j, low in enumerate(low_1, start=1)
                        for part in (Const(0, s - (k if j > 1 else 0)), low)))
         offset = Signal(spec.unpacked_bits, name="offset", reset_less=True)
