@@ -6,7 +6,8 @@ board (:class:`SerialTransport`). Only the transport changes.
 """
 
 __all__ = ["Transport", "LoopbackTransport", "PipeTransport", "SerialTransport",
-           "FaultyTransport", "RestartingTransport", "CountingTransport", "Device"]
+           "WrappedTransport", "FaultyTransport", "RestartingTransport", "CountingTransport",
+           "Device"]
 
 import os
 import struct
@@ -168,16 +169,12 @@ class SerialTransport(Transport):
         self._port.close()
 
 
-class FaultyTransport(Transport):
-    """Wraps a transport and drops, corrupts or duplicates bytes in both directions, each
-    with probability ``rate`` per byte (fault-injection tests)."""
+class WrappedTransport(Transport):
+    """A transport around another (``inner``): the device's cycles, the budgets and closing
+    are the inner transport's; a subclass changes what ``exchange`` does."""
 
-    def __init__(self, inner, *, rate, seed=0, directions=("out", "in")):
+    def __init__(self, inner):
         self._inner = inner
-        self._rate = rate
-        self._rng = np.random.default_rng(seed)
-        self._directions = directions
-        self.injected = 0
 
     @property
     def cycles(self):
@@ -185,6 +182,24 @@ class FaultyTransport(Transport):
 
     def budget(self, cycles):
         return self._inner.budget(cycles)
+
+    def exchange(self, data, *, budget):
+        return self._inner.exchange(data, budget=budget)
+
+    def close(self):
+        self._inner.close()
+
+
+class FaultyTransport(WrappedTransport):
+    """Wraps a transport and drops, corrupts or duplicates bytes in both directions, each
+    with probability ``rate`` per byte (fault-injection tests)."""
+
+    def __init__(self, inner, *, rate, seed=0, directions=("out", "in")):
+        super().__init__(inner)
+        self._rate = rate
+        self._rng = np.random.default_rng(seed)
+        self._directions = directions
+        self.injected = 0
 
     def _damage(self, data):
         out = bytearray()
@@ -208,27 +223,17 @@ class FaultyTransport(Transport):
         reply = self._inner.exchange(data, budget=budget)
         return self._damage(reply) if "in" in self._directions else reply
 
-    def close(self):
-        self._inner.close()
 
-
-class RestartingTransport(Transport):
+class RestartingTransport(WrappedTransport):
     """Wraps a transport whose device can restart (``restart()``) and restarts it before the
     exchanges numbered in ``at`` (0-based), as a power cycle or reconfiguration between two
     requests would (fault-injection tests)."""
 
     def __init__(self, inner, *, at):
-        self._inner = inner
+        super().__init__(inner)
         self._at = set(at)
         self.exchanges = 0
         self.injected = 0
-
-    @property
-    def cycles(self):
-        return self._inner.cycles
-
-    def budget(self, cycles):
-        return self._inner.budget(cycles)
 
     def exchange(self, data, *, budget):
         if self.exchanges in self._at:
@@ -237,34 +242,21 @@ class RestartingTransport(Transport):
         self.exchanges += 1
         return self._inner.exchange(data, budget=budget)
 
-    def close(self):
-        self._inner.close()
 
-
-class CountingTransport(Transport):
+class CountingTransport(WrappedTransport):
     """Wraps a transport and counts the bytes that cross the link each way (SLIP framing,
     headers and CRCs included): what a board's UART would carry."""
 
     def __init__(self, inner):
-        self._inner = inner
+        super().__init__(inner)
         self.sent = 0
         self.received = 0
-
-    @property
-    def cycles(self):
-        return self._inner.cycles
-
-    def budget(self, cycles):
-        return self._inner.budget(cycles)
 
     def exchange(self, data, *, budget):
         self.sent += len(data)
         reply = self._inner.exchange(data, budget=budget)
         self.received += len(reply)
         return reply
-
-    def close(self):
-        self._inner.close()
 
 
 class Device:
