@@ -4,7 +4,8 @@ single-stream case) on the Verilated ULX3S reference accelerator (8x8 int8), che
 the golden model.
 
 Per model ``M`` (keys ``models.M.*``): ``macs`` per inference; ``device_cycles`` per inference
-(the accelerator's cycles in RUN commands); ``utilization`` (the MACs the accelerator executed / (``device_cycles`` x its multipliers));
+(the accelerator's cycles in RUN commands); ``utilization`` (the MACs the accelerator
+executed / (``device_cycles`` x its multipliers));
 ``device_mac_fraction`` (MACs the accelerator executed / all MACs); ``link_bytes`` per
 inference, both directions, SLIP framing, headers and CRCs included, weights excluded (they
 are loaded once, before the inferences); ``io_bytes`` (the input and output tensors' bytes,
@@ -14,7 +15,7 @@ time not included: MLPerf Tiny times inference on the device after the input is 
 BatchNorm statistics are fixed-seed random values: accuracy is not measured.
 """
 
-__all__ = ["bench_models"]
+__all__ = ["bench_models", "run_bundle", "compile_model"]
 
 import sys
 import time
@@ -51,14 +52,34 @@ def compile_model(name, *, calib_items=64, seed=0):
                               quant="uniform-w8a8", calib=calib, name=name)
 
 
+def run_bundle(bundle, codes, config, *, backend="verilator", batch=1, quiet=True, log=print):
+    """Load ``bundle`` on a ``backend`` device with accelerator ``config`` and run ``codes``
+    at ``batch``: ``(outputs, runner, link bytes)``, the runner holding the device cycles and
+    the per-layer report, the link bytes those of the inferences (both directions, framing
+    included; loading the weights not counted)."""
+    from ..backends import open_device
+    from ..sw.runtime.link import CountingTransport, Device
+    from ..sw.runtime.runner import Runner
+
+    inner = open_device(backend, config, quiet=quiet, log=log)
+    counter = CountingTransport(inner.transport)
+    device = Device(counter)
+    try:
+        runner = Runner(bundle, device)
+        runner.load()
+        loaded = counter.sent + counter.received
+        got = runner.infer(codes, batch=batch)
+    finally:
+        device.close()
+    return got, runner, counter.sent + counter.received - loaded
+
+
 def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
                  config="ulx3s-85f", layers=False):
     """Run the benchmark; return one flat dict (``models.M.*``; with ``layers`` also
     ``models.M.layers``, the runner's per-layer report)."""
-    from ..backends import open_device, resolve_config
+    from ..backends import resolve_config
     from ..sw import golden, mlperf_tiny
-    from ..sw.runtime.link import CountingTransport, Device
-    from ..sw.runtime.runner import Runner
 
     config = resolve_config(config)
     pes = config.rows * config.cols * config.kept
@@ -70,22 +91,14 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
         x = _inputs(name, images, seed=100)
         codes = bundle.quantize_input(x)
         want = golden.run_network(bundle.layers, codes)
-        inner = open_device(backend, config, quiet=quiet, log=lambda m: _log(quiet, m))
-        counter = CountingTransport(inner.transport)
-        device = Device(counter)
-        try:
-            runner = Runner(bundle, device)
-            runner.load()
-            sent, received = counter.sent, counter.received
-            _log(quiet, f"models: {name}: {images} inferences at batch 1 on {backend}...")
-            got = runner.infer(codes, batch=1)
-        finally:
-            device.close()
+        _log(quiet, f"models: {name}: {images} inferences at batch 1 on {backend}...")
+        got, runner, link = run_bundle(bundle, codes, config, backend=backend, quiet=quiet,
+                                       log=lambda m: _log(quiet, m))
         rows = runner.report()
         macs = sum(row["macs"] for row in rows)
         device_macs = sum(row["macs"] for row in rows if row["where"] == "device")
         cycles = runner.cycles / images
-        link = (counter.sent - sent + counter.received - received) / images
+        link /= images
         key = f"models.{name}"
         report.update({
             f"{key}.macs": macs,

@@ -164,11 +164,10 @@ def run_latency(point):
     """
     import numpy as np
 
-    from ..backends import open_device
+    from ..cli.models_bench import run_bundle
     from ..config import AcceleratorConfig
     from ..errors import SparqforgeError
     from ..sw import golden
-    from ..sw.runtime.runner import Runner
 
     start = time.monotonic()
     result = {"status": "failed", "attempts": 1}
@@ -188,13 +187,7 @@ def run_latency(point):
         want = golden.run_network(bundle.layers, codes)
         config = AcceleratorConfig.from_json(
             {k: point.config[k] for k in AcceleratorConfig.keys()})
-        device = open_device("verilator", config, quiet=True)
-        try:
-            runner = Runner(bundle, device)
-            runner.load()
-            got = runner.infer(codes, batch=1)
-        finally:
-            device.close()
+        got, runner, _ = run_bundle(bundle, codes, config)
     except SparqforgeError as exc:
         result.update(error=str(exc).splitlines()[0][:2000],
                       seconds=round(time.monotonic() - start, 1))
