@@ -135,10 +135,14 @@ def test_networks_are_bit_exact_with_the_golden_model(kind, scheme, bundles, tra
                                                       demo_model):
     bundle = bundles(kind, scheme)
     codes = bundle.quantize_input(trained[1][2][:96].numpy())
-    device = Device(PipeTransport(demo_model))
+    _check_network(bundle, codes, Device(PipeTransport(demo_model)), batch=48)
+
+
+def _check_network(bundle, codes, device, *, batch):
+    """Load and run ``bundle`` on ``device``: every output code the golden model's."""
     runner = Runner(bundle, device)
     runner.load()
-    got = runner.infer(codes, batch=48)
+    got = runner.infer(codes, batch=batch)
     device.close()
     assert np.array_equal(got, golden.run_network(bundle.layers, codes))
     assert runner.cycles > 0
@@ -198,9 +202,4 @@ def test_a_packed_device_runs_the_same_bundles_bit_exact(bundles, trained):
     codes = bundle.quantize_input(trained[1][2][:24].numpy())
     device = Device(PipeTransport(LinkModel(Accelerator(config, gated=True)).build()))
     assert device.info().config == config
-    runner = Runner(bundle, device)
-    runner.load()
-    got = runner.infer(codes, batch=12)
-    device.close()
-    assert np.array_equal(got, golden.run_network(bundle.layers, codes))
-    assert runner.cycles > 0
+    _check_network(bundle, codes, device, batch=12)
