@@ -79,7 +79,7 @@ class Accelerator(wiring.Component):
             groups=config.groups, sparsity=config.sparsity, tables=config.tables,
             requant=True, threshold_bits=config.threshold_bits if config.tables else None,
             out_bits=config.a_bits, out_signed=False, product_stages=config.product_stages,
-            packed_products=config.packed_products)
+            packed_products=config.packed_products, lane_operands=config.depthwise)
         # The widths the host derives from the configuration are the hardware's.
         assert self._core.acc_bits == config.acc_bits
         self._gated = gated
@@ -103,8 +103,10 @@ class Accelerator(wiring.Component):
     def settle(self):
         """Cycles without work after which a gated domain's registers no longer change: the
         core's pipeline (tables are read continuously, so a table write ripples through
-        every stage after it) plus :data:`SETTLE_MARGIN`."""
-        return self._core.latency + Feeder.latency + SETTLE_MARGIN
+        every stage after it) plus :data:`SETTLE_MARGIN`; with ``conv``, plus the ``rows``
+        cycles in which the window walk fills its slots after a layer's last beat."""
+        walk = self._config.rows if self._config.conv else 0
+        return self._core.latency + Feeder.latency + SETTLE_MARGIN + walk
 
     def elaborate(self, platform):
         m = Module()
@@ -158,7 +160,6 @@ class Accelerator(wiring.Component):
         m.d.comb += [feeder.desc.eq(executor.desc), writeback.desc.eq(executor.desc),
                      feeder.start.eq(executor.start_feed),
                      writeback.start.eq(executor.start_write),
-                     memories.act_addr.eq(feeder.act_addr),
                      memories.weight_addr.eq(feeder.weight_addr),
                      feeder.act_data.eq(memories.act_data),
                      feeder.weight_data.eq(memories.weight_data),
@@ -167,6 +168,7 @@ class Accelerator(wiring.Component):
                      executor.running.eq(writeback.running),
                      executor.finished.eq(writeback.finished),
                      executor.cycles.eq(writeback.cycles)]
+        m.d.comb += [memories.act_addr[r].eq(feeder.act_addr[r]) for r in range(config.rows)]
         wiring.connect(m, feeder.a, core.a)
         wiring.connect(m, feeder.w, core.w)
         wiring.connect(m, core.o, writeback.o)

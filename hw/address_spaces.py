@@ -76,9 +76,11 @@ class AddressSpaces(wiring.Component):
                      self.host_write.data.eq(word[:config.cols * 8]),
                      self.weight_write.addr.eq(target), self.weight_write.data.eq(word),
                      self.weight_write.en.eq(commit & (space == Space.WEIGHT))]
+        # (ACT_ALL's word field is ACT's: the low address bits.)
         for r in range(config.rows):
-            m.d.comb += self.host_write.en[r].eq(commit & (space == Space.ACT)
-                                                 & (target[act["bank"].offset:] == r))
+            m.d.comb += self.host_write.en[r].eq(
+                commit & (((space == Space.ACT) & (target[act["bank"].offset:] == r))
+                          | (space == Space.ACT_ALL)))
         lane_bits = config.lane_bits
         requant = self.cfg_requant
         m.d.comb += [requant.valid.eq(commit & (space == Space.REQUANT)),
@@ -90,7 +92,7 @@ class AddressSpaces(wiring.Component):
         for name, width, _ in REQUANT_RECORD:
             m.d.comb += getattr(requant.payload.param, name).eq(word[offset:offset + width])
             offset += width
-        spaces = [Space.ACT, Space.WEIGHT, Space.REQUANT]
+        spaces = [Space.ACT, Space.ACT_ALL, Space.WEIGHT, Space.REQUANT]
         if config.tables:
             spaces += list(TABLE_SPACES)
             act_cfg, w_cfg, t_cfg = self.cfg_act, self.cfg_weight, self.cfg_threshold

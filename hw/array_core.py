@@ -43,14 +43,16 @@ class ArrayCore(wiring.Component):
         Include a threshold unit with codes of this width.
     out_bits, out_signed :
         Requantizer output type.
-    product_stages, packed_products, packed_port_bits :
-        As for :class:`~sparqforge.hw.mac_array.MacArray` (packed products with a dense
-        array only).
+    product_stages, packed_products, packed_port_bits, lane_operands :
+        As for :class:`~sparqforge.hw.mac_array.MacArray` (packed products and lane
+        operands with a dense array only; with ``tables`` and lane operands the activation
+        table is read for every lane of a row).
 
     Attributes
     ----------
     a : In(stream)
-        ``data`` (``rows`` codes, or ``rows`` x ``m``), ``bypass`` (with tables).
+        ``data`` (``rows`` codes, or ``rows`` x ``m``, or ``rows`` x ``cols`` with lane
+        operands), ``bypass`` (with tables).
     w : In(stream)
         ``data`` (``cols`` codes, or ``cols`` x ``n`` of ``value`` and ``index``), ``dense``
         (sparse), ``tag``, ``last``, ``bypass`` (with tables).
@@ -66,11 +68,11 @@ class ArrayCore(wiring.Component):
                  max_depth=4096, groups=1, sparsity=None, tables=False, act_code_bits=None,
                  w_code_bits=None, table_groups=1, requant=True, threshold_bits=None,
                  out_bits=8, out_signed=False, product_stages=1, packed_products=False,
-                 packed_port_bits=None):
+                 packed_port_bits=None, lane_operands=False):
         kw = dict(rows=rows, cols=cols, a_bits=a_bits, a_signed=a_signed, w_bits=w_bits,
                   w_signed=w_signed, max_depth=max_depth, groups=groups, requant=False,
                   product_stages=product_stages, packed_products=packed_products,
-                  packed_port_bits=packed_port_bits)
+                  packed_port_bits=packed_port_bits, lane_operands=lane_operands)
         if sparsity is None:
             self._array = MacArray(**kw)
         else:
@@ -80,7 +82,9 @@ class ArrayCore(wiring.Component):
             raise ValueError("An array core needs a requantizer, a threshold unit or both")
         self._sparsity = sparsity
         self._tables = tables
-        self._a_elems = 1 if sparsity is None else sparsity[1]
+        # Activation codes per row: a group (sparse), a lane per column (lane operands).
+        self._a_elems = sparsity[1] if sparsity is not None else cols if lane_operands else 1
+        self._a_nested = sparsity is not None or lane_operands
         self._w_elems = 1 if sparsity is None else sparsity[0]
         act_code_bits = a_bits if act_code_bits is None else act_code_bits
         w_code_bits = w_bits if w_code_bits is None else w_code_bits
@@ -112,7 +116,7 @@ class ArrayCore(wiring.Component):
         self._out_signed = out_signed and requant
 
         a_lane = unsigned(act_code_bits) if tables else self._array.a.payload.shape().elem_shape
-        if sparsity is not None:
+        if self._a_nested:
             a_lane = data.ArrayLayout(unsigned(act_code_bits), self._a_elems) if tables \
                 else a_lane
         w_code = unsigned(w_code_bits) if tables else None
@@ -190,10 +194,11 @@ class ArrayCore(wiring.Component):
             m.d.comb += [act.i.valid.eq(self.a.valid), self.a.ready.eq(act.i.ready),
                          array.a.valid.eq(act.o.valid), act.o.ready.eq(array.a.ready),
                          act.i.payload.bypass.eq(self.a.payload.bypass)]
+            nested = self._a_nested
             for r in range(rows):
                 for e in range(self._a_elems):
-                    code = self.a.payload.data[r][e] if sparse else self.a.payload.data[r]
-                    value = array.a.payload[r][e] if sparse else array.a.payload[r]
+                    code = self.a.payload.data[r][e] if nested else self.a.payload.data[r]
+                    value = array.a.payload[r][e] if nested else array.a.payload[r]
                     m.d.comb += [act.i.payload.codes[r][e].eq(code),
                                  value.eq(act.o.payload.values[r][e])]
 

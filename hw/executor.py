@@ -31,14 +31,14 @@ class Executor(wiring.Component):
     ``LENGTH`` for a damaged or too long frame (which changes nothing), ``COMMAND`` for an
     unknown command, ``SESSION`` for a WRITE, READ or RUN before any OPEN since the device
     started, ``STALE`` for one whose sequence number is not newer than the last executed
-    (neither is executed),
-    ``LENGTH``, ``SPACE`` or ``RANGE`` for a request that does not fit this accelerator
-    (``address_limit``, :func:`~sparqforge.protocol.word_bytes`), else ``OK`` with INFO's
-    :class:`~sparqforge.protocol.DeviceInfo`, OPEN's last sequence number and
-    ``DeviceInfo``, READ's words or RUN's cycle count. A WRITE
-    commits each word as soon as it is complete and stops at the first word out of range
-    (the words before it stay written). A RUN's descriptor is checked (step, mode, ranges)
-    before the layer starts; it then waits for the writeback's ``finished``.
+    (neither is executed), ``LENGTH``, ``SPACE`` or ``RANGE`` for a request that does not
+    fit this accelerator (``address_limit``, :func:`~sparqforge.protocol.word_bytes`), else
+    ``OK`` with INFO's :class:`~sparqforge.protocol.DeviceInfo`, OPEN's last sequence number
+    and ``DeviceInfo``, READ's words or RUN's cycle count. A WRITE commits each word as soon
+    as it is complete and stops at the first word out of range (the words before it stay
+    written). A RUN's descriptor is checked (step, mode, ranges, a convolution's geometry,
+    a depthwise one's single channel) before the layer starts; it then waits for the
+    writeback's ``finished``.
 
     Parameters
     ----------
@@ -223,14 +223,28 @@ class Executor(wiring.Component):
         sparse_ok = ~desc.mode[Mode.SPARSE.bit] | (desc.step == (config.m if sparse else 0))
         # Modes this accelerator lacks, and mode bits no mode has, are refused: a RUN never
         # does something other than what its descriptor asks for.
-        known_bits = Mode.WEIGHT_TABLE.bit + 1
+        known_bits = (Mode.DEPTHWISE if config.depthwise else Mode.CONV if config.conv
+                      else Mode.WEIGHT_TABLE).bit + 1
         tables_ok = (desc.mode[known_bits:] == 0) & (
-            (desc.mode[Mode.THRESHOLD.bit:known_bits] == 0) if not config.tables else 1)
+            (desc.mode[Mode.THRESHOLD.bit:Mode.WEIGHT_TABLE.bit + 1] == 0)
+            if not config.tables else 1)
         zero = (desc.m_tiles == 0) | (desc.n_tiles == 0) | (desc.k_steps == 0)
+        # A convolution's walk needs channels, taps and output columns, and a beat's lanes
+        # in one word of one tap: a step of 1, or a power of two that divides in_c.
+        conv_step_ok = desc.step == 1
+        for value in allowed_steps:
+            if value > 1 and value & (value - 1) == 0:
+                conv_step_ok = conv_step_ok | ((desc.step == value)
+                                               & (desc.in_c[:value.bit_length() - 1] == 0))
+        conv_ok = ~desc.mode[Mode.CONV.bit] | (
+            (desc.in_c != 0) & (desc.kw != 0) & (desc.out_w != 0) & conv_step_ok)
+        # A depthwise walk is a convolution's with one channel per tap (step 1: dense).
+        dw_ok = ~desc.mode[Mode.DEPTHWISE.bit] | (desc.mode[Mode.CONV.bit] & (desc.in_c == 1))
         # Each check registered in RUN_CHECK, their AND in RUN_VERDICT (the range checks
         # are carry chains of up to 33 bits).
         s.check_values = Cat(step_ok, sparse_ok, tables_ok, ~zero, group_end <= config.groups,
-                             w_end <= config.w_depth)
+                             w_end <= config.w_depth, conv_ok if config.conv else 1,
+                             dw_ok if config.depthwise else 1)
         s.checks = Signal(len(s.check_values))
         s.run_ok = Signal()
 
@@ -349,7 +363,8 @@ class Executor(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 desc = self.desc
                 m.d.sync += [desc.k_last.eq(desc.k_steps - 1), desc.m_last.eq(desc.m_tiles - 1),
-                             desc.n_last.eq(desc.n_tiles - 1)]
+                             desc.n_last.eq(desc.n_tiles - 1), desc.out_w_last.eq(desc.out_w - 1),
+                             desc.kw_last.eq(desc.kw - 1)]
                 with m.If(s.mul_b == 0):
                     m.next = "RUN_CHECK"
             with m.State("RUN_CHECK"):
@@ -398,7 +413,8 @@ class Executor(wiring.Component):
                     m.next = "WRITE_FETCH"
             with m.State("WRITE_COMMIT"):
                 # Only tables inside the core need its clock; memories are the executor's.
-                m.d.comb += self.busy.eq((s.space != Space.ACT) & (s.space != Space.WEIGHT))
+                m.d.comb += self.busy.eq((s.space != Space.ACT) & (s.space != Space.ACT_ALL)
+                                         & (s.space != Space.WEIGHT))
                 with m.If(s.target_ok):
                     m.d.comb += s.commit.eq(1)
                     m.d.sync += target.eq(target + 1)

@@ -2,7 +2,7 @@
 
 __all__ = ["Feeder"]
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -16,11 +16,16 @@ FIFO_DEPTH = 8
 
 def descriptor_layout():
     """What the feeder and the writeback take from a RUN descriptor: its fields (see
-    :class:`~sparqforge.protocol.RunDescriptor`) and the loop bounds minus one."""
+    :class:`~sparqforge.protocol.RunDescriptor`), the loop bounds minus one (``k_last``,
+    ``m_last``, ``n_last``) and the window walk's (``out_w_last``, ``kw_last``)."""
     fields = {name: 16 for name in ("m_tiles", "n_tiles", "k_steps", "a_base", "a_stride",
                                     "w_base", "out_base", "out_stride", "group_base",
-                                    "k_last", "m_last", "n_last")}
-    return data.StructLayout({**fields, "step": 8, "mode": 8})
+                                    "in_h", "in_w", "in_c", "out_w", "origin", "x_step",
+                                    "row_step", "tap_row", "k_last", "m_last", "n_last",
+                                    "out_w_last")}
+    narrow = {name: 8 for name in ("step", "mode", "kh", "kw", "sh", "sw", "ph", "pw",
+                                   "pad_code", "kw_last")}
+    return data.StructLayout({**fields, **narrow})
 
 
 class Feeder(wiring.Component):
@@ -34,10 +39,22 @@ class Feeder(wiring.Component):
     issued while the FIFOs have room for every beat in flight, so the feeder never drops
     one and issues one beat per cycle while the core takes them.
 
+    In ``Mode.CONV`` (on accelerators with ``conv``) a :class:`~.conv_walk.ConvWalk` gives
+    each bank its own word (the row's window) and says which rows are padding: their beats
+    carry ``pad_code`` in every lane. The walk holds a tile's last beat until the next
+    tile's pixels are ready (a wait only when tiles have fewer than ``rows`` beats) and the
+    first beat until the first tile's are (``rows + 2`` cycles after ``start``).
+
+    On accelerators with ``depthwise`` every row's beat is a whole word, a lane per column
+    (the array's lane operands): the selected lane in every lane, or in ``Mode.DEPTHWISE``
+    the walk's word itself (channel tile ``nt``'s lanes), so each column gets its own
+    channel.
+
     Latency: a beat issued in cycle ``t`` has its address in the memories' address registers
     in ``t + 1``, its words in the memories' data registers in ``t + 3``; its lanes are
     selected beside each bank in ``t + 4`` and it enters the FIFOs in ``t + 5`` (every
-    stage registered: the banks sit far apart and far from the counters).
+    stage registered: the banks sit far apart and far from the counters). In ``Mode.CONV``
+    every step is a cycle later: the walk's addresses are registered in ``t + 1``.
 
     Parameters
     ----------
@@ -50,8 +67,8 @@ class Feeder(wiring.Component):
     start : In(1)
         Pulse: begin the layer in ``desc`` (held from then until the layer ends).
     desc : In(descriptor_layout())
-    act_addr : Out(16), weight_addr : Out(16)
-        Memory addresses of the beat being issued.
+    act_addr : Out(ArrayLayout(16, rows)), weight_addr : Out(16)
+        Memory addresses (each bank's, the weight memory's) of the beat being issued.
     act_data : In(ArrayLayout(ArrayLayout(8, cols), rows)), weight_data : In(weight_bits)
         The memories' registered read data, three cycles after the addresses.
     a, w : Out(stream)
@@ -64,11 +81,11 @@ class Feeder(wiring.Component):
     def __init__(self, config, *, a_signature, w_signature, tag_bits):
         self._config = config
         self._tag_bits = tag_bits
-        self._a_elems = config.m if config.sparse else 1
+        self._a_elems = config.m if config.sparse else config.cols if config.depthwise else 1
         super().__init__({
             "start": In(1),
             "desc": In(descriptor_layout()),
-            "act_addr": Out(16),
+            "act_addr": Out(data.ArrayLayout(16, config.rows)),
             "weight_addr": Out(16),
             "act_data": In(data.ArrayLayout(data.ArrayLayout(8, config.cols), config.rows)),
             "weight_data": In(config.weight_bits),
@@ -77,8 +94,8 @@ class Feeder(wiring.Component):
             "mode": Out(1),
         })
 
-    #: Cycles from issuing a beat to its entering the FIFOs.
-    latency = 5
+    #: Cycles from issuing a beat to its entering the FIFOs (one less outside ``Mode.CONV``).
+    latency = 6
 
     def elaborate(self, platform):
         m = Module()
@@ -86,17 +103,20 @@ class Feeder(wiring.Component):
         rows, cols = config.rows, config.cols
         a_elems = self._a_elems
         lane_bits = config.lane_bits
+        # ``Mode.CONV`` beats spend a cycle more in flight (the walk's address stage): one
+        # more place in the FIFOs keeps them at one beat per cycle.
+        conv = desc.mode[Mode.CONV.bit] if config.conv else Const(0)
+        depth = FIFO_DEPTH + 1 if config.conv else FIFO_DEPTH
 
         a_beat = Signal(data.ArrayLayout(data.ArrayLayout(8, a_elems), rows))
         m.submodules.a_fifo = a_fifo = SyncFIFOBuffered(width=a_beat.shape().size,
-                                                        depth=FIFO_DEPTH)
+                                                        depth=depth)
         # Weight words and their tag / last bits travel in two FIFOs pushed and popped
         # together, so the (often 64-bit) word FIFO is not widened past a machine word.
-        m.submodules.w_fifo = w_fifo = SyncFIFOBuffered(width=config.weight_bits,
-                                                        depth=FIFO_DEPTH)
+        m.submodules.w_fifo = w_fifo = SyncFIFOBuffered(width=config.weight_bits, depth=depth)
         side_layout = data.StructLayout({"tag": self._tag_bits, "last": 1})
         m.submodules.side_fifo = side_fifo = SyncFIFOBuffered(width=side_layout.size,
-                                                              depth=FIFO_DEPTH)
+                                                              depth=depth)
 
         issuing = Signal()
         nt, mt, s = Signal(16), Signal(16), Signal(16)
@@ -109,39 +129,80 @@ class Feeder(wiring.Component):
         s_last, mt_last, nt_last = Signal(), Signal(), Signal()   # s == k_last, ...
         lane_wrap = Signal()                                        # lane_off + step == cols
         # The beat's flags through the stages of its words (see the class docstring):
-        # ``issued`` (addresses registered), ``pending`` (in the block RAMs), ``landed``
-        # (words registered), ``selected`` (lanes selected), ``fed`` (into the FIFOs).
+        # ``walked`` (``Mode.CONV`` only: the walk's addresses registered), ``issued``
+        # (addresses registered), ``pending`` (in the block RAMs), ``landed`` (words
+        # registered), ``selected`` (lanes selected), ``fed`` (into the FIFOs).
         beat_layout = data.StructLayout({"valid": 1, "lane": range(cols + 1),
                                          "tag": self._tag_bits, "last": 1})
-        issued, pending, landed, selected, fed = (Signal(beat_layout, name=name) for name in (
-            "issued", "pending", "landed", "selected", "fed"))
-        in_flight = (issued.valid + pending.valid + landed.valid + selected.valid
-                     + fed.valid)
+        walked, issued, pending, landed, selected, fed = (
+            Signal(beat_layout, name=name)
+            for name in ("walked", "issued", "pending", "landed", "selected", "fed"))
+        in_flight = (walked.valid + issued.valid + pending.valid + landed.valid
+                     + selected.valid + fed.valid)
         # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
-        # the AND of two registers: it fans out to every feeder counter. It is decided a
+        # the AND of a few registers: it fans out to every feeder counter. It is decided a
         # cycle early with one place to spare, for the beat issued in that cycle: beats in
         # flight plus in the FIFO grow by at most one per cycle.
         room = Signal()
-        m.d.sync += room.eq((a_fifo.level + in_flight < FIFO_DEPTH - 1)
-                            & (w_fifo.level + in_flight < FIFO_DEPTH - 1))
-        issue = issuing & room
+        limit = Mux(conv, depth - 1, FIFO_DEPTH - 1)
+        m.d.sync += room.eq((a_fifo.level + in_flight < limit)
+                            & (w_fifo.level + in_flight < limit))
 
-        m.d.comb += [self.act_addr.eq(a_word), self.weight_addr.eq(w_addr)]
-        m.d.sync += [issued.valid.eq(issue), issued.lane.eq(lane_off),
-                     issued.tag.eq(desc.group_base + nt), issued.last.eq(s_last),
+        if config.conv:
+            # (Imported here: the walk's ports use this module's descriptor layout.)
+            from .conv_walk import ConvWalk
+            m.submodules.walk = walk = ConvWalk(config)
+            m.d.comb += [walk.start.eq(self.start), walk.desc.eq(desc)]
+            ready, lane_now = walk.ready, Mux(conv, walk.lane, lane_off)
+        else:
+            ready, lane_now = Const(1), lane_off
+        issue = issuing & room & (~s_last | ready)
+        now = Signal(beat_layout)
+        m.d.comb += [now.valid.eq(issue), now.lane.eq(lane_now),
+                     now.tag.eq(desc.group_base + nt), now.last.eq(s_last)]
+        m.d.sync += [walked.eq(now), walked.valid.eq(issue & conv),
+                     issued.eq(Mux(conv, walked.as_value(), now.as_value())),
                      pending.eq(issued), landed.eq(pending), selected.eq(landed),
                      fed.eq(selected)]
+        # Each row's padding flag, beside the beat's flags from ``issued`` to ``pending``.
+        pad_issued, pad_pending = Signal(rows), Signal(rows)
+        if config.conv:
+            m.d.comb += walk.issue.eq(issue), walk.last.eq(s_last)
+            m.d.sync += [pad_issued.eq(Mux(conv, ~walk.inside, 0)), pad_pending.eq(pad_issued)]
+            # The walk's words are a cycle later than the counters': so is the weight word.
+            w_walked = Signal(16)
+            m.d.sync += w_walked.eq(w_addr)
+            m.d.comb += self.weight_addr.eq(Mux(conv, w_walked, w_addr))
+            for r in range(rows):
+                m.d.comb += self.act_addr[r].eq(Mux(conv, walk.addr[r], a_word))
+        else:
+            m.d.comb += self.weight_addr.eq(w_addr)
+            m.d.comb += [self.act_addr[r].eq(a_word) for r in range(rows)]
 
-        # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word.
+        # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word, or
+        # ``pad_code`` in each of them for a padding row.
         for r in range(rows):
             word = self.act_data[r]
             lanes = Array(word[c] for c in range(cols))
             # Each bank's multiplexer has its own copy of ``landed.lane``.
             landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True)
+            if config.conv:
+                landed_pad = replica(m, pad_pending[r], f"landed_pad_{r}", reset_less=True)
+            if config.depthwise:
+                # (The mode is constant while a layer runs: a copy per bank, as for the lane.)
+                depthwise = replica(m, desc.mode[Mode.DEPTHWISE.bit], f"depthwise_{r}",
+                                    reset_less=True)
+                selected = lanes[landed_lane[:max(1, lane_bits)]] if cols > 1 else word[0]
             for e in range(a_elems):
-                index = landed_lane + e
-                m.d.comb += a_beat[r][e].eq(Mux(e < desc.step, lanes[index[:max(1, lane_bits)]]
-                                               if cols > 1 else word[0], 0))
+                if config.depthwise:
+                    lane = Mux(depthwise, word[e], selected)
+                else:
+                    index = landed_lane + e
+                    lane = lanes[index[:max(1, lane_bits)]] if cols > 1 else word[0]
+                if config.conv:
+                    lane = Mux(landed_pad, desc.pad_code, lane)
+                m.d.comb += a_beat[r][e].eq(lane if config.depthwise
+                                            else Mux(e < desc.step, lane, 0))
         a_selected = Signal.like(a_beat, reset_less=True)
         w_selected = Signal.like(self.weight_data, reset_less=True)
         a_fed = Signal.like(a_beat, reset_less=True)
@@ -156,7 +217,8 @@ class Feeder(wiring.Component):
 
         step, k_steps = desc.step, desc.k_steps
         with m.If(self.start):
-            m.d.sync += [issuing.eq(1), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
+            # A ``Mode.CONV`` layer issues once the walk has its first tile (``go``).
+            m.d.sync += [issuing.eq(~conv), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
                          a_word.eq(desc.a_base), a_row.eq(desc.a_base),
                          w_addr.eq(desc.w_base), w_tile.eq(desc.w_base),
                          s_last.eq(desc.k_last == 0), mt_last.eq(desc.m_last == 0),
@@ -184,9 +246,12 @@ class Feeder(wiring.Component):
                 with m.Else():
                     m.d.sync += [lane_off.eq(lane_off + step),
                                  lane_wrap.eq(lane_off + (step << 1) == cols)]
+        if config.conv:
+            with m.Elif(walk.go):
+                m.d.sync += issuing.eq(1)
 
         # FIFO heads -> core streams.
-        sparse = config.sparse
+        nested = config.sparse or config.depthwise
         a_head = data.View(a_beat.shape(), a_fifo.r_data)
         side_head = data.View(side_layout, side_fifo.r_data)
         mode = desc.mode
@@ -195,11 +260,11 @@ class Feeder(wiring.Component):
                      side_fifo.r_en.eq(self.w.ready), self.mode.eq(mode[Mode.THRESHOLD.bit])]
         for r in range(rows):
             for e in range(a_elems):
-                lane = self.a.payload.data[r][e] if sparse else self.a.payload.data[r]
+                lane = self.a.payload.data[r][e] if nested else self.a.payload.data[r]
                 m.d.comb += lane.eq(a_head[r][e])
         m.d.comb += [self.w.payload.data.eq(w_fifo.r_data),
                      self.w.payload.tag.eq(side_head.tag), self.w.payload.last.eq(side_head.last)]
-        if sparse:
+        if config.sparse:
             m.d.comb += self.w.payload.dense.eq(~mode[Mode.SPARSE.bit])
         if config.tables:
             m.d.comb += [self.a.payload.bypass.eq(~mode[Mode.ACT_TABLE.bit]),

@@ -9,9 +9,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..sw.golden import PACKED_PORT_BITS, acc_bits as _acc_bits, check_operand, max_depth_for
-from ..sw.golden import packing
-from .packed_multiplier import PackedMultiplier
+from ..sw.golden import acc_bits as _acc_bits, check_operand, max_depth_for, packing
+from .packed_multiplier import PackedMultiplier, packed_port_bits_for
 from .registered_multiplier import RegisteredMultiplier
 from .replica import replica, replica_signal
 from .requantizer import Requantizer, requant_param_layout
@@ -53,21 +52,6 @@ def sum_tree(m, values, levels, name):
             sums.append(stage)
         values = sums
     return values[0]
-
-
-#: Signed width of the packed operand on a Xilinx platform (the A port of a DSP48E1, and of
-#: the wider DSP48E2): two int8 lanes then need no overlap correction.
-XILINX_PACKED_PORT_BITS = 25
-_XILINX_DSP_FAMILIES = ("series7", "ultrascale", "ultrascaleplus")
-
-
-def packed_port_bits_for(platform):
-    """Packed operand width for ``platform``: :data:`XILINX_PACKED_PORT_BITS` on a Xilinx
-    7-series or UltraScale platform, else the ECP5 MULT18X18D's 18 bits (also the width for
-    simulation and for synthesis without a platform)."""
-    if getattr(platform, "family", None) in _XILINX_DSP_FAMILIES:
-        return XILINX_PACKED_PORT_BITS
-    return PACKED_PORT_BITS
 
 
 def _check_count(name, value, limit):
@@ -136,13 +120,18 @@ class MacArray(wiring.Component):
         Signed width of the packed operand (see ``PackedMultiplier``'s ``port_bits``): 18
         for an ECP5 MULT18X18D, 25 for a Xilinx DSP48E1; ``None`` (default) chooses at
         elaboration with :func:`packed_port_bits_for` the platform's. Results are the same.
+    lane_operands : bool
+        An activation beat carries an operand per element, ``A[r, k]`` becoming ``A[r, c,
+        k]`` (depthwise convolutions: each column its own channel): element ``(r, c)``
+        multiplies lane ``c`` of row ``r``. Only the beat register widens (each element
+        already has its own operand copy); the timing is the same. Not with packed products.
     out_bits, out_signed :
         Output code type; default to the activation type so that layers chain.
 
     Attributes
     ----------
     a : In(stream)
-        ``rows`` activation lanes.
+        ``rows`` activation lanes (``rows`` x ``cols`` with ``lane_operands``).
     w : In(stream)
         ``data`` (``cols`` weight lanes), ``tag``, ``last``.
     o : Out(stream)
@@ -158,12 +147,13 @@ class MacArray(wiring.Component):
         On a parameter of the wrong type or out of its range.
     ValueError
         If ``max_depth`` needs an accumulator wider than 32 bits, or with packed products
-        an odd ``cols`` or ``product_stages`` other than 1.
+        an odd ``cols``, ``product_stages`` other than 1 or ``lane_operands``.
     """
 
     def __init__(self, *, rows, cols, a_bits=8, w_bits=8, a_signed=True, w_signed=True,
                  max_depth=4096, groups=1, requant=True, out_bits=None, out_signed=None,
-                 product_stages=1, packed_products=False, packed_port_bits=None):
+                 product_stages=1, packed_products=False, packed_port_bits=None,
+                 lane_operands=False):
         _check_count("Row count", rows, 64)
         if product_stages not in (1, 2, 3):
             raise TypeError(f"Product stages must be 1, 2 or 3, not {product_stages!r}")
@@ -199,6 +189,11 @@ class MacArray(wiring.Component):
         elif packed_port_bits is not None:
             raise ValueError(f"A packed operand width ({packed_port_bits}) needs packed "
                              f"products")
+        if not isinstance(lane_operands, bool):
+            raise TypeError(f"Lane operands must be a bool, not {lane_operands!r}")
+        if lane_operands and packed_products:
+            raise ValueError("Lane operands need an operand per element; packed products "
+                             "share one per column pair")
         self._rows, self._cols = rows, cols
         self._a_bits, self._a_signed = a_bits, a_signed
         self._w_bits, self._w_signed = w_bits, w_signed
@@ -210,6 +205,7 @@ class MacArray(wiring.Component):
         self._product_stages = product_stages
         self._packed_products = packed_products
         self._packed_port_bits = packed_port_bits
+        self._lane_operands = lane_operands
 
         if requant:
             out_layout = data.StructLayout({
@@ -245,6 +241,7 @@ class MacArray(wiring.Component):
     product_stages = property(lambda self: self._product_stages)
     packed_products = property(lambda self: self._packed_products)
     packed_port_bits = property(lambda self: self._packed_port_bits)
+    lane_operands = property(lambda self: self._lane_operands)
 
     @property
     def params(self):
@@ -255,7 +252,8 @@ class MacArray(wiring.Component):
                 "out_bits": self._out_bits, "out_signed": self._out_signed,
                 "product_stages": self._product_stages,
                 "packed_products": self._packed_products,
-                "packed_port_bits": self._packed_port_bits}
+                "packed_port_bits": self._packed_port_bits,
+                "lane_operands": self._lane_operands}
 
     @property
     def acc_bits(self):
@@ -297,7 +295,10 @@ class MacArray(wiring.Component):
         return signed(bits) if is_signed else unsigned(bits)
 
     def _a_layout(self):
-        return data.ArrayLayout(self._shape(self._a_bits, self._a_signed), self._rows)
+        lane = self._shape(self._a_bits, self._a_signed)
+        if self._lane_operands:
+            lane = data.ArrayLayout(lane, self._cols)
+        return data.ArrayLayout(lane, self._rows)
 
     def _w_layout(self):
         return data.StructLayout({
@@ -334,7 +335,8 @@ class MacArray(wiring.Component):
     def _element_product(self, m, a_reg, terms, r, c):
         """Element ``(r, c)``'s product of its own operand copies, ``product_stages``
         later (stage 2 + ``product_stages``)."""
-        a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
+        a_op = replica(m, a_reg[r][c] if self._lane_operands else a_reg[r], f"a_op_{r}_{c}",
+                       reset_less=True)
         terms_op = replica(m, terms, f"w_op_{r}_{c}", reset_less=True)
         contribution = self._contribution({r: a_op}, terms_op, r)
         product = Signal.like(contribution, name=f"prod_{r}_{c}", reset_less=True)

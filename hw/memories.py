@@ -16,7 +16,7 @@ class Memories(wiring.Component):
     of ``w_depth`` words of ``weight_bits``, each stored in block-RAM-wide slices
     (:class:`~sparqforge.hw.sliced_memory.SlicedMemory`).
 
-    Every bank reads one address each cycle: the layer's (``act_addr``) or, while
+    Every bank reads one address each cycle: the layer's (its own ``act_addr``) or, while
     ``host_reading``, the executor's (``host_read_addr``). A bank writes either the
     writeback's row (while ``layer_writing``) or the executor's word. Addresses, write data
     and enables pass a register of their own per memory (the memories sit far apart and far
@@ -30,7 +30,9 @@ class Memories(wiring.Component):
 
     Attributes
     ----------
-    act_addr, host_read_addr : In(depth_bits)
+    act_addr : In(ArrayLayout(depth_bits, rows))
+        Each bank's layer address.
+    host_read_addr : In(depth_bits)
     host_reading : In(1)
         Select ``host_read_addr`` (a register, so that the select does not ripple into every
         bank's address).
@@ -55,7 +57,7 @@ class Memories(wiring.Component):
             return In(wiring.Signature({"addr": Out(addr_bits), "data": Out(layout),
                                         "en": Out(enables)}))
         super().__init__({
-            "act_addr": In(depth_bits),
+            "act_addr": In(data.ArrayLayout(depth_bits, config.rows)),
             "host_read_addr": In(depth_bits),
             "host_reading": In(1),
             "act_data": Out(data.ArrayLayout(word, config.rows)),
@@ -88,7 +90,7 @@ class Memories(wiring.Component):
             # The banks are read every cycle; a read enable would be one more net from the
             # feeder's issue decision to every block RAM.
             m.d.comb += bank.read.addr.eq(replica(
-                m, Mux(self.host_reading, self.host_read_addr, self.act_addr),
+                m, Mux(self.host_reading, self.host_read_addr, self.act_addr[r]),
                 f"bank_addr_{r}", reset_less=True))
             # A block RAM's output goes through no logic before a register.
             word = Signal.like(self.act_data[r], name=f"bank_q_{r}", reset_less=True)

@@ -1,6 +1,6 @@
 """Two or four products that share one operand, from one multiplier block."""
 
-__all__ = ["PackedMultiplier"]
+__all__ = ["PackedMultiplier", "packed_port_bits_for"]
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
@@ -8,6 +8,21 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.golden import PACKED_PORT_BITS, packing
 from .registered_multiplier import RegisteredMultiplier
+
+
+#: Signed width of the packed operand on a Xilinx platform (the A port of a DSP48E1, and of
+#: the wider DSP48E2): two int8 lanes then need no overlap correction.
+XILINX_PACKED_PORT_BITS = 25
+_XILINX_DSP_FAMILIES = ("series7", "ultrascale", "ultrascaleplus")
+
+
+def packed_port_bits_for(platform):
+    """Packed operand width for ``platform``: :data:`XILINX_PACKED_PORT_BITS` on a Xilinx
+    7-series or UltraScale platform, else the ECP5 MULT18X18D's 18 bits (also the width for
+    simulation and for synthesis without a platform)."""
+    if getattr(platform, "family", None) in _XILINX_DSP_FAMILIES:
+        return XILINX_PACKED_PORT_BITS
+    return PACKED_PORT_BITS
 
 
 def _shape(bits, is_signed):

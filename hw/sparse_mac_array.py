@@ -50,6 +50,9 @@ class SparseMacArray(MacArray):
         if kwargs.get("packed_products"):
             raise ValueError("Packed products need a dense array: an N:M array selects each "
                              "column's activations, so the columns of a row share no operand")
+        if kwargs.get("lane_operands"):
+            raise ValueError("Lane operands need a dense array: an N:M array selects its "
+                             "activations from a row's group")
         self._n, self._m = n, m
         super().__init__(**kwargs)
 

@@ -2,10 +2,11 @@
 
 __all__ = ["Writeback"]
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..protocol import Mode
 from .feeder import descriptor_layout
 
 
@@ -14,9 +15,10 @@ class Writeback(wiring.Component):
 
     Output row ``m`` of channel tile ``nt`` goes to bank ``m % rows``, word ``out_base +
     (m // rows) * out_stride + nt`` (the order the core emits rows in: every row of a row
-    tile, row tiles, then channel tiles). Output codes narrower than a byte are stored
-    zero-extended. The core's output is always taken (``ready`` is high): the banks accept
-    a row every cycle.
+    tile, row tiles, then channel tiles); in ``Mode.CONV`` (on accelerators with ``conv``)
+    output row ``m`` (a pixel) goes to word ``out_base + m * out_stride + nt`` of every bank.
+    Output codes narrower than a byte are stored zero-extended. The core's output is always
+    taken (``ready`` is high): the banks accept a row every cycle.
 
     Parameters
     ----------
@@ -75,8 +77,10 @@ class Writeback(wiring.Component):
                      self.write.data.eq(Cat(*(lane.as_unsigned() if self._out_bits == 8 else
                                               Cat(lane, Const(0, 8 - self._out_bits))
                                               for lane in self.o.payload.data)))]
+        # A convolution's pixels are rows of every bank, one word per pixel.
+        conv = desc.mode[Mode.CONV.bit] if config.conv else 0
         with m.If(self.o.valid):
-            m.d.comb += self.write.en.eq(1 << out_r)
+            m.d.comb += self.write.en.eq(Mux(conv, (1 << rows) - 1, 1 << out_r))
         m.d.sync += self.finished.eq(0)
         with m.If(self.start):
             m.d.sync += [out_r.eq(0), out_mt.eq(0), out_nt.eq(0),
@@ -102,4 +106,6 @@ class Writeback(wiring.Component):
                                  out_mt_last.eq(out_mt + 1 == desc.m_last)]
             with m.Else():
                 m.d.sync += [out_r.eq(out_r + 1), out_r_last.eq(out_r + 1 == rows - 1)]
+                with m.If(conv):
+                    m.d.sync += out_word.eq(out_word + desc.out_stride)
         return m

@@ -80,6 +80,12 @@ class AcceleratorConfig:
         products"). Needs an even ``cols``, a dense array (no ``sparsity``: an N:M array
         selects each column's activations, so a row's columns share no operand) and
         ``product_stages`` 1 (the packed multiplier has its own three-stage pipeline).
+    conv : bool
+        The feeder generates convolution windows itself (``Mode.CONV`` RUNs, see
+        ``docs/design.md``, "Convolutions on the device"): a chain of convolutions stays on
+        the device, and the host sends only the input. Off, the runtime lowers convolutions
+        by im2col on the host (small devices: the iCE40UP5K has no room for the window
+        walk).
 
     Raises
     ------
@@ -100,6 +106,7 @@ class AcceleratorConfig:
     frame_bytes: int = 1088
     product_stages: int = 1
     packed_products: bool = False
+    conv: bool = True
 
     def __post_init__(self):
         _integer("rows", self.rows, 1, 64, "array rows")
@@ -155,6 +162,9 @@ class AcceleratorConfig:
             if self.product_stages != 1:
                 raise ConfigError(f"packed_products has its own multiplier pipeline; use "
                                   f"product_stages 1, not {self.product_stages}")
+        if not isinstance(self.conv, bool):
+            raise ConfigError(f"conv (convolution windows on the device) must be true or "
+                              f"false, not {self.conv!r}")
         if self.acc_bits > MAX_ACC_BITS:
             limit = max_depth_for(a_bits=self.a_bits, a_signed=False, w_bits=self.w_bits,
                                   w_signed=True, bits=MAX_ACC_BITS)
@@ -177,6 +187,14 @@ class AcceleratorConfig:
     def m(self):
         """Group size (0 for a dense array)."""
         return self.sparsity[1] if self.sparse else 0
+
+    @property
+    def depthwise(self):
+        """The array runs depthwise convolutions on the window walk (``Mode.DEPTHWISE``):
+        with ``conv`` on a dense array whose columns multiply each their own activation (not
+        ``packed_products``, whose column pairs share one), without operand tables (each
+        lane would need its own read port of the activation table)."""
+        return self.conv and not self.sparse and not self.packed_products and not self.tables
 
     @property
     def acc_bits(self):

@@ -36,34 +36,16 @@ __all__ = [
 
 import enum
 import struct
-import zlib
 from dataclasses import astuple, dataclass, fields
 
 from .config import AcceleratorConfig
+from .framing import (CODE_OFFSET, CRC_BYTES, CRC_INIT, CRC_POLY, CRC_REGISTER_RESIDUE,
+                      CRC_RESIDUE, END, ESC, ESC_END, ESC_ESC, FIELDS_OFFSET, MIN_FRAME,
+                      REPLY_DATA_OFFSET, SEQ_BYTES, SEQ_OFFSET, SESSION_BYTES, FrameError,
+                      SlipDecoder, frame, reply_frame, slip_encode, unframe, unframe_reply)
 
 #: Bumped whenever a frame, a field or a meaning changes; a host refuses other versions.
-PROTOCOL_VERSION = 3
-
-# ---- framing --------------------------------------------------------------------------------
-END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-
-#: zlib's CRC-32: reflected polynomial, the register's initial value, the register after a
-#: body followed by its own CRC (little-endian), and zlib's value for the same (the complement).
-CRC_POLY, CRC_INIT, CRC_REGISTER_RESIDUE = 0xEDB88320, 0xFFFFFFFF, 0xDEBB20E3
-CRC_RESIDUE = CRC_REGISTER_RESIDUE ^ 0xFFFFFFFF
-
-#: Byte offsets in a frame body: the sequence number (``SEQ_BYTES``, little-endian), the
-#: command (request) or status (reply), and the first byte of a request's fields. A reply's
-#: session follows its status; its data start at ``REPLY_DATA_OFFSET``.
-SEQ_BYTES = 4
-SESSION_BYTES = 4
-SEQ_OFFSET, CODE_OFFSET = 0, SEQ_BYTES
-FIELDS_OFFSET = CODE_OFFSET + 1
-REPLY_DATA_OFFSET = FIELDS_OFFSET + SESSION_BYTES
-CRC_BYTES = 4
-#: The shortest body: sequence number, code and CRC.
-MIN_FRAME = FIELDS_OFFSET + CRC_BYTES
-
+PROTOCOL_VERSION = 4
 
 class Command(enum.IntEnum):
     INFO = 0x01        # report the configuration (no state changes, no sequence check)
@@ -86,10 +68,6 @@ class Status(enum.IntEnum):
 
 #: Commands that need an open session and a new sequence number.
 SEQUENCED = (Command.WRITE, Command.READ, Command.RUN)
-
-
-class FrameError(ValueError):
-    """A received frame is malformed (bad CRC, too short)."""
 
 
 # ---- requests -------------------------------------------------------------------------------
@@ -147,6 +125,7 @@ class Space(enum.IntEnum):
     ACT_TABLE = 3      # activation table entries (every lane): code
     WEIGHT_TABLE = 4   # weight table entries: code, lane, every lane
     THRESHOLD = 5      # thresholds: index, lane, group
+    ACT_ALL = 6        # activation banks, every bank at once (write only): word
 
 
 #: Spaces that exist only on accelerators with tables.
@@ -185,6 +164,7 @@ def address_fields(space, config):
         Space.ACT_TABLE: (("code", None),),
         Space.WEIGHT_TABLE: (("code", CODE_BITS), ("lane", TABLE_LANE_BITS), ("all", 1)),
         Space.THRESHOLD: (("index", CODE_BITS), ("lane", lane), ("group", None)),
+        Space.ACT_ALL: (("word", None),),
     }
     out, offset = {}, 0
     for name, width in layouts[Space(space)]:
@@ -221,6 +201,7 @@ def address_limit(space, config):
         # Every-lane writes have the lane field clear: addresses up to (1 << 15) + 255.
         Space.WEIGHT_TABLE: (1 << WEIGHT_TABLE_ALL_BIT) + (1 << CODE_BITS),
         Space.THRESHOLD: config.groups << (CODE_BITS + lane),
+        Space.ACT_ALL: config.act_depth,
     }[Space(space)]
 
 
@@ -236,7 +217,7 @@ THRESHOLD_BYTES = 4
 
 def word_bytes(space, config):
     """Bytes of one word of ``space`` on ``config``."""
-    return {Space.ACT: config.cols, Space.WEIGHT: config.weight_bytes,
+    return {Space.ACT: config.cols, Space.ACT_ALL: config.cols, Space.WEIGHT: config.weight_bytes,
             Space.REQUANT: REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
             Space.THRESHOLD: THRESHOLD_BYTES}[Space(space)]
 
@@ -279,6 +260,8 @@ class Mode(enum.IntFlag):
     THRESHOLD = 2        # threshold output (else requantize)
     ACT_TABLE = 4        # activations through the activation table
     WEIGHT_TABLE = 8     # weights through the weight tables (else codes pass through)
+    CONV = 16            # convolution windows (the descriptor's geometry fields), on ``conv``
+    DEPTHWISE = 32       # with CONV: each column its own channel (see ``RunDescriptor``)
 
     @property
     def bit(self):
@@ -288,15 +271,37 @@ class Mode(enum.IntFlag):
 
 @dataclass(frozen=True)
 class RunDescriptor:
-    """One layer for the controller (all fields little-endian, 20 bytes).
+    """One layer for the controller (all fields little-endian, 43 bytes).
 
     The layer computes ``m_tiles * rows`` output rows and ``n_tiles * cols`` channels, each
-    tile taking ``k_steps`` beats of ``step`` activation lanes. Activation row ``m`` is in bank
-    ``m % rows`` at word ``a_base + (m // rows) * a_stride + lane // cols``; output row ``m``,
-    channel tile ``nt`` is written to bank ``m % rows``, word
-    ``out_base + (m // rows) * out_stride + nt``. Weight beat ``s`` of channel tile ``nt`` is
-    weight word ``w_base + nt * k_steps + s``; its parameter group is ``group_base + nt``.
-    ``mode`` is a combination of :class:`Mode` bits.
+    tile taking ``k_steps`` beats of ``step`` activation lanes. Weight beat ``s`` of channel
+    tile ``nt`` is weight word ``w_base + nt * k_steps + s``; its parameter group is
+    ``group_base + nt``. ``mode`` is a combination of :class:`Mode` bits.
+
+    **Matrix layout** (``Mode.CONV`` clear; the geometry fields are ignored): activation row
+    ``m`` is in bank ``m % rows`` at word ``a_base + (m // rows) * a_stride + lane // cols``;
+    output row ``m``, channel tile ``nt`` is written to bank ``m % rows``, word
+    ``out_base + (m // rows) * out_stride + nt``.
+
+    **Convolution windows** (``Mode.CONV``, on accelerators with ``conv``): every bank holds
+    the whole input image, pixel by pixel, ``a_stride`` words per pixel (channel ``c`` in word
+    ``c // cols``, lane ``c % cols``). Output row ``m`` is output pixel ``m`` (``oy = m //
+    out_w``, ``ox = m % out_w``; rows past the image are computed too). Its pixel address
+    ``pb(m)`` is a walk: ``pb(0) = origin``, ``pb(m + 1) = pb(m) + x_step`` when
+    ``ox < out_w - 1``, else ``pb(m) + row_step`` (16-bit wrap-around); its window's corner is
+    ``iy = oy * sh - ph``, ``ix = ox * sw - pw``. Beat ``s`` covers elements ``e = s * step``
+    .. ``e + step - 1`` of the window, in the order ``(ky, kx, c)``: tap ``t = e // in_c``,
+    ``ky = t // kw``, ``kx = t % kw``, ``c = e % in_c``. Row ``m`` reads bank ``m % rows``,
+    word ``pb(m) + ky * tap_row + kx * a_stride + c // cols``, lanes from ``c % cols`` on,
+    when ``0 <= iy + ky < in_h`` and ``0 <= ix + kx < in_w``; otherwise every lane of the
+    beat is ``pad_code``. Output pixel ``m``, channel tile ``nt`` is written to word
+    ``out_base + m * out_stride + nt`` of every bank.
+
+    **Depthwise** (``Mode.CONV | Mode.DEPTHWISE``, on accelerators with ``depthwise``; dense
+    beats, ``step`` 1, ``in_c`` 1): the walk above with one tap per beat (``t = s``), and
+    channel tile ``nt`` reads word ``pb(m) + ky * tap_row + kx * a_stride + nt``, whose lane
+    ``j`` goes to column ``j`` alone (each column multiplies its own channel; ``pad_code``
+    in every lane outside the image).
     """
     m_tiles: int
     n_tiles: int
@@ -309,13 +314,49 @@ class RunDescriptor:
     out_base: int
     out_stride: int
     group_base: int
+    in_h: int = 0
+    in_w: int = 0
+    in_c: int = 0
+    out_w: int = 0
+    origin: int = 0
+    x_step: int = 0
+    row_step: int = 0
+    tap_row: int = 0
+    kh: int = 0
+    kw: int = 0
+    sh: int = 0
+    sw: int = 0
+    ph: int = 0
+    pw: int = 0
+    pad_code: int = 0
 
     #: Each field's :mod:`struct` code, in order.
     FIELDS = {"m_tiles": "H", "n_tiles": "H", "k_steps": "H", "a_base": "H", "a_stride": "H",
               "step": "B", "mode": "B", "w_base": "H", "out_base": "H", "out_stride": "H",
-              "group_base": "H"}
+              "group_base": "H", "in_h": "H", "in_w": "H", "in_c": "H", "out_w": "H",
+              "origin": "H", "x_step": "H", "row_step": "H", "tap_row": "H", "kh": "B",
+              "kw": "B", "sh": "B", "sw": "B", "ph": "B", "pw": "B", "pad_code": "B"}
+    #: The geometry fields: only ``Mode.CONV`` RUNs read them.
+    CONV_FIELDS = ("in_h", "in_w", "in_c", "out_w", "origin", "x_step", "row_step", "tap_row",
+                   "kh", "kw", "sh", "sw", "ph", "pw", "pad_code")
     FORMAT = "<" + "".join(FIELDS.values())
     SIZE = struct.calcsize(FORMAT)
+
+    @classmethod
+    def convolution(cls, *, in_shape, kernel, stride, padding, pad_code, a_base, words,
+                    **fields):
+        """A ``Mode.CONV`` descriptor for an image ``in_shape = (h, w, c)`` at word ``a_base``
+        of every bank, ``words`` words per pixel; ``kernel``, ``stride`` and ``padding`` are
+        ``(y, x)`` pairs. The walk's fields are derived here; ``fields`` gives the rest."""
+        (h, w, c), (kh, kw), (sh, sw), (ph, pw) = in_shape, kernel, stride, padding
+        out_w = (w + 2 * pw - kw) // sw + 1
+        wrap = 1 << 16
+        return cls(a_base=a_base, a_stride=words, in_h=h, in_w=w, in_c=c, out_w=out_w,
+                   origin=(a_base - (ph * w + pw) * words) % wrap,
+                   x_step=sw * words % wrap,
+                   row_step=(sh * w - (out_w - 1) * sw) * words % wrap,
+                   tap_row=w * words % wrap, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
+                   pad_code=pad_code, **fields)
 
     MODE_SPARSE = Mode.SPARSE
     MODE_THRESHOLD = Mode.THRESHOLD
@@ -371,7 +412,8 @@ class DeviceInfo:
     #: ``(name, struct code)`` of every field of the reply, in order; config fields by name.
     FIELDS = (("version", "B"), ("rows", "B"), ("cols", "B"), ("a_bits", "B"), ("w_bits", "B"),
               ("n", "B"), ("m", "B"), ("tables", "B"), ("threshold_bits", "B"),
-              ("product_stages", "B"), ("packed_products", "B"), ("act_depth_bits", "B"),
+              ("product_stages", "B"), ("packed_products", "B"), ("conv", "B"),
+              ("act_depth_bits", "B"),
               ("acc_bits", "B"), ("w_depth", "H"), ("groups", "H"), ("frame_bytes", "H"),
               ("weight_bytes", "H"), ("max_depth", "I"))
     FORMAT = "<" + "".join(code for _, code in FIELDS)
@@ -385,7 +427,8 @@ class DeviceInfo:
     def pack(self):
         c = self.config
         values = {"version": self.version, "n": c.n, "m": c.m, "tables": int(c.tables),
-                  "packed_products": int(c.packed_products), "act_depth_bits": c.act_depth_bits,
+                  "packed_products": int(c.packed_products), "conv": int(c.conv),
+                  "act_depth_bits": c.act_depth_bits,
                   "acc_bits": self.acc_bits, "weight_bytes": self.weight_bytes}
         return struct.pack(self.FORMAT, *(values[name] if name in values else getattr(c, name)
                                           for name, _ in self.FIELDS))
@@ -410,6 +453,7 @@ class DeviceInfo:
         # Config fields by name (flags as 0 or 1), the N:M pattern and the depth encoded.
         given = {name: values[name] for name, _ in cls.FIELDS if name in AcceleratorConfig.keys()}
         given.update(tables=bool(given["tables"]), packed_products=bool(given["packed_products"]),
+                     conv=bool(given["conv"]),
                      sparsity=(values["n"], values["m"]) if values["m"] else None,
                      act_depth=1 << values["act_depth_bits"])
         try:
@@ -424,95 +468,3 @@ class DeviceInfo:
                              f"this host {config.acc_bits} and {config.weight_bytes}: build "
                              f"the device from this sparqforge")
         return info
-
-
-# ---- SLIP and frames ------------------------------------------------------------------------
-def slip_encode(body):
-    """``END`` + escaped ``body`` + ``END``.
-
-    >>> slip_encode(bytes([1, 0xC0, 0xDB])).hex()
-    'c001dbdcdbddc0'
-    """
-    out = bytearray([END])
-    for byte in body:
-        if byte == END:
-            out += bytes([ESC, ESC_END])
-        elif byte == ESC:
-            out += bytes([ESC, ESC_ESC])
-        else:
-            out.append(byte)
-    out.append(END)
-    return bytes(out)
-
-
-class SlipDecoder:
-    """Incremental SLIP decoder: feed bytes, collect complete non-empty frames.
-
-    >>> SlipDecoder().feed(bytes([0xC0, 1, 0xDB, 0xDC, 0xC0, 0xC0]))
-    [b'\\x01\\xc0']
-    """
-
-    def __init__(self):
-        self._buf = bytearray()
-        self._escape = False
-
-    def feed(self, data):
-        frames = []
-        for byte in data:
-            if byte == END:
-                if self._buf:
-                    frames.append(bytes(self._buf))
-                self._buf.clear()
-                self._escape = False
-            elif self._escape:
-                self._buf.append(END if byte == ESC_END else ESC if byte == ESC_ESC else byte)
-                self._escape = False
-            elif byte == ESC:
-                self._escape = True
-            else:
-                self._buf.append(byte)
-        return frames
-
-
-def _with_crc(body):
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def frame(seq, code, payload=b""):
-    """A request body with its CRC (before SLIP encoding).
-
-    >>> frame(7, Command.INFO).hex()
-    '07000000019b1b0503'
-    """
-    return _with_crc(struct.pack("<IB", seq & 0xFFFFFFFF, int(code)) + bytes(payload))
-
-
-def reply_frame(seq, status, session, data=b""):
-    """A reply body with its CRC."""
-    return _with_crc(struct.pack("<IBI", seq & 0xFFFFFFFF, int(status), session) + bytes(data))
-
-
-def _checked(body, minimum):
-    if len(body) < minimum:
-        raise FrameError(f"frame of {len(body)} bytes is too short")
-    if zlib.crc32(body) != CRC_RESIDUE:
-        raise FrameError("frame checksum mismatch")
-
-
-def unframe(body):
-    """``(seq, code, payload)`` of a received request body; raises :class:`FrameError`."""
-    _checked(body, MIN_FRAME)
-    seq, code = struct.unpack_from("<IB", body)
-    return seq, code, bytes(body[FIELDS_OFFSET:-CRC_BYTES])
-
-
-def unframe_reply(body):
-    """``(seq, status, session, data)`` of a received reply body; raises
-    :class:`FrameError`.
-
-    >>> unframe_reply(reply_frame(9, Status.OK, 0x1234, b"ab"))
-    (9, 0, 4660, b'ab')
-    """
-    _checked(body, REPLY_DATA_OFFSET + CRC_BYTES)
-    seq, status, session = struct.unpack_from("<IBI", body)
-    return seq, status, session, bytes(body[REPLY_DATA_OFFSET:-CRC_BYTES])

@@ -14,7 +14,8 @@ FOLDERS = {"sparqforge": ROOT / "sparqforge", "sparqforge.hw": ROOT / "hw",
            "sparqforge.sw": ROOT / "sw", "sparqforge.sim": ROOT / "sim",
            "sparqforge.boards": ROOT / "boards"}
 
-_FOUNDATION = ("sparqforge.errors", "sparqforge.config", "sparqforge.protocol")
+_FOUNDATION = ("sparqforge.errors", "sparqforge.config", "sparqforge.framing",
+               "sparqforge.protocol")
 _NUMERICS = ("sparqforge.sw.golden", "sparqforge.sw.nm_format")
 
 #: Module prefix -> (project modules it may import, third-party packages it may import;
@@ -22,7 +23,8 @@ _NUMERICS = ("sparqforge.sw.golden", "sparqforge.sw.nm_format")
 RULES = [
     ("sparqforge.errors", (), ()),
     ("sparqforge.config", ("sparqforge.errors", "sparqforge.sw.golden.numerics"), ()),
-    ("sparqforge.protocol", ("sparqforge.config",), ()),
+    ("sparqforge.framing", (), ()),
+    ("sparqforge.protocol", ("sparqforge.config", "sparqforge.framing"), ()),
     ("sparqforge.sw.golden", ("sparqforge.sw.golden",), ("numpy",)),
     ("sparqforge.sw.nm_format", (), ("numpy",)),
     ("sparqforge.sw.runtime", _FOUNDATION + _NUMERICS + ("sparqforge.sw.runtime",),

@@ -15,8 +15,10 @@ from ...hw.feeder import Feeder
 from .layer_harness import LIMITS, drive_layer, max_beats
 from .properties import Harness, assert_held, check, drained, drive_sink, held
 
-#: A 2 x 2 dense array of 2-bit weights (a 4-bit weight word).
-CONFIG = AcceleratorConfig(rows=2, cols=2, w_bits=2, act_depth=64, groups=4)
+#: A 2 x 2 dense array of 2-bit weights (a 4-bit weight word). (Without the window walk:
+#: the proofs cover matrix layers; ``tests/hw/test_conv_walk.py`` and
+#: ``tests/hw/test_feeder.py`` cover convolution windows.)
+CONFIG = AcceleratorConfig(rows=2, cols=2, w_bits=2, act_depth=64, groups=4, conv=False)
 
 #: Two steps per tile (every loop still wraps): up to 8 beats per layer.
 FEEDER_LIMITS = {**LIMITS, "k_last": 1}

@@ -16,6 +16,7 @@ import numpy as np
 from ... import protocol
 from ...protocol import (HEADER_BYTES, OPEN_REPLY, REQUANT_RECORD, REQUESTS,
                          RUN_REPLY, SEQUENCED, TABLE_SPACES, Command, DeviceInfo, FrameError,
+                         Mode,
                          RunDescriptor, Space, Status, reply_frame, unframe)
 from .. import golden
 from . import layouts
@@ -146,6 +147,8 @@ class DeviceModel:
         lanes = (1 << self.lane_bits) - 1
         if space == Space.ACT:
             self.act[addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)] = words
+        elif space == Space.ACT_ALL:
+            self.act[:, addrs] = words[None]
         elif space == Space.WEIGHT:
             self.weights[addrs] = words
         elif space == Space.REQUANT:
@@ -181,27 +184,28 @@ class DeviceModel:
         rows, cols = info.rows, info.cols
         sparse_array = info.m != 0
         n_kept = info.n if sparse_array else 1
+        conv = bool(d.mode & Mode.CONV)
+        depthwise = bool(d.mode & Mode.DEPTHWISE)
+        known = 0x3F if info.depthwise else 0x1F if info.conv else 0xF
         if (d.step not in ((1,) if not sparse_array else (info.n, info.m))
                 or cols % d.step or d.group_base + d.n_tiles > info.groups
                 or 0 in (d.m_tiles, d.n_tiles, d.k_steps)
-                or d.mode & ~0xF or (not info.tables and d.mode & 0xE)):
+                or d.mode & ~known or (not info.tables and d.mode & 0xE)):
+            raise _Reject(Status.RANGE)
+        if conv and (0 in (d.in_c, d.kw, d.out_w)
+                     or (d.step != 1 and (d.step & (d.step - 1) or d.in_c % d.step))):
+            raise _Reject(Status.RANGE)
+        if depthwise and (not conv or d.in_c != 1):
             raise _Reject(Status.RANGE)
         sparse = bool(d.mode & RunDescriptor.MODE_SPARSE)
         if sparse and (not sparse_array or d.step != info.m):
             raise _Reject(Status.RANGE)
-        k_dim = d.k_steps * d.step
-        # Activations A[m, k]: bank m % rows, word a_base + (m // rows) * a_stride + k // cols.
-        mt = np.arange(d.m_tiles)[:, None, None]
-        r = np.arange(rows)[None, :, None]
-        k = np.arange(k_dim)[None, None, :]
-        bank, word, lane = np.broadcast_arrays(r, d.a_base + mt * d.a_stride + k // cols,
-                                               k % cols)
-        if np.any(word >= info.act_depth):
-            raise _Reject(Status.RANGE)
-        codes = self.act[bank, word, lane]
-        a = codes.reshape(d.m_tiles * rows, k_dim)
+        a = self._windows(d) if conv else self._rows(d)
         a = (self.act_table[a] if d.mode & RunDescriptor.MODE_ACT_TABLE
              else _reinterpret(a, info.a_bits, False))
+        if depthwise:
+            # a [m, nt, s, column]: each column its own lane of its tile's word.
+            a = a.reshape(len(a), d.k_steps, d.n_tiles, cols).transpose(0, 2, 1, 3)
         # Weight beats [n_tiles, k_steps, cols, n_kept].
         first = d.w_base
         last = d.w_base + d.n_tiles * d.k_steps
@@ -219,7 +223,9 @@ class DeviceModel:
         slot = w_index if sparse else np.arange(n_kept)[None, None, None, :]
         k_pos = np.arange(d.k_steps)[None, :, None, None] * d.step + slot
         acc = np.zeros((d.m_tiles * rows, d.n_tiles, cols), dtype=np.int64)
-        for j in range(n_kept):
+        if depthwise:
+            acc += np.einsum("mtsc,tsc->mtc", a, w_vals[..., 0])
+        for j in range(0 if depthwise else n_kept):
             # gathered[m, nt, s, c] = a[m, k_pos[nt, s, c, j]]
             gathered = a[:, np.broadcast_to(k_pos[..., j], w_vals.shape[:3])]
             acc += np.einsum("mtsc,tsc->mtc", gathered, w_vals[..., j])
@@ -239,12 +245,59 @@ class DeviceModel:
                                           shift=p["shift"], zero_point=p["zero_point"],
                                           relu=p["relu"].astype(bool), out_bits=info.a_bits,
                                           out_signed=False)
-        # Row m of channel tile nt -> bank m % rows, word out_base + (m // rows) * stride + nt.
         m = np.arange(d.m_tiles * rows)
+        if conv:
+            # Pixel m of channel tile nt -> word out_base + m * stride + nt of every bank.
+            words = d.out_base + m[:, None] * d.out_stride + np.arange(d.n_tiles)[None]
+            if np.any(words >= info.act_depth):
+                raise _Reject(Status.RANGE)
+            self.act[:, words] = out[None]
+            return
+        # Row m of channel tile nt -> bank m % rows, word out_base + (m // rows) * stride + nt.
         words = d.out_base + (m[:, None] // rows) * d.out_stride + np.arange(d.n_tiles)[None]
         if np.any(words >= info.act_depth):
             raise _Reject(Status.RANGE)
         self.act[(m % rows)[:, None], words] = out
+
+    def _rows(self, d):
+        """Activations ``A[m, k]`` of a matrix RUN: bank ``m % rows``, word ``a_base +
+        (m // rows) * a_stride + k // cols``, lane ``k % cols``."""
+        rows, cols = self.config.rows, self.config.cols
+        mt = np.arange(d.m_tiles)[:, None, None]
+        r = np.arange(rows)[None, :, None]
+        k = np.arange(d.k_steps * d.step)[None, None, :]
+        bank, word, lane = np.broadcast_arrays(r, d.a_base + mt * d.a_stride + k // cols,
+                                               k % cols)
+        if np.any(word >= self.config.act_depth):
+            raise _Reject(Status.RANGE)
+        return self.act[bank, word, lane].reshape(d.m_tiles * rows, -1)
+
+    def _windows(self, d):
+        """Activations ``A[m, e]`` of a convolution RUN: element ``e`` of output pixel ``m``'s
+        window, by the walk of :class:`~sparqforge.protocol.RunDescriptor`."""
+        rows, cols = self.config.rows, self.config.cols
+        m = np.arange(d.m_tiles * rows)
+        oy, ox = m // d.out_w, m % d.out_w
+        steps = np.where(ox[:-1] < d.out_w - 1, d.x_step, d.row_step)
+        pb = (d.origin + np.concatenate([[0], np.cumsum(steps)])) % (1 << 16)
+        e = np.arange(d.k_steps * d.step)
+        tap, c = e // d.in_c, e % d.in_c
+        if d.mode & Mode.DEPTHWISE:
+            # Element (s, nt, j): tap s, word nt of the pixel, lane j.
+            tiles, lanes = np.arange(d.n_tiles), np.arange(cols)
+            tap = np.repeat(e, d.n_tiles * cols)
+            c = np.tile((tiles[:, None] * cols + lanes[None]).ravel(), len(e))
+        ky, kx = tap // d.kw, tap % d.kw
+        iy = (oy * d.sh - d.ph)[:, None] + ky[None]
+        ix = (ox * d.sw - d.pw)[:, None] + kx[None]
+        inside = (iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)
+        word = (pb[:, None] + (ky * d.tap_row + kx * d.a_stride + c // cols)[None]) % (1 << 16)
+        if np.any(word[inside] >= self.config.act_depth):
+            raise _Reject(Status.RANGE)
+        bank = np.broadcast_to((m % rows)[:, None], word.shape)
+        lane = np.broadcast_to((c % cols)[None], word.shape)
+        codes = self.act[bank, np.where(inside, word, 0), lane]
+        return np.where(inside, codes, d.pad_code)
 
 
 class _Reject(Exception):

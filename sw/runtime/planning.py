@@ -1,7 +1,7 @@
 """What the runner decides before it runs anything: whether a layer suits the device (from
 its arrays, never from what the bundle declares), and where it lives and how it is tiled."""
 
-__all__ = ["CompileError", "LayerPlan", "ceil_div", "layer_macs", "check_operands",
+__all__ = ["segments", "CompileError", "LayerPlan", "ceil_div", "layer_macs", "check_operands",
            "check_accumulator"]
 
 from dataclasses import dataclass
@@ -34,6 +34,9 @@ class LayerPlan:
     #: layer alone is larger than the weight memory or the channel groups (then each part's
     #: weights and parameters are written from word and group 0 before it runs).
     parts: tuple = ()
+    #: A convolution on the device's window walk (its input and output are images, see
+    #: :mod:`~sparqforge.sw.runtime.windows`); else its rows are matrix rows.
+    image: bool = False
 
 
 def ceil_div(a, b):
@@ -94,3 +97,50 @@ def check_accumulator(config, layer, where):
                            f"{config.acc_bits}-bit accumulator cannot hold them: "
                            f"generate it with a larger max depth")
 
+
+def segments(layers, graph, plans, images_shapes):
+    """The order of work over ``layers`` (their ``graph``, the device layers' ``plans`` and
+    the ``images_shapes`` of image tensors): ``(items, virtual)``, the items
+    ``("host", index)`` and ``("device", [indices])``, and the flatten layers that a device
+    segment runs through (they move nothing). A device layer joins the segment whose last
+    layer is its only input when that layer has no other reader and both are matrix layers,
+    or both run on the window walk, or a matrix layer reads a one-pixel image (a convolution
+    lowered by im2col starts a segment and ends it: its output is an image, its input
+    im2col's rows); the segment runs where its first layer is listed."""
+    readers, read_by = {}, {}
+    for index, (_, inputs) in enumerate(graph):
+        for name in inputs:
+            readers[name] = readers.get(name, 0) + 1
+            read_by[name] = index
+    items, open_tails = [], {}
+    # Flatten layers inside a device segment: a segment's matrix layer reads one pixel's
+    # channels, which flattening leaves in the same order.
+    virtual = set()
+    for index, layer in enumerate(layers):
+        name, inputs = graph[index]
+        if (layer["type"] == "flatten" and inputs[0] in open_tails
+                and readers[inputs[0]] == 1 and readers.get(name) == 1
+                and images_shapes.get(inputs[0], (1, 1))[:2] == (1, 1)
+                and read_by[name] in plans and not plans[read_by[name]].image):
+            open_tails[name] = open_tails.pop(inputs[0])
+            virtual.add(index)
+            continue
+        if index not in plans:
+            items.append(("host", index))
+            continue
+        # "matrix", "image" or None (an im2col convolution: chains with nothing).
+        plan = plans[index]
+        kind = "image" if plan.image else None if plan.layer.get("conv") else "matrix"
+        tail = open_tails.get(inputs[0])
+        # A matrix layer reads a one-pixel image as its row 0 (pooled features).
+        joins = tail and (tail[1] == kind or (kind == "matrix" and tail[1] == "image"
+                                              and tail[2][:2] == (1, 1)))
+        if kind and joins and readers[inputs[0]] == 1:
+            position = open_tails.pop(inputs[0])[0]
+            items[position][1].append(index)
+        else:
+            position = len(items)
+            items.append(("device", [index]))
+        if kind:
+            open_tails[name] = (position, kind, images_shapes.get(name))
+    return items, virtual

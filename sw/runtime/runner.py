@@ -1,33 +1,36 @@
 """Compile a bundle for an accelerator and run it: the same code for every backend.
 
-A bundle is a graph of layers (``docs/bundle.md``). Matmul layers (Linear, and Conv2d after
-im2col on the host) run on the device; everything else (im2col, residual adds, clamps,
-pooling, global average pooling, flatten, and depthwise convolutions) runs on the host with
-the golden model's own functions. A chain of matmul layers in which each layer reads only the
-one before it, and is that one's only reader, forms a *segment* that stays on the device: each
-layer reads its input rows from one half of the activation banks and writes its output rows
-to the other half, and only the segment's first input and last output cross the link. A
-convolution starts a segment of its own (its rows are image positions). Batches are cut into
+A bundle is a graph of layers (``docs/bundle.md``). Matmul layers (Linear and Conv2d) run on
+the device; everything else (residual adds, clamps, pooling, global average pooling,
+flatten, and depthwise convolutions) runs on the host with the golden model's own functions.
+A chain of matmul layers in which each layer reads only the one before it, and is that one's
+only reader, forms a *segment* that stays on the device: each layer reads its input rows
+from one half of the activation banks and writes its output rows to the other half, and only
+the segment's first input and last output cross the link. Convolutions run on the device's
+window walk where the accelerator has one (image segments,
+:mod:`~sparqforge.sw.runtime.windows`); otherwise a convolution is lowered by im2col on the
+host and starts a segment of its own (its rows are image positions). Batches are cut into
 chunks of rows that fit a half. Weights, requantization parameters and thresholds of all
 device layers are loaded once (``load``) when they fit the device together (``resident``);
 otherwise each segment's are written before it runs (streamed), and a layer larger than the
 device alone runs in parts of channel tiles, each written before its RUN. Operand tables are
-rewritten before each layer that needs them. Tensors between segments and host layers are kept by layer name and dropped once
-no later layer reads them.
+rewritten before each layer that needs them. Tensors between segments and host layers are
+kept by layer name and dropped once no later layer reads them.
 """
 
 __all__ = ["CompileError", "LayerPlan", "Runner", "layer_macs"]
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from ...errors import ConfigError, DeviceRestarted
 from ...protocol import Mode, RunDescriptor, Space, encode_address
 from .. import golden, nm_format
-from . import layouts
+from . import layouts, windows
 from .planning import (CompileError, LayerPlan, ceil_div as _ceil, check_accumulator,
-                       check_operands, layer_macs)
+                       check_operands, layer_macs, segments)
 
 
 class Runner:
@@ -48,44 +51,35 @@ class Runner:
         self.plans = {}
         self.graph = golden.layer_graph(bundle.layers)
         w_base = group_base = 0
-        sparse_device = info.m != 0
+        #: The shapes ``(h, w, c)`` of the image tensors, by name.
+        self.images_shapes = windows.image_shapes(bundle, self.graph)
         for index, layer in enumerate(bundle.layers):
-            if layer["type"] != "matmul" or golden.is_depthwise(layer):
+            kind, source = layer["type"], self.graph[index][1][0]
+            if kind in ("global_avgpool", "avgpool") and source in self.images_shapes:
+                layer = windows.pool_layer(layer, self.images_shapes[source])
+            elif kind != "matmul":
                 continue
-            where = f"Layer {layer['name']!r}"
-            needs_tables = (layer.get("act_table") is not None
-                            or layer.get("weight_table") is not None
-                            or layer["output"] == "threshold")
-            if needs_tables and not info.tables:
-                raise CompileError(f"{where} uses power-exponent tables or thresholds; "
-                                   f"generate the accelerator with tables")
-            check_operands(info, layer, where)
-            if layer["output"] == "threshold":
-                count = layer["thresholds"].shape[1]
-                if count > (1 << info.threshold_bits) - 1:
-                    raise CompileError(f"{where} needs {count} thresholds per channel; the "
-                                       f"threshold unit holds {(1 << info.threshold_bits) - 1}")
-            sparsity = layer.get("sparsity")
-            sparse = sparse_device and sparsity is not None and tuple(sparsity) == (info.n,
-                                                                                 info.m)
-            k, n = layer["in_features"], layer["out_features"]
-            step = info.m if sparse else (info.n if sparse_device else 1)
-            n_tiles = _ceil(n, info.cols)
-            k_steps = _ceil(k, step)
-            check_accumulator(info, layer, where)
-            mode = ((Mode.SPARSE if sparse else 0)
-                    | (Mode.THRESHOLD if layer["output"] == "threshold" else 0)
-                    | (Mode.ACT_TABLE if layer.get("act_table") is not None else 0)
-                    | (Mode.WEIGHT_TABLE if layer.get("weight_table") is not None else 0))
-            self.plans[index] = LayerPlan(index, layer, sparse, step, k_steps,
-                                          _ceil(k, info.cols), n_tiles, 0, 0, mode)
-            w_base += n_tiles * k_steps
-            group_base += n_tiles
+            if golden.is_depthwise(layer):
+                # Depthwise convolutions and pooling: on the window walk when the device has
+                # it and the layer suits it; on the host otherwise (they always can run there).
+                if not info.depthwise:
+                    continue
+                try:
+                    plan = self._plan(index, layer)
+                except CompileError:
+                    continue
+                if plan.step != 1 or not windows.fits_image(info, plan):
+                    continue
+            else:
+                plan = self._plan(index, layer)
+            self.plans[index] = plan
+            w_base += plan.n_tiles * plan.k_steps
+            group_base += plan.n_tiles
         #: Whether every layer's weights and parameters stay in the device at once (loaded
         #: by :meth:`load`); else each device segment's are written before it runs.
         self.resident = w_base <= info.w_depth and group_base <= info.groups
         for plan in self.plans.values():
-            if max(plan.a_stride, plan.n_tiles) > info.act_depth // 2:
+            if not plan.image and max(plan.a_stride, plan.n_tiles) > info.act_depth // 2:
                 raise CompileError(f"Layer {plan.layer['name']!r} rows need "
                                    f"{max(plan.a_stride, plan.n_tiles)} words; half a bank "
                                    f"holds {info.act_depth // 2}")
@@ -96,7 +90,8 @@ class Runner:
         self.layer_cycles = [0] * len(bundle.layers)
         self._tables = (None, None)
         #: The order of work: ``("host", index)`` and ``("device", [indices])`` items.
-        self.schedule = self._segments()
+        self.schedule, self.virtual = segments(bundle.layers, self.graph, self.plans,
+                                               self.images_shapes)
         self._place()
         self._loaded = None
         self._weight_cache = {}
@@ -106,16 +101,74 @@ class Runner:
             for name in self.graph[first][1]:
                 self._last_use[name] = position
 
+    def _plan(self, index, layer):
+        """The plan of matmul layer ``index``: its mode, tiling and, for a convolution that
+        suits the window walk, its image layout.
+
+        Raises
+        ------
+        CompileError
+            When the layer cannot run on this accelerator.
+        """
+        info = self.config
+        sparse_device = info.m != 0
+        where = f"Layer {layer['name']!r}"
+        needs_tables = (layer.get("act_table") is not None
+                        or layer.get("weight_table") is not None
+                        or layer["output"] == "threshold")
+        if needs_tables and not info.tables:
+            raise CompileError(f"{where} uses power-exponent tables or thresholds; "
+                               f"generate the accelerator with tables")
+        check_operands(info, layer, where)
+        if layer["output"] == "threshold":
+            count = layer["thresholds"].shape[1]
+            if count > (1 << info.threshold_bits) - 1:
+                raise CompileError(f"{where} needs {count} thresholds per channel; the "
+                                   f"threshold unit holds {(1 << info.threshold_bits) - 1}")
+        sparsity = layer.get("sparsity")
+        sparse = sparse_device and sparsity is not None and tuple(sparsity) == (info.n,
+                                                                             info.m)
+        k, n = layer["in_features"], layer["out_features"]
+        step = info.m if sparse else (info.n if sparse_device else 1)
+        n_tiles = _ceil(n, info.cols)
+        k_steps = _ceil(k, step)
+        check_accumulator(info, layer, where)
+        mode = ((Mode.SPARSE if sparse else 0)
+                | (Mode.THRESHOLD if layer["output"] == "threshold" else 0)
+                | (Mode.ACT_TABLE if layer.get("act_table") is not None else 0)
+                | (Mode.WEIGHT_TABLE if layer.get("weight_table") is not None else 0)
+                | (Mode.DEPTHWISE if golden.is_depthwise(layer) else 0))
+        plan = LayerPlan(index, layer, sparse, step, k_steps, _ceil(k, info.cols),
+                         n_tiles, 0, 0, mode)
+        if layer.get("conv"):
+            image = replace(plan, a_stride=_ceil(layer["conv"]["in_channels"], info.cols),
+                            image=True)
+            plan = image if windows.fits_image(info, image) else plan
+        return plan
+
     def _place(self):
         """Give every device layer its weight words and channel groups: one after the other
         when they all fit (resident), else from 0 for each segment (streamed); a segment
-        whose layers do not fit together is split into one-layer segments."""
+        whose layers do not fit together is split into one-layer segments, except an image
+        segment, whose layers are each written before they run (its images stay in the
+        banks)."""
         info = self.config
+        #: Image segments whose layers are written one by one (``_stream_layer``).
+        self.layer_streamed = set()
         if not self.resident:
             schedule = []
             for kind, item in self.schedule:
-                if kind == "device" and not self._fits(item):
-                    schedule += [("device", [index]) for index in item]
+                if kind == "device" and not self._fits(item) and self.plans[item[0]].image:
+                    self.layer_streamed.add(tuple(item))
+                    schedule.append((kind, item))
+                elif kind == "device" and not self._fits(item):
+                    for index in item:
+                        # A flatten between two layers of the segment runs on the host.
+                        between = [v for v in self.virtual
+                                   if self.graph[v][0] == self.graph[index][1][0]]
+                        schedule += [("host", v) for v in between]
+                        self.virtual -= set(between)
+                        schedule.append(("device", [index]))
                 else:
                     schedule.append((kind, item))
             self.schedule = schedule
@@ -126,6 +179,8 @@ class Runner:
             if not self.resident:
                 w_base = group_base = 0
             for index in item:
+                if tuple(item) in self.layer_streamed:
+                    w_base = group_base = 0
                 plan = self.plans[index]
                 plan.parts = ((0, plan.n_tiles),)
                 if not self._fits([index]):
@@ -247,32 +302,6 @@ class Runner:
         self._tables = (current_act, current_weight)
 
     # -- running ------------------------------------------------------------------------
-    def _segments(self):
-        """The order of work: ``("host", index)`` and ``("device", [indices])`` items. A
-        device layer joins the segment whose last layer is its only input when that layer
-        has no other reader and neither is a convolution (a convolution's output is an
-        image, its input im2col's rows); the segment runs where its first layer is listed."""
-        readers = {}
-        for _, inputs in self.graph:
-            for name in inputs:
-                readers[name] = readers.get(name, 0) + 1
-        items, open_tails = [], {}
-        for index, layer in enumerate(self.bundle.layers):
-            if index not in self.plans:
-                items.append(("host", index))
-                continue
-            name, inputs = self.graph[index]
-            conv = bool(layer.get("conv"))
-            if not conv and inputs[0] in open_tails and readers[inputs[0]] == 1:
-                position = open_tails.pop(inputs[0])
-                items[position][1].append(index)
-            else:
-                position = len(items)
-                items.append(("device", [index]))
-            if not conv:
-                open_tails[name] = position
-        return items
-
     def _write_rows(self, rows, base, stride):
         info = self.config
         padded_rows = _ceil(len(rows), info.rows) * info.rows
@@ -292,13 +321,45 @@ class Runner:
         rows = np.stack(banks, axis=1).reshape(m_tiles * info.rows, stride * info.cols)
         return rows[:count, :width].astype(np.int64)
 
+    def run_parts(self, plan, descriptor):
+        """Run one layer: its operand tables, then a RUN per part (a part's weights written
+        first when the layer is larger than the device), each RUN's descriptor
+        ``descriptor(first_tile, tiles, w_base, group_base)``; count the cycles."""
+        self._set_tables(plan.layer)
+        for first, tiles in plan.parts:
+            w_base, group_base = plan.w_base, plan.group_base
+            if len(plan.parts) > 1:
+                # A layer larger than the device: this part's weights first.
+                self._load_part(plan, first, tiles, 0, 0)
+                self._loaded = None
+                w_base = group_base = 0
+            run = descriptor(first, tiles, w_base, group_base)
+            # Generous: a stalled or broken device times out instead of hanging.
+            expected = run.m_tiles * tiles * (plan.k_steps + self.config.rows + 16)
+            cycles = self.device.run(run, cycles=64 * expected + 100_000)
+            self.cycles += cycles
+            self.layer_cycles[plan.index] += cycles
+            self.runs += 1
+
+    def _stream(self, indices):
+        """Before a segment runs on a device that does not hold every layer: its weights and
+        parameters replace the last segment's (or, layer by layer, :meth:`stream_layer`)."""
+        if (not self.resident and self._loaded != tuple(indices)
+                and tuple(indices) not in self.layer_streamed):
+            self._load_plans([self.plans[i] for i in indices])
+            self._loaded = tuple(indices)
+
+    def stream_layer(self, indices, plan):
+        """Before a layer of segment ``indices`` runs: its weights, when the segment's are
+        written layer by layer."""
+        if tuple(indices) in self.layer_streamed and self._loaded != (plan.index,):
+            self._load_plans([plan])
+            self._loaded = (plan.index,)
+
     def _run_segment(self, indices, x):
         info = self.config
         plans = [self.plans[i] for i in indices]
-        if not self.resident and self._loaded != tuple(indices):
-            # Streamed: this segment's weights and parameters replace the last one's.
-            self._load_plans(plans)
-            self._loaded = tuple(indices)
+        self._stream(indices)
         half = info.act_depth // 2
         widest = max(max(p.a_stride, p.n_tiles) for p in plans)
         chunk = info.rows * (half // widest)
@@ -310,25 +371,12 @@ class Runner:
             src = 0
             for plan in plans:
                 dst = half - src
-                self._set_tables(plan.layer)
-                for first, tiles in plan.parts:
-                    w_base, group_base = plan.w_base, plan.group_base
-                    if len(plan.parts) > 1:
-                        # A layer larger than the device: this part's weights first.
-                        self._load_part(plan, first, tiles, 0, 0)
-                        self._loaded = None
-                        w_base = group_base = 0
-                    descriptor = RunDescriptor(
-                        m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps, a_base=src,
-                        a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
-                        w_base=w_base, out_base=dst + first, out_stride=plan.n_tiles,
-                        group_base=group_base)
-                    # Generous: a stalled or broken device times out instead of hanging.
-                    expected = m_tiles * tiles * (plan.k_steps + info.rows + 16)
-                    cycles = self.device.run(descriptor, cycles=64 * expected + 100_000)
-                    self.cycles += cycles
-                    self.layer_cycles[plan.index] += cycles
-                    self.runs += 1
+                self.run_parts(plan, lambda first, tiles, w_base, group_base, plan=plan,
+                               src=src, dst=dst: RunDescriptor(
+                                   m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps,
+                                   a_base=src, a_stride=plan.a_stride, step=plan.step,
+                                   mode=plan.mode, w_base=w_base, out_base=dst + first,
+                                   out_stride=plan.n_tiles, group_base=group_base))
                 src = dst
             last = plans[-1]
             outputs.append(self._read_rows(len(rows), src, last.n_tiles,
@@ -408,6 +456,9 @@ class Runner:
         first, last = self.bundle.layers[indices[0]], self.bundle.layers[indices[-1]]
         conv = first.get("conv")
         images = len(x)
+        if self.plans[indices[0]].image:
+            self._stream(indices)
+            return windows.run_image_segment(self, [self.plans[i] for i in indices], x)
         if conv:
             x = golden.im2col(x, kernel=conv["kernel"], stride=conv["stride"],
                               padding=conv["padding"], pad_code=first["pad_code"])
@@ -426,7 +477,8 @@ class Runner:
         rows = []
         for index, (layer, (name, _)) in enumerate(zip(self.bundle.layers, self.graph)):
             rows.append({"name": name, "type": layer["type"],
-                         "where": "device" if index in self.plans else "host",
+                         "where": ("device" if index in self.plans or index in self.virtual
+                                   else "host"),
                          "macs": layer_macs(layer),
                          "cycles": self.layer_cycles[index] / self.images if self.images
                          else 0.0})

@@ -24,6 +24,7 @@ def decoder(config):
 def addresses(config, space, rng):
     """Around every limit and field boundary, and random ones."""
     limit = {Space.ACT: config.rows << config.act_depth_bits, Space.WEIGHT: config.w_depth,
+             Space.ACT_ALL: config.act_depth,
              Space.REQUANT: config.groups << config.lane_bits, Space.ACT_TABLE: 256,
              Space.WEIGHT_TABLE: (1 << 15) + 256,
              Space.THRESHOLD: config.groups << (8 + config.lane_bits)}[space]
@@ -41,7 +42,8 @@ def test_addressable_words_agree_with_the_golden_device(config):
     dut = decoder(config)
     model = DeviceModel(config)
     rng = np.random.default_rng(config.cols)
-    spaces = list(Space) if config.tables else [Space.ACT, Space.WEIGHT, Space.REQUANT]
+    spaces = list(Space) if config.tables else [Space.ACT, Space.ACT_ALL, Space.WEIGHT,
+                                                Space.REQUANT]
     cases = [(space, address) for space in spaces for address in addresses(config, space, rng)]
     got = []
 
@@ -75,6 +77,10 @@ def test_a_committed_word_goes_to_its_port():
         ctx.set(dut.target, encode_address(Space.ACT, config, bank=2, word=7))
         seen["act"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
                        ctx.get(dut.weight_write.en), ctx.get(dut.cfg_requant.valid))
+        ctx.set(dut.space, Space.ACT_ALL)
+        ctx.set(dut.target, 9)
+        seen["act_all"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
+                           ctx.get(dut.host_write.data.as_value()))
         ctx.set(dut.space, Space.THRESHOLD)
         ctx.set(dut.target, encode_address(Space.THRESHOLD, config, group=3, lane=1, index=5))
         port = dut.cfg_threshold
@@ -88,5 +94,6 @@ def test_a_committed_word_goes_to_its_port():
     sim.add_testbench(bench)
     sim.run()
     assert seen["act"] == (0b100, 7, 0, 0)
+    assert seen["act_all"] == (0b111, 9, 0x22334455)
     assert seen["threshold"] == (1, 3, 1, 5, 0)
     assert seen["idle"] == 0

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Const
+from amaranth.hdl import Const, signed
+from amaranth.lib import data
 
 from sparqforge.boards.synth import ECP5_GROUPS, XILINX_GROUPS, count_cells, run_yosys
 from sparqforge.hw import mac_array
@@ -128,6 +129,78 @@ def test_parameter_errors_name_the_problem():
         MacArray(rows=2, cols=2, max_depth=1 << 17)
     with pytest.raises(ValueError, match="Maximum reduction depth must be a positive integer"):
         MacArray(rows=2, cols=2, max_depth=0)
+
+
+# ------------------------------------------------------------------------------------------
+# Lane operands (depthwise convolutions): element (r, c) multiplies lane c of row r's beat.
+
+def lane_operand_layer(array, a, w):
+    """Raw accumulators of ``array`` (lane operands, no requantizer) on ``a [M, N, K]`` (row
+    ``m``'s activations for channel ``n``) and ``w [K, N]``, channel tiles outer, with random
+    stalls; and the NumPy reference ``acc[m, n] = sum_k a[m, n, k] * w[k, n]``."""
+    rows, cols = array.rows, array.cols
+    (m_dim, n_dim, k_dim) = a.shape
+    m_tiles, n_tiles = -(-m_dim // rows), -(-n_dim // cols)
+    schedule = dense_schedule(rows, cols, np.zeros((m_dim, k_dim), dtype=np.int64), w)
+    padded = np.zeros((m_tiles * rows, n_tiles * cols, k_dim), dtype=np.int64)
+    padded[:m_dim, :n_dim] = a
+    # Beat (nt, mt, k): [rows, cols] of rows mt * rows.., channels nt * cols...
+    beats = padded.reshape(m_tiles, rows, n_tiles, cols, k_dim).transpose(2, 0, 4, 1, 3)
+    schedule.inputs["a"] = {"value": beats.reshape(-1, rows, cols)}
+    got, _ = run_schedule(schedule, description(array, "mac_array"), dut=array, seed=m_dim)
+    want = golden.wrap_signed(np.einsum("mnk,kn->mn", a, w), array.acc_bits)
+    return want, got
+
+
+@pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed,product_stages", [
+    (8, False, 8, True, 1), (8, True, 8, True, 1), (4, True, 3, False, 2), (8, False, 8, True, 3)])
+def test_lane_operands_give_each_element_its_own_activation(a_bits, a_signed, w_bits,
+                                                            w_signed, product_stages):
+    array = MacArray(rows=3, cols=4, a_bits=a_bits, a_signed=a_signed, w_bits=w_bits,
+                     w_signed=w_signed, max_depth=9, groups=4, requant=False,
+                     product_stages=product_stages, lane_operands=True)
+    assert array.a.payload.shape() == data.ArrayLayout(data.ArrayLayout(
+        MacArray._shape(a_bits, a_signed), 4), 3)
+    # The same cycles as without lane operands.
+    assert array.core_latency == MacArray(rows=3, cols=4, product_stages=product_stages,
+                                          requant=False).core_latency
+    rng = np.random.default_rng(a_bits + 10 * product_stages)
+    (a_lo, a_hi), (w_lo, w_hi) = (golden.operand_range(a_bits, a_signed),
+                                  golden.operand_range(w_bits, w_signed))
+    for m_dim, n_dim, k_dim in ((7, 8, 9), (3, 3, 1)):
+        a = rng.integers(a_lo, a_hi + 1, (m_dim, n_dim, k_dim))
+        w = rng.integers(w_lo, w_hi + 1, (k_dim, n_dim))
+        want, got = lane_operand_layer(array, a, w)
+        assert not compare(want, got)
+    # Full depth at the extremes: most negative (or largest) times most negative.
+    a = np.full((3, 4, 9), a_lo if a_signed else a_hi)
+    w = np.full((9, 4), w_lo if w_signed else w_hi)
+    want, got = lane_operand_layer(array, a, w)
+    assert not compare(want, got) and abs(want).max() == 9 * abs(a[0, 0, 0] * w[0, 0])
+
+
+def test_lane_operands_are_not_a_broadcast():
+    # The checker catches an array that gives every element of a row lane 0.
+    array = MacArray(rows=2, cols=4, a_bits=8, a_signed=False, max_depth=8, requant=False,
+                     lane_operands=True)
+    rng = np.random.default_rng(9)
+    a, w = rng.integers(0, 256, (2, 4, 5)), rng.integers(-128, 128, (5, 4))
+    want, got = lane_operand_layer(array, a, w)
+    assert not compare(want, got)
+    broadcast = golden.wrap_signed(np.einsum("mk,kn->mn", a[:, 0], w), array.acc_bits)
+    assert compare(broadcast, got).count > 0
+
+
+def test_lane_operands_refuse_shared_operands():
+    with pytest.raises(TypeError, match="^Lane operands must be a bool, not 1$"):
+        MacArray(rows=2, cols=4, lane_operands=1)
+    with pytest.raises(ValueError, match="^Lane operands need an operand per element; packed "
+                                         "products share one per column pair$"):
+        MacArray(rows=2, cols=4, packed_products=True, lane_operands=True)
+    with pytest.raises(ValueError, match="^Lane operands need a dense array"):
+        SparseMacArray(n=2, m=4, rows=2, cols=4, lane_operands=True)
+    # Off (the default), the beat is one activation per row, as it always was.
+    assert MacArray(rows=2, cols=4).a.payload.shape() == data.ArrayLayout(signed(8), 2)
 
 
 def test_accumulator_width_comes_from_the_golden_model():

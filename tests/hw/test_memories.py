@@ -1,5 +1,6 @@
-"""The accelerator's memories in Amaranth's simulator: host and layer writes, both read ports,
-the documented read latency, and who owns the write ports."""
+"""The accelerator's memories in Amaranth's simulator: host and layer writes, both read ports
+(the layer's an address per bank), the documented read latency, and who owns the write
+ports."""
 
 import random
 
@@ -56,10 +57,11 @@ def test_writes_from_both_owners_and_reads_from_both_ports():
         ctx.set(dut.host_write.en, 0)
         # A write takes effect a cycle after it is offered (registered write port).
         await ctx.tick()
-        # Reads through the layer's port and, while ``host_reading``, the host's; each word
-        # READ_LATENCY cycles after its address.
-        addresses = [(rng.randrange(config.act_depth), rng.randrange(config.act_depth),
-                      rng.randrange(2), rng.randrange(config.w_depth)) for _ in range(30)]
+        # Reads through the layer's port (each bank its own address) and, while
+        # ``host_reading``, the host's; each word READ_LATENCY cycles after its address.
+        addresses = [([rng.randrange(config.act_depth) for _ in range(config.rows)],
+                      rng.randrange(config.act_depth), rng.randrange(2),
+                      rng.randrange(config.w_depth)) for _ in range(30)]
         got = []
         for cycle in range(len(addresses) + READ_LATENCY):
             if cycle < len(addresses):
@@ -71,7 +73,8 @@ def test_writes_from_both_owners_and_reads_from_both_ports():
             await ctx.tick()
             got.append(([[int(v) for v in bank] for bank in ctx.get(dut.act_data)],
                         ctx.get(dut.weight_data)))
-        seen["reads"] = [(act[:, host if use_host else layer].tolist(), weights[w_addr])
+        seen["reads"] = [([act[r, host if use_host else layer[r]].tolist()
+                           for r in range(config.rows)], weights[w_addr])
                          for layer, host, use_host, w_addr in addresses]
         seen["got"] = got[READ_LATENCY - 1:READ_LATENCY - 1 + len(addresses)]
 

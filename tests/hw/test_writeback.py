@@ -1,6 +1,6 @@
 """The writeback in Amaranth's simulator: every output row to its bank and word as the RUN
-descriptor says (``sparqforge.protocol.RunDescriptor``), with gaps between rows, and the
-layer's end and cycle count."""
+descriptor says (``sparqforge.protocol.RunDescriptor``: matrix rows, or convolution pixels
+into every bank), with gaps between rows, and the layer's end and cycle count."""
 
 import random
 
@@ -10,6 +10,7 @@ from amaranth.sim import Simulator
 from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.array_core import ArrayCore
 from sparqforge.hw.writeback import Writeback
+from sparqforge.protocol import Mode
 
 
 def make_writeback(config, out_bits=8):
@@ -22,22 +23,31 @@ def make_writeback(config, out_bits=8):
 
 
 def expected_writes(config, desc, rows):
-    """``(bank, word, codes)`` of each output row in the order the core emits them."""
+    """``(bank enables, word, codes)`` of each output row in the order the core emits
+    them."""
     writes, index = [], 0
+    conv = desc.get("mode", 0) & Mode.CONV
     for nt in range(desc["n_tiles"]):
         for mt in range(desc["m_tiles"]):
             for r in range(config.rows):
-                writes.append((r, desc["out_base"] + mt * desc["out_stride"] + nt, rows[index]))
+                if conv:
+                    m = mt * config.rows + r
+                    writes.append(((1 << config.rows) - 1,
+                                   desc["out_base"] + m * desc["out_stride"] + nt, rows[index]))
+                else:
+                    writes.append((1 << r, desc["out_base"] + mt * desc["out_stride"] + nt,
+                                   rows[index]))
                 index += 1
     return writes
 
 
 @pytest.mark.parametrize("rows,cols,out_bits", [(2, 4, 8), (3, 2, 8), (1, 1, 8), (2, 4, 4)])
 @pytest.mark.parametrize("gap", [0.0, 0.5])
-def test_rows_land_in_their_banks_and_words(rows, cols, out_bits, gap):
+@pytest.mark.parametrize("mode", [0, Mode.CONV])
+def test_rows_land_in_their_banks_and_words(rows, cols, out_bits, gap, mode):
     config = AcceleratorConfig(rows=rows, cols=cols, act_depth=64, groups=4)
     dut = make_writeback(config, out_bits)
-    desc = dict(m_tiles=3, n_tiles=2, out_base=5, out_stride=4)
+    desc = dict(m_tiles=3, n_tiles=2, out_base=5, out_stride=2 if mode else 4, mode=mode)
     count = desc["m_tiles"] * desc["n_tiles"] * rows
     rng = random.Random(rows * 10 + cols)
     codes = [[rng.randrange(1 << out_bits) for _ in range(cols)] for _ in range(count)]
@@ -71,8 +81,7 @@ def test_rows_land_in_their_banks_and_words(rows, cols, out_bits, gap):
                 dut.cycles)
             cycle += 1
             if en:
-                assert bin(en).count("1") == 1
-                writes.append((en.bit_length() - 1, addr, [int(v) for v in data]))
+                writes.append((en, addr, [int(v) for v in data]))
             if finished:
                 assert not running
                 events["finished"] = cycle

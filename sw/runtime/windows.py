@@ -1,0 +1,173 @@
+"""Convolutions on the device: image segments.
+
+On an accelerator with ``conv`` the feeder walks a convolution's windows itself
+(``Mode.CONV``, :class:`~sparqforge.protocol.RunDescriptor`), so a convolution reads its
+input image where the layer before it wrote it. Such tensors are *images*: every bank holds
+the whole tensor, pixel after pixel, ``ceil(channels / cols)`` words per pixel. A chain of
+convolutions in which each reads only the one before it (and is its only reader) is an
+*image segment*: the host writes the first input once into every bank (``Space.ACT_ALL``),
+each layer's output goes to the other end of the banks, and the host reads the last output
+from one bank. Batches run image by image.
+
+Average pooling and global average pooling run as depthwise convolutions whose weights are
+all 1 (:func:`pool_layer`): a global average pool is the requantization of the window's sum
+(``docs/numerics.md``), and an average pool's rounded mean is the sum requantized by a
+multiplier just above ``1 / count`` with no shift (exact: checked for every sum in the
+tests). A pool's output of one pixel
+can feed matrix layers in the same segment (the pixel's channels are matrix row 0).
+
+A convolution runs this way when the accelerator has ``conv``, its beats keep within one
+word (dense, or an N:M step that divides the input channels) and its input and output fit
+the banks together; otherwise it is lowered by im2col on the host as before. A depthwise
+convolution runs this way (``Mode.DEPTHWISE``: each column its own channel) on accelerators
+with ``depthwise`` when it fits, and on the host otherwise.
+"""
+
+__all__ = ["image_words", "fits_image", "image_shapes", "pool_layer", "run_image_segment"]
+
+import numpy as np
+
+from ...protocol import Mode, RunDescriptor, Space
+from .. import golden
+from .planning import ceil_div
+
+
+def image_words(config, shape):
+    """Words of an image ``shape = (h, w, c)`` in one bank."""
+    h, w, c = shape
+    return h * w * ceil_div(c, config.cols)
+
+
+def image_shapes(bundle, graph):
+    """``{tensor name: (h, w, c)}`` of every image tensor of ``bundle`` (the network input
+    when it is an image, convolution and pooling outputs, and what adds and clamps keep)."""
+    shapes = {}
+    if len(bundle.input["shape"]) == 3:
+        c, h, w = bundle.input["shape"]
+        shapes[golden.NETWORK_INPUT] = (h, w, c)
+    for layer, (name, inputs) in zip(bundle.layers, graph):
+        kind, shape = layer["type"], shapes.get(inputs[0])
+        if kind == "matmul" and layer.get("conv"):
+            conv = layer["conv"]
+            shapes[name] = (conv["out_height"], conv["out_width"], layer["out_features"])
+        elif kind in ("add", "clamp") and shape:
+            shapes[name] = shape
+        elif kind in ("maxpool", "avgpool") and shape:
+            (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+            shapes[name] = ((shape[0] - kh) // sh + 1, (shape[1] - kw) // sw + 1, shape[2])
+        elif kind == "global_avgpool" and shape:
+            shapes[name] = (1, 1, shape[2])
+    return shapes
+
+
+def pool_layer(layer, shape):
+    """The depthwise convolution with weights 1 that computes the average pooling or global
+    average pooling ``layer`` on an image ``shape = (h, w, c)``, as a bundle matmul layer."""
+    h, w, c = shape
+    if layer["type"] == "global_avgpool":
+        (kh, kw), stride = (h, w), (1, 1)
+        params = {key: np.full(c, int(layer[key]), dtype=np.int64)
+                  for key in ("bias", "multiplier", "shift", "zero_point")}
+    else:
+        # The rounded mean is the sum times ceil(2**31 / count) / 2**31, rounded once (a
+        # shift of 0: the requantizer's second rounding would round ties twice). The
+        # multiplier is one ulp above 1 / count, so a tie (the only sums within 1 / (2 *
+        # count) of a half) rounds up, as the mean does; 2**31 - 1 for a count of 1.
+        (kh, kw), stride = layer["kernel"], layer["stride"]
+        multiplier = min(-(-(1 << 31) // (kh * kw)), (1 << 31) - 1)
+        params = {"bias": np.zeros(c, dtype=np.int64),
+                  "multiplier": np.full(c, multiplier, dtype=np.int64),
+                  "shift": np.zeros(c, dtype=np.int64),
+                  "zero_point": np.zeros(c, dtype=np.int64)}
+    out_h, out_w = (h - kh) // stride[0] + 1, (w - kw) // stride[1] + 1
+    return {"type": "matmul", "name": layer["name"], "inputs": layer["inputs"],
+            "in_features": kh * kw, "out_features": c, "weight_bits": 8,
+            "weight": np.ones((c, kh * kw), dtype=np.int64), "act_table": None,
+            "weight_table": None, "sparsity": None, "pad_code": 0, "output": "requant",
+            "relu": np.zeros(c, dtype=np.int64), **params,
+            "conv": {"in_channels": c, "in_height": h, "in_width": w, "kernel": [kh, kw],
+                     "stride": list(stride), "padding": [0, 0], "out_height": out_h,
+                     "out_width": out_w, "groups": c}}
+
+
+def _output_words(config, plan):
+    conv = plan.layer["conv"]
+    m_tiles = ceil_div(conv["out_height"] * conv["out_width"], config.rows)
+    return m_tiles * config.rows * plan.n_tiles
+
+
+def fits_image(config, plan):
+    """Whether convolution ``plan`` can run on the device's window walk."""
+    conv = plan.layer["conv"]
+    step, in_c = plan.step, conv["in_channels"]
+    depthwise = bool(plan.mode & Mode.DEPTHWISE)
+    if not (config.depthwise if depthwise else config.conv):
+        return False
+    if step != 1 and (depthwise or step & (step - 1) or in_c % step):
+        return False
+    kh, kw = conv["kernel"]
+    taps = kh * kw * (1 if depthwise else in_c)
+    if plan.k_steps * step != taps or max(*conv["stride"], *conv["padding"]) > 255:
+        return False
+    shape = (conv["in_height"], conv["in_width"], in_c)
+    return image_words(config, shape) + _output_words(config, plan) <= config.act_depth
+
+
+def _descriptor(config, plan, a_base, out_base, first, tiles, w_base, group_base):
+    conv = plan.layer["conv"]
+    m_tiles = ceil_div(conv["out_height"] * conv["out_width"], config.rows)
+    return RunDescriptor.convolution(
+        in_shape=(conv["in_height"], conv["in_width"],
+                  1 if plan.mode & Mode.DEPTHWISE else conv["in_channels"]),
+        kernel=tuple(conv["kernel"]), stride=tuple(conv["stride"]),
+        padding=tuple(conv["padding"]), pad_code=int(plan.layer["pad_code"]), a_base=a_base,
+        words=plan.a_stride, m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps,
+        step=plan.step, mode=plan.mode | Mode.CONV, w_base=w_base, out_base=out_base + first,
+        out_stride=plan.n_tiles, group_base=group_base)
+
+
+def run_image_segment(runner, plans, x):
+    """Run the image segment ``plans`` on ``runner``'s device for input images
+    ``x [images, h, w, c]``: the last layer's output, ``[images, oh, ow, channels]`` or, when
+    the segment ends with matrix layers, ``[images, features]``."""
+    config, device = runner.config, runner.device
+    cols, top = config.cols, config.act_depth
+    outputs = []
+    for image in np.asarray(x, dtype=np.int64):
+        h, w, c = image.shape
+        words = ceil_div(c, cols)
+        data = np.zeros((h * w, words * cols), dtype=np.uint8)
+        data[:, :c] = image.reshape(h * w, c)
+        device.write(Space.ACT_ALL, 0, data.reshape(-1, cols))
+        src = 0
+        for plan in plans:
+            # The output at the other end of the banks from the input.
+            out_words = _output_words(config, plan) if plan.image else plan.n_tiles
+            dst = top - out_words if src == 0 else 0
+            if plan.image:
+                def descriptor(first, tiles, w_base, group_base, plan=plan, src=src, dst=dst):
+                    return _descriptor(config, plan, src, dst, first, tiles, w_base,
+                                       group_base)
+            else:
+                # Row 0 of a matrix layer: the one pixel before it (or its row 0) in bank 0.
+                def descriptor(first, tiles, w_base, group_base, plan=plan, src=src, dst=dst):
+                    return RunDescriptor(
+                        m_tiles=1, n_tiles=tiles, k_steps=plan.k_steps, a_base=src,
+                        a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
+                        w_base=w_base, out_base=dst + first, out_stride=plan.n_tiles,
+                        group_base=group_base)
+            runner.stream_layer([p.index for p in plans], plan)
+            runner.run_parts(plan, descriptor)
+            src = dst
+        last = plans[-1]
+        if last.image:
+            conv = last.layer["conv"]
+            oh, ow = conv["out_height"], conv["out_width"]
+            got = device.read_act(src, oh * ow * last.n_tiles)
+            out = got.reshape(oh, ow, last.n_tiles * cols)[..., :last.layer["out_features"]]
+            if runner.bundle.layers[last.index]["type"] == "global_avgpool":
+                out = out.reshape(-1)
+        else:
+            out = device.read_act(src, last.n_tiles).reshape(-1)[:last.layer["out_features"]]
+        outputs.append(out.astype(np.int64))
+    return np.stack(outputs)
