@@ -26,9 +26,9 @@ _PROGRAM = "openFPGALoader -b arty top.bit"
 ARTY_A7_35 = Board(
     name="arty-a7-35", title="Digilent Arty A7-35T", platform=ArtyA7_35, family="xilinx",
     uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=int8_reference(cols=4))
+    config=int8_reference(cols=4, baud=3_000_000))
 
 ARTY_A7_100 = Board(
     name="arty-a7-100", title="Digilent Arty A7-100T", platform=ArtyA7_100, family="xilinx",
     uart=("uart", 0), leds=_LEDS, notes=_NOTES, program=_PROGRAM,
-    config=int8_reference())
+    config=int8_reference(baud=3_000_000))

@@ -72,4 +72,4 @@ BASYS3 = Board(
     uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the PROG/UART micro-USB port; btnC (centre button) is the reset.",
     program="openFPGALoader -b basys3 top.bit",
-    config=int8_reference(cols=4))
+    config=int8_reference(cols=4, baud=3_000_000))

@@ -17,4 +17,4 @@ NEXYS4DDR = Board(
     family="xilinx", uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the PROG/UART micro-USB port; reset is the CPU RESET button.",
     program="openFPGALoader -b nexys_a7_100 top.bit",
-    config=int8_reference())
+    config=int8_reference(baud=3_000_000))

@@ -104,5 +104,5 @@ def open_device(backend, config, *, quiet=False, log=print):
         return Device(PipeTransport(model.build()))
     found = re.fullmatch(r"serial:([^@]+)(?:@(\d+))?", backend or "")
     if found:
-        return Device(SerialTransport(found[1], int(found[2] or 115200)))
+        return Device(SerialTransport(found[1], int(found[2] or 3_000_000)))
     raise ConfigError(f"Backend must be {BACKENDS}, not {backend!r}")

@@ -11,7 +11,9 @@ inference, both directions, SLIP framing, headers and CRCs included, weights exc
 are loaded once, before the inferences); ``io_bytes`` (the input and output tensors' bytes,
 no framing); ``latency_ms``: ``device_cycles`` at the ULX3S reference clock (host work and link
 time not included: MLPerf Tiny times inference on the device after the input is loaded);
-``link_ms``: the link bytes at the ULX3S's UART rate; ``rtl_equals_golden``. The weights and
+``link_ms``: the link bytes at the ULX3S's UART rate (10 bits a byte); ``end_to_end_per_s``:
+inferences per second on a ULX3S when the link and the device take turns (``1000 /
+(latency_ms + link_ms)``, host time not included); ``rtl_equals_golden``. The weights and
 BatchNorm statistics are fixed-seed random values: accuracy is not measured.
 """
 
@@ -22,9 +24,6 @@ import time
 
 import numpy as np
 
-#: The clock and UART rate of the ULX3S reference system (boards/ulx3s.py).
-ULX3S_CLOCK_HZ = 100e6
-ULX3S_BAUD = 115200
 
 
 def _log(quiet, message):
@@ -79,10 +78,13 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
     """Run the benchmark; return one flat dict (``models.M.*``; with ``layers`` also
     ``models.M.layers``, the runner's per-layer report)."""
     from ..backends import resolve_config
+    from ..boards.ulx3s import ULX3S
     from ..sw import golden, mlperf_tiny
 
     config = resolve_config(config)
     pes = config.rows * config.cols * config.kept
+    # The clock and UART rate of the ULX3S reference system.
+    clock_hz, baud = ULX3S.config.clk_freq, ULX3S.config.baud
     report = {}
     for name in models or mlperf_tiny.MODELS:
         start = time.monotonic()
@@ -110,8 +112,10 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
             f"{key}.host_layers": sum(1 for row in rows if row["where"] == "host"),
             f"{key}.link_bytes": link,
             f"{key}.io_bytes": int(np.prod(bundle.input["shape"])) + bundle.output["classes"],
-            f"{key}.latency_ms": cycles / ULX3S_CLOCK_HZ * 1e3,
-            f"{key}.link_ms": link * 10 / ULX3S_BAUD * 1e3,
+            f"{key}.latency_ms": cycles / clock_hz * 1e3,
+            f"{key}.link_ms": link * 10 / baud * 1e3,
+            f"{key}.end_to_end_per_s": 1e3 / (cycles / clock_hz * 1e3
+                                              + link * 10 / baud * 1e3),
             f"{key}.rtl_equals_golden": bool(np.array_equal(got, want)),
             f"{key}.images": images,
             f"{key}.seconds": round(time.monotonic() - start, 1),

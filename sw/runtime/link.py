@@ -129,7 +129,7 @@ class PipeTransport(Transport):
 class SerialTransport(Transport):
     """A board on a serial port (pyserial), at ``baud`` 8N1."""
 
-    def __init__(self, port, baud=115200, *, clock_hz=100e6):
+    def __init__(self, port, baud=3_000_000, *, clock_hz=100e6):
         try:
             import serial
         except ImportError:

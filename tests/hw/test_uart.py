@@ -154,8 +154,10 @@ def test_line_decoder_catches_a_perturbed_waveform():
         _decode_line(levels, divisor)
 
 
+# (33, 100 / 3 / 33): an FTDI bridge's exact 3 Mbaud seen by a 100 MHz board (the ULX3S and
+# Xilinx references); (12, 1.0): 1 Mbaud at the iCEBreaker's 12 MHz.
 @pytest.mark.parametrize("divisor,skew", [(4, 1.0), (16, 1.0), (16, 0.96), (16, 1.04),
-                                          (7, 1.03)])
+                                          (7, 1.03), (33, 100 / 3 / 33), (12, 1.0)])
 def test_rx_receives_bytes_with_random_gaps_and_rate_error(divisor, skew):
     rng = random.Random(divisor * 100 + int(skew * 100))
     data = bytes([0x00, 0xFF, 0xC0, 0xDB]) + bytes(rng.randrange(256) for _ in range(20))
