@@ -137,16 +137,19 @@ class Feeder(wiring.Component):
         walked, issued, pending, landed, selected, fed = (
             Signal(beat_layout, name=name)
             for name in ("walked", "issued", "pending", "landed", "selected", "fed"))
-        in_flight = (walked.valid + issued.valid + pending.valid + landed.valid
-                     + selected.valid + fed.valid)
         # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
         # the AND of a few registers: it fans out to every feeder counter. It is decided a
         # cycle early with one place to spare, for the beat issued in that cycle: beats in
-        # flight plus in the FIFO grow by at most one per cycle.
+        # flight plus in the FIFO grow by at most one per cycle. They are counted in
+        # ``credits`` (issued, not yet popped: the stages' beats plus the FIFOs' level, which
+        # the three FIFOs share, pushed and popped together), a counter beside ``room``
+        # rather than a sum of the stages' flags and the FIFO level, which spanned the
+        # feeder.
+        credits = Signal(range(depth + 8))
         room = Signal()
-        limit = Mux(conv, depth - 1, FIFO_DEPTH - 1)
-        m.d.sync += room.eq((a_fifo.level + in_flight < limit)
-                            & (w_fifo.level + in_flight < limit))
+        limit = Signal(range(depth + 1))
+        pop = a_fifo.r_en & a_fifo.r_rdy
+        m.d.sync += [limit.eq(Mux(conv, depth - 1, FIFO_DEPTH - 1)), room.eq(credits < limit)]
 
         if config.conv:
             # (Imported here: the walk's ports use this module's descriptor layout.)
@@ -157,6 +160,7 @@ class Feeder(wiring.Component):
         else:
             ready, lane_now = Const(1), lane_off
         issue = issuing & room & (~s_last | ready)
+        m.d.sync += credits.eq(credits + issue - pop)
         now = Signal(beat_layout)
         m.d.comb += [now.valid.eq(issue), now.lane.eq(lane_now),
                      now.tag.eq(desc.group_base + nt), now.last.eq(s_last)]

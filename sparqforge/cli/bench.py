@@ -267,8 +267,8 @@ def bench_frontend(quiet=False):
 
 def bench_models(quiet=False, **options):
     """The MLPerf Tiny reference models (ResNet-8, DS-CNN, MobileNetV1 0.25x, the FC
-    autoencoder) through the frontend, W8A8, at batch 1 on the Verilated ULX3S reference
-    accelerator: MACs, device cycles, utilization, device MAC fraction, link and I/O bytes,
+    autoencoder) through the frontend, W8A8, at batch 1 on the Verilated ``networks``
+    accelerator (the ULX3S's 8x8 int8 array with memories for whole networks): MACs, device cycles, utilization, device MAC fraction, link and I/O bytes,
     latency, RTL == golden (``models.*``; see :mod:`sparqforge.cli.models_bench`)."""
     from .models_bench import bench_models as run
 

@@ -205,11 +205,13 @@ def cmd_bench(args):
     from .bench import run_benchmarks
 
     options = {}
-    if args.model or args.layers:
+    if args.model or args.layers or args.accel:
         if args.group != "models":
-            raise ConfigError("--model and --layers belong to the models group: sparqforge "
-                              "bench models [--model M] [--layers]")
+            raise ConfigError("--model, --layers and --accel belong to the models group: "
+                              "sparqforge bench models [--model M] [--layers] [--accel A]")
         options = {"models": [args.model] if args.model else None, "layers": args.layers}
+        if args.accel:
+            options["config"] = args.accel
     report = run_benchmarks(args.group, quiet=args.json, **options)
     _print_report(report, args.json)
     return 0
@@ -381,7 +383,8 @@ def build_parser():
     infer.add_argument("--backend", default="golden", help=f"{BACKENDS} (default golden)")
     infer.add_argument("--accel", default="demo",
                        help="accelerator for the golden and verilator backends: a preset "
-                            "(demo, int8), a board name (its reference configuration) or a "
+                            "(demo, int8, networks), a board name (its reference configuration) "
+                            "or a "
                             "JSON file (default demo); a board reports its own")
     infer.add_argument("--inputs", help="float inputs (.npy), one item per row or image")
     infer.add_argument("--labels", help="integer labels (.npy) to report accuracy")
@@ -402,6 +405,9 @@ def build_parser():
                        help="models group: only this MLPerf Tiny model")
     bench.add_argument("--layers", action="store_true",
                        help="models group: the per-layer report too")
+    bench.add_argument("--accel",
+                       help="models group: the accelerator, a preset (networks, int8, demo), "
+                            "a board name or a JSON file (default networks)")
     bench.set_defaults(func=cmd_bench)
     parser.commands = dict(sub.choices)
     return parser

@@ -1,7 +1,7 @@
 """``sparqforge bench models``: the MLPerf Tiny reference architectures
 (:mod:`sparqforge.sw.mlperf_tiny`) through the frontend, W8A8, at batch 1 (MLPerf Tiny's
-single-stream case) on the Verilated ULX3S reference accelerator (8x8 int8), checked against
-the golden model.
+single-stream case) on the Verilated ``networks`` accelerator (the ULX3S's 8x8 int8 array with
+memories for whole networks; ``--accel`` chooses another), checked against the golden model.
 
 Per model ``M`` (keys ``models.M.*``): ``macs`` per inference; ``device_cycles`` per inference
 (the accelerator's cycles in RUN commands); ``utilization`` (the MACs the accelerator
@@ -74,7 +74,7 @@ def run_bundle(bundle, codes, config, *, backend="verilator", batch=1, quiet=Tru
 
 
 def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
-                 config="ulx3s-85f", layers=False):
+                 config="networks", layers=False):
     """Run the benchmark; return one flat dict (``models.M.*``; with ``layers`` also
     ``models.M.layers``, the runner's per-layer report)."""
     from ..backends import resolve_config
