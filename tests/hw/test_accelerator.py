@@ -64,6 +64,21 @@ def write(seq, space, addr, words):
                  + np.asarray(words, dtype=np.uint8).tobytes())
 
 
+def _random_layer(config, rng, k_steps):
+    """Random weight words for ``k_steps`` beats (valid N:M indices on a sparse array) and
+    one group's requantization records."""
+    weights = rng.integers(0, 256, (k_steps, config.weight_bytes))
+    if config.sparse:
+        codes, _ = layouts.unpack_weight_words(weights, config)
+        index = np.sort(np.argsort(rng.random(codes.shape[:-1] + (config.m,)))
+                        [..., :config.n], -1)
+        weights = layouts.pack_weight_words(codes, index, config)
+    multiplier, shift = golden.quantize_multiplier(rng.uniform(1e-3, 1e-2, config.cols))
+    records = layouts.pack_requant(rng.integers(-500, 500, config.cols), multiplier, shift,
+                                   rng.integers(0, 20, config.cols), [1, 0] * (config.cols // 2))
+    return weights, records
+
+
 @pytest.mark.parametrize("config", [
     AcceleratorConfig(rows=2, cols=4, act_depth=16, w_depth=16, groups=2, max_depth=64,
                       frame_bytes=128),
@@ -76,15 +91,7 @@ def test_a_layer_through_the_link_equals_the_golden_device(config):
     rng = np.random.default_rng(1)
     k_steps, step = 3, (config.m if config.sparse else 1)
     mode = Mode.SPARSE if config.sparse else 0
-    weights = rng.integers(0, 256, (k_steps, config.weight_bytes))
-    if config.sparse:
-        codes, _ = layouts.unpack_weight_words(weights, config)
-        index = np.sort(np.argsort(rng.random(codes.shape[:-1] + (config.m,)))
-                        [..., :config.n], -1)
-        weights = layouts.pack_weight_words(codes, index, config)
-    multiplier, shift = golden.quantize_multiplier(rng.uniform(1e-3, 1e-2, config.cols))
-    records = layouts.pack_requant(rng.integers(-500, 500, config.cols), multiplier, shift,
-                                   rng.integers(0, 20, config.cols), [1, 0] * (config.cols // 2))
+    weights, records = _random_layer(config, rng, k_steps)
     bodies = [
         frame(1, Command.OPEN, REQUESTS[Command.OPEN].pack(0xC0FFEE)),
         write(2, Space.ACT, 0, rng.integers(0, 256, (4, config.cols))),
@@ -173,15 +180,7 @@ def conv_layer(config, rng, seq, *, in_shape, kernel, stride, padding, step, mod
     out_h = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     out_w = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
     m_tiles = -(-out_h * out_w // config.rows)
-    weights = rng.integers(0, 256, (k_steps, config.weight_bytes))
-    if config.sparse:
-        codes, _ = layouts.unpack_weight_words(weights, config)
-        index = np.sort(np.argsort(rng.random(codes.shape[:-1] + (config.m,)))
-                        [..., :config.n], -1)
-        weights = layouts.pack_weight_words(codes, index, config)
-    multiplier, shift = golden.quantize_multiplier(rng.uniform(1e-3, 1e-2, config.cols))
-    records = layouts.pack_requant(rng.integers(-500, 500, config.cols), multiplier, shift,
-                                   rng.integers(0, 20, config.cols), [1, 0] * (config.cols // 2))
+    weights, records = _random_layer(config, rng, k_steps)
     pixels = m_tiles * config.rows
     desc = RunDescriptor.convolution(
         in_shape=in_shape, kernel=kernel, stride=stride, padding=padding, pad_code=pad_code,

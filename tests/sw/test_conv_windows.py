@@ -54,6 +54,15 @@ def _load_layer(model, rng, k, n):
     return weights, {key: value[:n] for key, value in params.items()}
 
 
+def _image(rng, h, w, c):
+    """A random image ``[h, w, c]`` and its pixels as the banks store them (``[h * w,
+    words * cols]``, channels past ``c`` zero)."""
+    image = rng.integers(0, 256, (h, w, c))
+    stored = np.zeros((h * w, -(-c // CONFIG.cols) * CONFIG.cols), dtype=np.int64)
+    stored[:, :c] = image.reshape(h * w, c)
+    return image, stored
+
+
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:3])))
 def test_a_window_run_equals_host_im2col(geometry):
     h, w, c, kernel, stride, padding, n = geometry
@@ -61,9 +70,7 @@ def test_a_window_run_equals_host_im2col(geometry):
     model = DeviceModel(CONFIG)
     cols, rows = CONFIG.cols, CONFIG.rows
     words = -(-c // cols)
-    image = rng.integers(0, 256, (h, w, c))
-    stored = np.zeros((h * w, words * cols), dtype=np.int64)
-    stored[:, :c] = image.reshape(h * w, c)
+    image, stored = _image(rng, h, w, c)
     # Through the protocol: one WRITE into every bank.
     model.handle(frame(1, Command.OPEN, REQUESTS[Command.OPEN].pack(7)))
     reply = model.handle(frame(2, Command.WRITE, REQUESTS[Command.WRITE].pack(Space.ACT_ALL, 40)
@@ -188,9 +195,7 @@ def test_a_depthwise_run_equals_the_golden_depthwise_layer(geometry):
     model = DeviceModel(CONFIG)
     cols, rows = CONFIG.cols, CONFIG.rows
     words = -(-c // cols)
-    image = rng.integers(0, 256, (h, w, c))
-    stored = np.zeros((h * w, words * cols), dtype=np.int64)
-    stored[:, :c] = image.reshape(h * w, c)
+    image, stored = _image(rng, h, w, c)
     model.act[:, 8:8 + h * w * words] = stored.reshape(-1, cols)[None]
     kh, kw = kernel
     weights, params = _load_layer(model, rng, kh * kw, c)
