@@ -141,15 +141,14 @@ class Feeder(wiring.Component):
         # the AND of a few registers: it fans out to every feeder counter. It is decided a
         # cycle early with one place to spare, for the beat issued in that cycle: beats in
         # flight plus in the FIFO grow by at most one per cycle. They are counted in
-        # ``credits`` (issued, not yet popped: the stages' beats plus the FIFOs' level, which
-        # the three FIFOs share, pushed and popped together), a counter beside ``room``
-        # rather than a sum of the stages' flags and the FIFO level, which spanned the
-        # feeder.
-        credits = Signal(range(depth + 8))
+        # a counter per stream (issued, not yet popped: the stages' beats plus the FIFO's
+        # level; the side FIFO moves with the weight FIFO) beside ``room``, rather than a sum
+        # of the stages' flags and the FIFO levels, which spanned the feeder.
+        a_credits, w_credits = Signal(range(depth + 8)), Signal(range(depth + 8))
         room = Signal()
         limit = Signal(range(depth + 1))
-        pop = a_fifo.r_en & a_fifo.r_rdy
-        m.d.sync += [limit.eq(Mux(conv, depth - 1, FIFO_DEPTH - 1)), room.eq(credits < limit)]
+        m.d.sync += [limit.eq(Mux(conv, depth - 1, FIFO_DEPTH - 1)),
+                     room.eq((a_credits < limit) & (w_credits < limit))]
 
         if config.conv:
             # (Imported here: the walk's ports use this module's descriptor layout.)
@@ -160,7 +159,8 @@ class Feeder(wiring.Component):
         else:
             ready, lane_now = Const(1), lane_off
         issue = issuing & room & (~s_last | ready)
-        m.d.sync += credits.eq(credits + issue - pop)
+        m.d.sync += [a_credits.eq(a_credits + issue - (a_fifo.r_en & a_fifo.r_rdy)),
+                     w_credits.eq(w_credits + issue - (w_fifo.r_en & w_fifo.r_rdy))]
         now = Signal(beat_layout)
         m.d.comb += [now.valid.eq(issue), now.lane.eq(lane_now),
                      now.tag.eq(desc.group_base + nt), now.last.eq(s_last)]
