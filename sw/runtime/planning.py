@@ -1,14 +1,15 @@
 """What the runner decides before it runs anything: whether a layer suits the device (from
 its arrays, never from what the bundle declares), and where it lives and how it is tiled."""
 
-__all__ = ["segments", "CompileError", "LayerPlan", "ceil_div", "layer_macs", "check_operands",
-           "check_accumulator"]
+__all__ = ["segments", "matrix_run", "CompileError", "LayerPlan", "ceil_div", "layer_macs",
+           "check_operands", "check_accumulator"]
 
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import ConfigError
+from ...protocol import RunDescriptor
 from .. import golden
 
 
@@ -144,3 +145,14 @@ def segments(layers, graph, plans, images_shapes):
         if kind:
             open_tails[name] = (position, kind, images_shapes.get(name))
     return items, virtual
+
+
+def matrix_run(plan, m_tiles, src, dst):
+    """The descriptors of matrix layer ``plan`` (for ``Runner.run_parts``): ``m_tiles``
+    row tiles read from word ``src``, written from word ``dst``."""
+    def descriptor(first, tiles, w_base, group_base):
+        return RunDescriptor(m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps, a_base=src,
+                             a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
+                             w_base=w_base, out_base=dst + first, out_stride=plan.n_tiles,
+                             group_base=group_base)
+    return descriptor

@@ -26,11 +26,11 @@ from dataclasses import replace
 import numpy as np
 
 from ...errors import ConfigError, DeviceRestarted
-from ...protocol import Mode, RunDescriptor, Space, encode_address
+from ...protocol import Mode, Space, encode_address
 from .. import golden, nm_format
 from . import layouts, windows
 from .planning import (CompileError, LayerPlan, ceil_div as _ceil, check_accumulator,
-                       check_operands, layer_macs, segments)
+                       check_operands, layer_macs, matrix_run, segments)
 
 
 class Runner:
@@ -371,12 +371,7 @@ class Runner:
             src = 0
             for plan in plans:
                 dst = half - src
-                self.run_parts(plan, lambda first, tiles, w_base, group_base, plan=plan,
-                               src=src, dst=dst: RunDescriptor(
-                                   m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps,
-                                   a_base=src, a_stride=plan.a_stride, step=plan.step,
-                                   mode=plan.mode, w_base=w_base, out_base=dst + first,
-                                   out_stride=plan.n_tiles, group_base=group_base))
+                self.run_parts(plan, matrix_run(plan, m_tiles, src, dst))
                 src = dst
             last = plans[-1]
             outputs.append(self._read_rows(len(rows), src, last.n_tiles,

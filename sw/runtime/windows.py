@@ -29,7 +29,7 @@ import numpy as np
 
 from ...protocol import Mode, RunDescriptor, Space
 from .. import golden
-from .planning import ceil_div
+from .planning import ceil_div, matrix_run
 
 
 def image_words(config, shape):
@@ -150,12 +150,7 @@ def run_image_segment(runner, plans, x):
                                        group_base)
             else:
                 # Row 0 of a matrix layer: the one pixel before it (or its row 0) in bank 0.
-                def descriptor(first, tiles, w_base, group_base, plan=plan, src=src, dst=dst):
-                    return RunDescriptor(
-                        m_tiles=1, n_tiles=tiles, k_steps=plan.k_steps, a_base=src,
-                        a_stride=plan.a_stride, step=plan.step, mode=plan.mode,
-                        w_base=w_base, out_base=dst + first, out_stride=plan.n_tiles,
-                        group_base=group_base)
+                descriptor = matrix_run(plan, 1, src, dst)
             runner.stream_layer([p.index for p in plans], plan)
             runner.run_parts(plan, descriptor)
             src = dst
