@@ -4,12 +4,12 @@ its address names a word that exists (:mod:`sparqforge.protocol`'s address encod
 
 __all__ = ["AddressSpaces"]
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..protocol import (REQUANT_BYTES, REQUANT_RECORD, TABLE_SPACES, Space, address_fields,
-                        address_limit, word_bytes)
+from ..protocol import (ACT_LANES_WORD_BITS, REQUANT_BYTES, REQUANT_RECORD, TABLE_SPACES,
+                        Space, address_fields, address_limit, word_bytes)
 
 
 class AddressSpaces(wiring.Component):
@@ -72,15 +72,22 @@ class AddressSpaces(wiring.Component):
             return target[f.offset:f.offset + f.width] if f.width is not None \
                 else target[f.offset:]
         act = fields[Space.ACT]
+        # ACT_LANES: a word of ``lanes + 1`` bytes fills the low lanes; the others are 0. (Its
+        # lanes field never changes within a WRITE: the word field is wider than any depth,
+        # so the WRITE stops at RANGE before a carry could reach it.)
+        lanes = field(Space.ACT_LANES, "lanes")
+        act_lanes = space == Space.ACT_LANES
         m.d.comb += [self.host_write.addr.eq(field(Space.ACT, "word")),
-                     self.host_write.data.eq(word[:config.cols * 8]),
                      self.weight_write.addr.eq(target), self.weight_write.data.eq(word),
                      self.weight_write.en.eq(commit & (space == Space.WEIGHT))]
-        # (ACT_ALL's word field is ACT's: the low address bits.)
+        for j in range(config.cols):
+            m.d.comb += self.host_write.data[j].eq(
+                Mux(act_lanes & (lanes < j), 0, word.word_select(j, 8)))
+        # (ACT_ALL's and ACT_LANES' word fields are ACT's: the low address bits.)
         for r in range(config.rows):
             m.d.comb += self.host_write.en[r].eq(
                 commit & (((space == Space.ACT) & (target[act["bank"].offset:] == r))
-                          | (space == Space.ACT_ALL)))
+                          | (space == Space.ACT_ALL) | act_lanes))
         lane_bits = config.lane_bits
         requant = self.cfg_requant
         m.d.comb += [requant.valid.eq(commit & (space == Space.REQUANT)),
@@ -92,7 +99,7 @@ class AddressSpaces(wiring.Component):
         for name, width, _ in REQUANT_RECORD:
             m.d.comb += getattr(requant.payload.param, name).eq(word[offset:offset + width])
             offset += width
-        spaces = [Space.ACT, Space.ACT_ALL, Space.WEIGHT, Space.REQUANT]
+        spaces = [Space.ACT, Space.ACT_ALL, Space.ACT_LANES, Space.WEIGHT, Space.REQUANT]
         if config.tables:
             spaces += list(TABLE_SPACES)
             act_cfg, w_cfg, t_cfg = self.cfg_act, self.cfg_weight, self.cfg_threshold
@@ -118,8 +125,12 @@ class AddressSpaces(wiring.Component):
         with m.Switch(space):
             for sp in spaces:
                 with m.Case(sp):
-                    m.d.comb += [self.known.eq(1), limit.eq(address_limit(sp, config)),
-                                 self.word_bytes.eq(word_bytes(sp, config))]
+                    m.d.comb += [self.known.eq(1), limit.eq(address_limit(sp, config))]
+                    if sp == Space.ACT_LANES:
+                        m.d.comb += self.word_bytes.eq(Mux(lanes < config.cols, lanes + 1,
+                                                           config.cols))
+                    else:
+                        m.d.comb += self.word_bytes.eq(word_bytes(sp, config))
         # Lane and threshold-index fields must name a real lane / threshold. (A lane field
         # exactly ``lane_bits`` wide on a power-of-two array always does.)
         lane_ok = Signal()
@@ -141,6 +152,9 @@ class AddressSpaces(wiring.Component):
                     m.d.comb += lane_ok.eq(field(Space.WEIGHT_TABLE, "all") | named)
         index_ok = Signal()
         m.d.comb += index_ok.eq(lane_ok)
+        with m.If(act_lanes):
+            # Every lane count's words lie below ``act_depth``.
+            m.d.comb += index_ok.eq(target[:ACT_LANES_WORD_BITS] < config.act_depth)
         if config.tables:
             with m.If(space == Space.THRESHOLD):
                 m.d.comb += index_ok.eq(lane_ok

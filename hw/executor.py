@@ -414,6 +414,7 @@ class Executor(wiring.Component):
             with m.State("WRITE_COMMIT"):
                 # Only tables inside the core need its clock; memories are the executor's.
                 m.d.comb += self.busy.eq((s.space != Space.ACT) & (s.space != Space.ACT_ALL)
+                                         & (s.space != Space.ACT_LANES)
                                          & (s.space != Space.WEIGHT))
                 with m.If(s.target_ok):
                     m.d.comb += s.commit.eq(1)

@@ -27,7 +27,7 @@ __all__ = [
     "SEQ_BYTES", "SESSION_BYTES", "REPLY_DATA_OFFSET", "CRC_BYTES", "MIN_FRAME",
     "SEQUENCED", "Command", "Status", "Space", "Request", "REQUESTS", "OPEN_REPLY",
     "HEADER_BYTES", "PAYLOAD_RESERVE", "max_payload", "write_words_per_frame",
-    "TABLE_SPACES", "CODE_BITS", "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
+    "TABLE_SPACES", "ACT_LANES_WORD_BITS", "CODE_BITS", "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
     "AddressField", "address_fields", "encode_address", "address_limit", "word_bytes",
     "REQUANT_RECORD", "REQUANT_BYTES", "THRESHOLD_BYTES", "weight_word_fields", "Mode",
     "RunDescriptor", "RUN_REPLY", "DeviceInfo", "FrameError", "slip_encode", "SlipDecoder",
@@ -45,7 +45,7 @@ from .framing import (CODE_OFFSET, CRC_BYTES, CRC_INIT, CRC_POLY, CRC_REGISTER_R
                       SlipDecoder, frame, reply_frame, slip_encode, unframe, unframe_reply)
 
 #: Bumped whenever a frame, a field or a meaning changes; a host refuses other versions.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 class Command(enum.IntEnum):
     INFO = 0x01        # report the configuration (no state changes, no sequence check)
@@ -126,6 +126,7 @@ class Space(enum.IntEnum):
     WEIGHT_TABLE = 4   # weight table entries: code, lane, every lane
     THRESHOLD = 5      # thresholds: index, lane, group
     ACT_ALL = 6        # activation banks, every bank at once (write only): word
+    ACT_LANES = 7      # the first lanes of every bank's word, the rest 0 (write only): word, lanes
 
 
 #: Spaces that exist only on accelerators with tables.
@@ -141,6 +142,8 @@ class AddressField:
     width: int
 
 
+#: Word bits of an ``ACT_LANES`` address (``act_depth`` is at most ``2 ** 16``).
+ACT_LANES_WORD_BITS = 17
 #: Code bits of a table entry's and a threshold's address.
 CODE_BITS = 8
 #: Lane bits of a weight table entry's address (whatever the array's width), and the bit
@@ -165,6 +168,9 @@ def address_fields(space, config):
         Space.WEIGHT_TABLE: (("code", CODE_BITS), ("lane", TABLE_LANE_BITS), ("all", 1)),
         Space.THRESHOLD: (("index", CODE_BITS), ("lane", lane), ("group", None)),
         Space.ACT_ALL: (("word", None),),
+        # ``lanes`` is the lane count less one. The word field is wider than any depth, so
+        # a WRITE that runs past the banks stops at RANGE instead of carrying into it.
+        Space.ACT_LANES: (("word", ACT_LANES_WORD_BITS), ("lanes", None)),
     }
     out, offset = {}, 0
     for name, width in layouts[Space(space)]:
@@ -202,6 +208,8 @@ def address_limit(space, config):
         Space.WEIGHT_TABLE: (1 << WEIGHT_TABLE_ALL_BIT) + (1 << CODE_BITS),
         Space.THRESHOLD: config.groups << (CODE_BITS + lane),
         Space.ACT_ALL: config.act_depth,
+        # (Of the highest lane count; each count's words must also lie below ``act_depth``.)
+        Space.ACT_LANES: ((config.cols - 1) << ACT_LANES_WORD_BITS) + config.act_depth,
     }[Space(space)]
 
 
@@ -215,8 +223,11 @@ REQUANT_BYTES = -(-sum(width for _, width, _ in REQUANT_RECORD) // 8)
 THRESHOLD_BYTES = 4
 
 
-def word_bytes(space, config):
-    """Bytes of one word of ``space`` on ``config``."""
+def word_bytes(space, config, addr=0):
+    """Bytes of one word of ``space`` on ``config`` (for ``ACT_LANES``, at word address
+    ``addr``: its lane count, or ``cols`` for a count the device does not have)."""
+    if space == Space.ACT_LANES:
+        return min(addr >> ACT_LANES_WORD_BITS, config.cols - 1) + 1
     return {Space.ACT: config.cols, Space.ACT_ALL: config.cols, Space.WEIGHT: config.weight_bytes,
             Space.REQUANT: REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
             Space.THRESHOLD: THRESHOLD_BYTES}[Space(space)]

@@ -104,10 +104,10 @@ class DeviceModel:
         raise _Reject(Status.COMMAND)
 
     # -- memories -----------------------------------------------------------------------
-    def _word_bytes(self, space):
+    def _word_bytes(self, space, addr):
         if space not in set(Space) or (not self.config.tables and space in TABLE_SPACES):
             raise _Reject(Status.SPACE)
-        return protocol.word_bytes(space, self.config)
+        return protocol.word_bytes(space, self.config, addr)
 
     def _limit(self, space):
         return protocol.address_limit(space, self.config)
@@ -124,13 +124,15 @@ class DeviceModel:
             ok &= every | (lane < info.cols)
         elif space == Space.THRESHOLD:
             ok &= ((addrs & 0xFF) < info.thresholds) & (((addrs >> 8) & lanes) < info.cols)
+        elif space == Space.ACT_LANES:
+            ok &= (addrs & ((1 << protocol.ACT_LANES_WORD_BITS) - 1)) < info.act_depth
         return ok
 
     def write(self, space, addr, data):
         """Commit whole words in order, as the hardware does: stop with RANGE at the first
         word that does not exist (the words before it stay written), and answer LENGTH after
         the whole words when bytes of a partial word are left."""
-        size = self._word_bytes(space)
+        size = self._word_bytes(space, addr)
         whole = len(data) // size
         words = np.frombuffer(bytes(data[:whole * size]), dtype=np.uint8).reshape(-1, size)
         addrs = addr + np.arange(whole, dtype=np.int64)
@@ -149,6 +151,11 @@ class DeviceModel:
             self.act[addrs >> info.act_depth_bits, addrs & (info.act_depth - 1)] = words
         elif space == Space.ACT_ALL:
             self.act[:, addrs] = words[None]
+        elif space == Space.ACT_LANES:
+            count = words.shape[1]
+            addrs = addrs & ((1 << protocol.ACT_LANES_WORD_BITS) - 1)
+            self.act[:, addrs] = 0
+            self.act[:, addrs, :count] = words[None]
         elif space == Space.WEIGHT:
             self.weights[addrs] = words
         elif space == Space.REQUANT:

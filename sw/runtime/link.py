@@ -19,7 +19,8 @@ import numpy as np
 from ...errors import DeviceRestarted, LinkError, ToolError
 from ...protocol import (OPEN_REPLY, REQUESTS, RUN_REPLY, SEQ_BYTES, SEQUENCED, Command,
                          DeviceInfo, FrameError, SlipDecoder, Space, Status, frame,
-                         max_payload, slip_encode, unframe_reply, write_words_per_frame)
+                         max_payload, slip_encode, unframe_reply, word_bytes,
+                         write_words_per_frame)
 
 
 class Transport:
@@ -401,12 +402,18 @@ class Device:
         return self.info().config
 
     def write(self, space, addr, words):
-        """Write ``words`` (``[count, word_bytes]`` uint8 or bytes) from word ``addr`` on,
-        split into frames that fit the device's buffer."""
+        """Write ``words`` (``[count, word_bytes]`` uint8) from word ``addr`` on, split into
+        frames that fit the device's buffer. The words must have the length the device
+        takes for ``space`` at ``addr`` (:func:`~sparqforge.protocol.word_bytes`): it cuts
+        the data into words of that length whatever was meant."""
         data = np.ascontiguousarray(words, dtype=np.uint8)
-        word_bytes = data.shape[-1] if data.ndim > 1 else 1
-        data = data.reshape(-1, word_bytes)
-        per_frame = write_words_per_frame(self.config, word_bytes)
+        size = data.shape[-1] if data.ndim > 1 else 1
+        if space in set(Space) and size != word_bytes(space, self.config, addr):
+            raise ValueError(f"{Space(space).name} words at address {addr:#x} are "
+                             f"{word_bytes(space, self.config, addr)} bytes on this device, "
+                             f"not {size}")
+        data = data.reshape(-1, size)
+        per_frame = write_words_per_frame(self.config, size)
         request = REQUESTS[Command.WRITE]
         for start in range(0, len(data), per_frame):
             chunk = data[start:start + per_frame]

@@ -5,9 +5,10 @@ On an accelerator with ``conv`` the feeder walks a convolution's windows itself
 input image where the layer before it wrote it. Such tensors are *images*: every bank holds
 the whole tensor, pixel after pixel, ``ceil(channels / cols)`` words per pixel. A chain of
 convolutions in which each reads only the one before it (and is its only reader) is an
-*image segment*: the host writes the first input once into every bank (``Space.ACT_ALL``),
-each layer's output goes to the other end of the banks, and the host reads the last output
-from one bank. Batches run image by image.
+*image segment*: the host writes the first input once into every bank (``Space.ACT_ALL``;
+``Space.ACT_LANES`` when its channels fill less than a word, so that only they travel), each
+layer's output goes to the other end of the banks, and the host reads the last output from
+one bank. Batches run image by image.
 
 Average pooling and global average pooling run as depthwise convolutions whose weights are
 all 1 (:func:`pool_layer`): a global average pool is the requantization of the window's sum
@@ -27,7 +28,7 @@ __all__ = ["image_words", "fits_image", "image_shapes", "pool_layer", "run_image
 
 import numpy as np
 
-from ...protocol import Mode, RunDescriptor, Space
+from ...protocol import Mode, RunDescriptor, Space, encode_address
 from .. import golden
 from .planning import ceil_div, matrix_run
 
@@ -136,9 +137,14 @@ def run_image_segment(runner, plans, x):
     for image in np.asarray(x, dtype=np.int64):
         h, w, c = image.shape
         words = ceil_div(c, cols)
-        data = np.zeros((h * w, words * cols), dtype=np.uint8)
-        data[:, :c] = image.reshape(h * w, c)
-        device.write(Space.ACT_ALL, 0, data.reshape(-1, cols))
+        if c < cols:
+            # One word per pixel, its lanes past the channels 0: only the channels travel.
+            device.write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=c - 1),
+                         image.reshape(h * w, c).astype(np.uint8))
+        else:
+            data = np.zeros((h * w, words * cols), dtype=np.uint8)
+            data[:, :c] = image.reshape(h * w, c)
+            device.write(Space.ACT_ALL, 0, data.reshape(-1, cols))
         src = 0
         for plan in plans:
             # The output at the other end of the banks from the input.

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.address_spaces import AddressSpaces
 from sparqforge.hw.array_core import ArrayCore
-from sparqforge.protocol import Space, encode_address, word_bytes
+from sparqforge.protocol import ACT_LANES_WORD_BITS, Space, encode_address, word_bytes
 from sparqforge.sw.runtime.device_model import DeviceModel
 
 
@@ -32,6 +32,14 @@ def addresses(config, space, rng):
     return sorted({a for a in near if a >= 0} | set(rng.integers(0, 2 * limit, 200).tolist()))
 
 
+def lane_addresses(config, rng):
+    """``ACT_LANES`` addresses: every lane count and one past, each around the depth."""
+    words = [0, 1, config.act_depth - 1, config.act_depth, (1 << ACT_LANES_WORD_BITS) - 1]
+    words += rng.integers(0, 2 * config.act_depth, 20).tolist()
+    return [(lanes << ACT_LANES_WORD_BITS) | word for lanes in range(config.cols + 2)
+            for word in words]
+
+
 @pytest.mark.parametrize("config", [
     AcceleratorConfig(rows=3, cols=3, sparsity=(1, 3), tables=True, act_depth=16, w_depth=40,
                       groups=5),
@@ -42,9 +50,11 @@ def test_addressable_words_agree_with_the_golden_device(config):
     dut = decoder(config)
     model = DeviceModel(config)
     rng = np.random.default_rng(config.cols)
-    spaces = list(Space) if config.tables else [Space.ACT, Space.ACT_ALL, Space.WEIGHT,
-                                                Space.REQUANT]
-    cases = [(space, address) for space in spaces for address in addresses(config, space, rng)]
+    spaces = list(Space) if config.tables else [Space.ACT, Space.ACT_ALL, Space.ACT_LANES,
+                                                Space.WEIGHT, Space.REQUANT]
+    cases = [(space, address) for space in spaces if space != Space.ACT_LANES
+             for address in addresses(config, space, rng)]
+    cases += [(Space.ACT_LANES, address) for address in lane_addresses(config, rng)]
     got = []
 
     async def bench(ctx):
@@ -52,7 +62,8 @@ def test_addressable_words_agree_with_the_golden_device(config):
             ctx.set(dut.space, space)
             ctx.set(dut.target, address)
             await ctx.tick()
-            assert ctx.get(dut.known) and ctx.get(dut.word_bytes) == word_bytes(space, config)
+            assert ctx.get(dut.known)
+            assert ctx.get(dut.word_bytes) == word_bytes(space, config, address)
             got.append(ctx.get(dut.addressable))
         ctx.set(dut.space, 9)
         assert not ctx.get(dut.known)
@@ -81,6 +92,10 @@ def test_a_committed_word_goes_to_its_port():
         ctx.set(dut.target, 9)
         seen["act_all"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
                            ctx.get(dut.host_write.data.as_value()))
+        ctx.set(dut.space, Space.ACT_LANES)
+        ctx.set(dut.target, encode_address(Space.ACT_LANES, config, lanes=1, word=6))
+        seen["act_lanes"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
+                             ctx.get(dut.host_write.data.as_value()))
         ctx.set(dut.space, Space.THRESHOLD)
         ctx.set(dut.target, encode_address(Space.THRESHOLD, config, group=3, lane=1, index=5))
         port = dut.cfg_threshold
@@ -95,5 +110,6 @@ def test_a_committed_word_goes_to_its_port():
     sim.run()
     assert seen["act"] == (0b100, 7, 0, 0)
     assert seen["act_all"] == (0b111, 9, 0x22334455)
+    assert seen["act_lanes"] == (0b111, 6, 0x4455)    # lanes 2 and 3 written 0
     assert seen["threshold"] == (1, 3, 1, 5, 0)
     assert seen["idle"] == 0

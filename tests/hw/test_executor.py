@@ -118,12 +118,12 @@ class Bench:
     def _record(self, ctx):
         dut = self.dut
         en = ctx.get(dut.host_write.en)
-        if en:
-            bank = en.bit_length() - 1
-            word = ctx.get(dut.host_write.addr)
-            values = [int(v) for v in ctx.get(dut.host_write.data)]
-            self.act[bank, word] = values
-            self.commits.append(("act", bank, word, values))
+        word = ctx.get(dut.host_write.addr)
+        values = [int(v) for v in ctx.get(dut.host_write.data)]
+        for bank in range(self.config.rows):
+            if en >> bank & 1:
+                self.act[bank, word] = values
+                self.commits.append(("act", bank, word, values))
         if ctx.get(dut.weight_write.en):
             self.commits.append(("weight", ctx.get(dut.weight_write.addr),
                                  ctx.get(dut.weight_write.data)))
@@ -204,6 +204,20 @@ def request_set(config, rng):
         read(config.rows * config.act_depth - 1, 2),         # past the banks
         write(Space.WEIGHT, config.w_depth - 1, np.zeros((2, wb))),   # second word too far
         write(Space.REQUANT, config.groups << config.lane_bits, np.zeros((1, 10))),
+        # Every bank at once: whole words, then the low lanes (the rest written 0; a READ
+        # shows them), a lane count the array lacks, a word past the banks, a partial word.
+        write(Space.ACT_ALL, 2, rng.integers(1, 256, (3, cols))),
+        write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=1, word=2),
+              rng.integers(0, 256, (2, 2))),
+        read(encode_address(Space.ACT, config, bank=config.rows - 1, word=2), 3),
+        write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=cols),
+              np.ones((1, cols))),
+        write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=0,
+                                              word=config.act_depth - 1), [[7], [8]]),
+        write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=2, word=4),
+              np.full(4, 9)),
+        read(encode_address(Space.ACT, config, word=config.act_depth - 1), 1),
+        read(4, 1),
         run(step=3),                                         # a step the array lacks
         run(group_base=config.groups),                       # groups out of range
         run(w_base=config.w_depth),                          # weights out of range

@@ -9,8 +9,8 @@ import pytest
 
 from sparqforge.config import PRESETS
 from sparqforge.errors import DeviceRestarted, LinkError
-from sparqforge.protocol import (REQUESTS, Command, RunDescriptor, Space, Status, frame,
-                                 slip_encode, SlipDecoder, unframe_reply)
+from sparqforge.protocol import (REQUESTS, Command, RunDescriptor, Space, Status,
+                                 encode_address, frame, slip_encode, SlipDecoder, unframe_reply)
 from sparqforge.sw import golden
 from sparqforge.sw.runtime.device_model import DeviceModel
 from sparqforge.sw.runtime.link import Device, FaultyTransport, LoopbackTransport
@@ -209,3 +209,18 @@ def test_operand_widths_are_checked_from_the_arrays(bundles):
         Runner(claimed, golden_device(w4))
     # A 4-bit-weight bundle fits the same accelerator.
     Runner(bundles("mlp", "sparse24-w4"), golden_device(w4.replace(sparsity=(2, 4))))
+
+
+def test_words_of_the_wrong_length_are_refused_before_sending(demo_info):
+    # The device cuts a WRITE's data into words of the length its space and address give; a
+    # host that meant another length would fill the memories with shifted bytes.
+    model = DeviceModel(demo_info)
+    device = Device(LoopbackTransport(model))
+    lanes = encode_address(Space.ACT_LANES, demo_info, lanes=2, word=5)
+    with pytest.raises(ValueError, match="ACT_LANES words at address .* are 3 bytes"):
+        device.write(Space.ACT_LANES, lanes, np.ones((4, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="ACT words"):
+        device.write(Space.ACT, 0, np.ones((4, demo_info.cols + 1), dtype=np.uint8))
+    assert not model.act.any()
+    device.write(Space.ACT_LANES, lanes, np.full((4, 3), 7, dtype=np.uint8))
+    assert (model.act[:, 5:9, :3] == 7).all() and not model.act[:, 5:9, 3:].any()
