@@ -38,6 +38,10 @@ class LayerPlan:
     #: A convolution on the device's window walk (its input and output are images, see
     #: :mod:`~sparqforge.sw.runtime.windows`); else its rows are matrix rows.
     image: bool = False
+    #: Output rows per band of an image layer whose input and output do not fit the banks
+    #: together: it runs band by band, each band's input rows written and its output rows
+    #: read by the host (0: the whole image at once).
+    band_rows: int = 0
 
 
 def ceil_div(a, b):
@@ -106,8 +110,8 @@ def segments(layers, graph, plans, images_shapes):
     segment runs through (they move nothing). A device layer joins the segment whose last
     layer is its only input when that layer has no other reader and both are matrix layers,
     or both run on the window walk, or a matrix layer reads a one-pixel image (a convolution
-    lowered by im2col starts a segment and ends it: its output is an image, its input
-    im2col's rows); the segment runs where its first layer is listed."""
+    lowered by im2col or run in row bands starts a segment and ends it: its input and output
+    pass through the host); the segment runs where its first layer is listed."""
     readers, read_by = {}, {}
     for index, (_, inputs) in enumerate(graph):
         for name in inputs:
@@ -131,7 +135,8 @@ def segments(layers, graph, plans, images_shapes):
             continue
         # "matrix", "image" or None (an im2col convolution: chains with nothing).
         plan = plans[index]
-        kind = "image" if plan.image else None if plan.layer.get("conv") else "matrix"
+        kind = ("image" if plan.image and not plan.band_rows
+                else None if plan.layer.get("conv") else "matrix")
         tail = open_tails.get(inputs[0])
         # A matrix layer reads a one-pixel image as its row 0 (pooled features).
         joins = tail and (tail[1] == kind or (kind == "matrix" and tail[1] == "image"

@@ -68,7 +68,7 @@ class Runner:
                     plan = self._plan(index, layer)
                 except CompileError:
                     continue
-                if plan.step != 1 or not windows.fits_image(info, plan):
+                if plan.step != 1 or not plan.image:
                     continue
             else:
                 plan = self._plan(index, layer)
@@ -143,7 +143,11 @@ class Runner:
         if layer.get("conv"):
             image = replace(plan, a_stride=_ceil(layer["conv"]["in_channels"], info.cols),
                             image=True)
-            plan = image if windows.fits_image(info, image) else plan
+            if windows.fits_image(info, image):
+                plan = image
+            elif bands := windows.band_rows(info, image):
+                # Too large for the banks at once: on the walk in bands of output rows.
+                plan = replace(image, band_rows=bands)
         return plan
 
     def _place(self):

@@ -24,7 +24,8 @@ convolution runs this way (``Mode.DEPTHWISE``: each column its own channel) on a
 with ``depthwise`` when it fits, and on the host otherwise.
 """
 
-__all__ = ["image_words", "fits_image", "image_shapes", "pool_layer", "run_image_segment"]
+__all__ = ["image_words", "fits_image", "band_rows", "image_shapes", "pool_layer",
+           "run_image_segment"]
 
 import numpy as np
 
@@ -91,14 +92,42 @@ def pool_layer(layer, shape):
                      "out_width": out_w, "groups": c}}
 
 
-def _output_words(config, plan):
+def _output_words(config, plan, out_rows=None):
     conv = plan.layer["conv"]
-    m_tiles = ceil_div(conv["out_height"] * conv["out_width"], config.rows)
+    out_rows = conv["out_height"] if out_rows is None else out_rows
+    m_tiles = ceil_div(out_rows * conv["out_width"], config.rows)
     return m_tiles * config.rows * plan.n_tiles
 
 
-def fits_image(config, plan):
-    """Whether convolution ``plan`` can run on the device's window walk."""
+def _band_input(conv, oy0, oy1):
+    """The input rows ``[iy0, iy1)`` that output rows ``oy0 .. oy1 - 1`` read."""
+    (kh, _), (sh, _), (ph, _) = conv["kernel"], conv["stride"], conv["padding"]
+    iy0 = max(0, oy0 * sh - ph)
+    return iy0, max(iy0, min(conv["in_height"], (oy1 - 1) * sh - ph + kh))
+
+
+def band_rows(config, plan):
+    """The most output rows per band with which convolution ``plan`` runs on the window
+    walk band by band (:func:`run_image_segment`): a band's input rows and output fit the
+    banks together. 0 when not even one output row does, or the walk cannot run it."""
+    conv = plan.layer["conv"]
+    if not _walkable(config, plan):
+        return 0
+    (kh, _), (sh, _) = conv["kernel"], conv["stride"]
+    in_c = conv["in_channels"]
+    best = 0
+    for rows in range(1, conv["out_height"] + 1):
+        # Any band of ``rows`` output rows reads at most this many input rows.
+        inputs = min(conv["in_height"], (rows - 1) * sh + kh)
+        if (image_words(config, (inputs, conv["in_width"], in_c))
+                + _output_words(config, plan, rows) > config.act_depth):
+            break
+        best = rows
+    return best
+
+
+def _walkable(config, plan):
+    """Whether the window walk can compute convolution ``plan`` (wherever its images fit)."""
     conv = plan.layer["conv"]
     step, in_c = plan.step, conv["in_channels"]
     depthwise = bool(plan.mode & Mode.DEPTHWISE)
@@ -108,23 +137,74 @@ def fits_image(config, plan):
         return False
     kh, kw = conv["kernel"]
     taps = kh * kw * (1 if depthwise else in_c)
-    if plan.k_steps * step != taps or max(*conv["stride"], *conv["padding"]) > 255:
-        return False
-    shape = (conv["in_height"], conv["in_width"], in_c)
-    return image_words(config, shape) + _output_words(config, plan) <= config.act_depth
+    return plan.k_steps * step == taps and max(*conv["stride"], *conv["padding"]) <= 255
 
 
-def _descriptor(config, plan, a_base, out_base, first, tiles, w_base, group_base):
+def fits_image(config, plan):
+    """Whether convolution ``plan`` can run on the device's window walk, its whole input
+    and output in the banks together."""
     conv = plan.layer["conv"]
-    m_tiles = ceil_div(conv["out_height"] * conv["out_width"], config.rows)
-    return RunDescriptor.convolution(
-        in_shape=(conv["in_height"], conv["in_width"],
-                  1 if plan.mode & Mode.DEPTHWISE else conv["in_channels"]),
-        kernel=tuple(conv["kernel"]), stride=tuple(conv["stride"]),
-        padding=tuple(conv["padding"]), pad_code=int(plan.layer["pad_code"]), a_base=a_base,
-        words=plan.a_stride, m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps,
-        step=plan.step, mode=plan.mode | Mode.CONV, w_base=w_base, out_base=out_base + first,
-        out_stride=plan.n_tiles, group_base=group_base)
+    shape = (conv["in_height"], conv["in_width"], conv["in_channels"])
+    return (_walkable(config, plan)
+            and image_words(config, shape) + _output_words(config, plan) <= config.act_depth)
+
+
+def _descriptor(config, plan, a_base, out_base, band=None):
+    """The descriptors of image layer ``plan`` (for ``Runner.run_parts``) reading its input
+    at word ``a_base`` and writing from ``out_base``: the whole image, or ``band = (oy0,
+    oy1)``, output rows ``oy0 .. oy1 - 1`` from their input rows at ``a_base``."""
+    conv = plan.layer["conv"]
+    (sh, sw), (ph, pw) = conv["stride"], conv["padding"]
+    oy0, oy1 = band or (0, conv["out_height"])
+    iy0, iy1 = _band_input(conv, oy0, oy1) if band else (0, conv["in_height"])
+    m_tiles = ceil_div((oy1 - oy0) * conv["out_width"], config.rows)
+
+    def descriptor(first, tiles, w_base, group_base):
+        # A band's first window row is local row ``oy0 * sh - ph - iy0``: the padding rows
+        # above it, if any, are the image's own.
+        return RunDescriptor.convolution(
+            in_shape=(iy1 - iy0, conv["in_width"],
+                      1 if plan.mode & Mode.DEPTHWISE else conv["in_channels"]),
+            kernel=tuple(conv["kernel"]), stride=(sh, sw), padding=(iy0 - oy0 * sh + ph, pw),
+            pad_code=int(plan.layer["pad_code"]), a_base=a_base, words=plan.a_stride,
+            m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps, step=plan.step,
+            mode=plan.mode | Mode.CONV, w_base=w_base, out_base=out_base + first,
+            out_stride=plan.n_tiles, group_base=group_base)
+    return descriptor
+
+
+def _write_image(device, config, image):
+    """Image ``[h, w, c]`` into every bank from word 0."""
+    h, w, c = image.shape
+    cols = config.cols
+    if h * w == 0:
+        return
+    if c < cols:
+        # One word per pixel, its lanes past the channels 0: only the channels travel.
+        device.write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=c - 1),
+                     image.reshape(h * w, c).astype(np.uint8))
+    else:
+        data = np.zeros((h * w, ceil_div(c, cols) * cols), dtype=np.uint8)
+        data[:, :c] = image.reshape(h * w, c)
+        device.write(Space.ACT_ALL, 0, data.reshape(-1, cols))
+
+
+def _run_bands(runner, plan, image):
+    """Image layer ``plan`` on one image ``[h, w, c]``, band by band: each band's input
+    rows written at word 0, its output rows read from the other end of the banks."""
+    config, device = runner.config, runner.device
+    conv = plan.layer["conv"]
+    oh, ow = conv["out_height"], conv["out_width"]
+    out = np.zeros((oh, ow, plan.n_tiles * config.cols), dtype=np.int64)
+    for oy0 in range(0, oh, plan.band_rows):
+        oy1 = min(oh, oy0 + plan.band_rows)
+        iy0, iy1 = _band_input(conv, oy0, oy1)
+        _write_image(device, config, image[iy0:iy1])
+        dst = config.act_depth - _output_words(config, plan, oy1 - oy0)
+        runner.run_parts(plan, _descriptor(config, plan, 0, dst, (oy0, oy1)))
+        out[oy0:oy1] = device.read_act(dst, (oy1 - oy0) * ow * plan.n_tiles).reshape(
+            oy1 - oy0, ow, -1)
+    return out[..., :plan.layer["out_features"]]
 
 
 def run_image_segment(runner, plans, x):
@@ -133,27 +213,20 @@ def run_image_segment(runner, plans, x):
     the segment ends with matrix layers, ``[images, features]``."""
     config, device = runner.config, runner.device
     cols, top = config.cols, config.act_depth
+    if plans[0].band_rows:
+        runner.stream_layer([plans[0].index], plans[0])
+        return np.stack([_run_bands(runner, plans[0], image)
+                         for image in np.asarray(x, dtype=np.int64)])
     outputs = []
     for image in np.asarray(x, dtype=np.int64):
-        h, w, c = image.shape
-        words = ceil_div(c, cols)
-        if c < cols:
-            # One word per pixel, its lanes past the channels 0: only the channels travel.
-            device.write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=c - 1),
-                         image.reshape(h * w, c).astype(np.uint8))
-        else:
-            data = np.zeros((h * w, words * cols), dtype=np.uint8)
-            data[:, :c] = image.reshape(h * w, c)
-            device.write(Space.ACT_ALL, 0, data.reshape(-1, cols))
+        _write_image(device, config, image)
         src = 0
         for plan in plans:
             # The output at the other end of the banks from the input.
             out_words = _output_words(config, plan) if plan.image else plan.n_tiles
             dst = top - out_words if src == 0 else 0
             if plan.image:
-                def descriptor(first, tiles, w_base, group_base, plan=plan, src=src, dst=dst):
-                    return _descriptor(config, plan, src, dst, first, tiles, w_base,
-                                       group_base)
+                descriptor = _descriptor(config, plan, src, dst)
             else:
                 # Row 0 of a matrix layer: the one pixel before it (or its row 0) in bank 0.
                 descriptor = matrix_run(plan, 1, src, dst)

@@ -171,17 +171,39 @@ def test_a_convolution_chain_stays_on_the_device():
     assert link * 5 < results[False][1], (link, results[False][1])
 
 
-def test_convolutions_too_large_for_the_banks_fall_back_to_im2col():
+def test_convolutions_too_large_for_the_banks_run_in_row_bands():
     bundle = conv_chain_bundle()
     codes = input_codes(bundle, 3, seed=4)
     runner = Runner(bundle, open_device("golden", AcceleratorConfig(rows=4, cols=8,
                                                                     act_depth=128)))
-    # c1 and c2 read a 120-word image and write 120 and 64 words: more than 128 together;
-    # c3 (60 + 64 words), c4 (60 + 16) and the pooling fit, and chain with the linear layer.
-    assert [runner.plans[i].image for i in range(5)] == [False, False, True, True, True]
+    # c1 reads a 120-word image and writes 120 words: more than 128 together. A band of 5
+    # of its 12 output rows reads 7 input rows (70 words) and writes 52 (50 rounded up to
+    # the 4 rows). c2 (stride 2) takes 3 of its 5 rows a band; c3, c4 and the pooling fit
+    # and chain with the linear layer.
+    assert [runner.plans[i].image for i in range(5)] == [True] * 5
+    assert [runner.plans[i].band_rows for i in range(5)] == [5, 3, 0, 0, 0]
     assert runner.schedule == [("device", [0]), ("device", [1]), ("device", [2, 3, 4, 5])]
     runner.load()
     assert np.array_equal(runner.infer(codes, batch=2), golden.run_network(bundle.layers, codes))
+    # Three bands for c1 and two for c2, per image; one RUN for each later layer.
+    assert runner.runs == 3 * (3 + 2 + 4)
+
+
+def test_a_convolution_whose_one_output_row_does_not_fit_is_lowered_by_im2col():
+    # A 3x3 convolution over a 4 x 120 image: one output row reads 3 input rows (360
+    # words) and writes 120; 256 words hold neither, but im2col's rows of 2 words fit.
+    rng = np.random.default_rng(8)
+    c1 = conv(rng, "c1", ["input"], 1, 4, 120, 8)
+    bundle = _bundle("wide", (1, 4, 120), [
+        c1, {"type": "global_avgpool", "name": "pool", "inputs": ["c1"],
+             **graph_ops.global_avgpool_params(0.06, 100, 0.02, 30, 4, 120)},
+        linear(rng, "fc", ["pool"], 8, 5)], 5)
+    codes = input_codes(bundle, 2, seed=1)
+    runner = Runner(bundle, open_device("golden", AcceleratorConfig(
+        rows=4, cols=8, act_depth=256, w_depth=8192, groups=16)))
+    assert not runner.plans[0].image and runner.plans[0].band_rows == 0
+    runner.load()
+    assert np.array_equal(runner.infer(codes), golden.run_network(bundle.layers, codes))
 
 
 @pytest.mark.parametrize("geometry", [
