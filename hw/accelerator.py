@@ -40,7 +40,8 @@ class Accelerator(wiring.Component):
     Memories: ``rows`` activation banks of ``act_depth`` words of ``cols`` bytes (row ``m``
     of a matrix lives in bank ``m % rows``), a weight memory of ``w_depth`` words, and the
     tables of the :class:`~sparqforge.hw.array_core.ArrayCore` (requantization parameters
-    for ``groups`` channel groups; with ``tables`` also the operand tables and thresholds).
+    for ``groups`` channel groups; with ``tables`` also the operand tables and thresholds;
+    with ``depthwise`` the residual add tables).
     Activations are unsigned ``a_bits`` operands, weights signed ``w_bits`` operands; with
     ``tables`` both are stored as 8-bit codes that the tables map to those operands.
 
@@ -80,8 +81,10 @@ class Accelerator(wiring.Component):
             requant=True, threshold_bits=config.threshold_bits if config.tables else None,
             out_bits=config.a_bits, out_signed=False, product_stages=config.product_stages,
             packed_products=config.packed_products, lane_operands=config.depthwise)
-        # The widths the host derives from the configuration are the hardware's.
+        # The widths the host derives from the configuration are the hardware's, and so
+        # are the spaces and modes (the add tables come with the depthwise walk).
         assert self._core.acc_bits == config.acc_bits
+        assert self._core.residual_add == config.depthwise
         self._gated = gated
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -168,6 +171,8 @@ class Accelerator(wiring.Component):
                      executor.running.eq(writeback.running),
                      executor.finished.eq(writeback.finished),
                      executor.cycles.eq(writeback.cycles)]
+        if core.residual_add:
+            m.d.comb += [core.add.eq(feeder.add), core.add_table.eq(feeder.add_table)]
         m.d.comb += [memories.act_addr[r].eq(feeder.act_addr[r]) for r in range(config.rows)]
         wiring.connect(m, feeder.a, core.a)
         wiring.connect(m, feeder.w, core.w)

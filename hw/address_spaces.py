@@ -1,6 +1,7 @@
 """The accelerator's address spaces as the executor writes them: where a WRITE's word goes
-(a memory, the requantizer's or threshold unit's parameters, an operand table), and whether
-its address names a word that exists (:mod:`sparqforge.protocol`'s address encodings)."""
+(a memory, the requantizer's or threshold unit's parameters, an operand or add table), and
+whether its address names a word that exists (:mod:`sparqforge.protocol`'s address
+encodings)."""
 
 __all__ = ["AddressSpaces"]
 
@@ -33,11 +34,15 @@ class AddressSpaces(wiring.Component):
     known : Out(1), word_bytes : Out(...), addressable : Out(1)
     host_write, weight_write : Out
         The memories' write ports (see :class:`~sparqforge.hw.memories.Memories`).
-    cfg_requant, cfg_act, cfg_weight, cfg_threshold : Out(stream)
+    cfg_requant, cfg_act, cfg_weight, cfg_threshold, cfg_add : Out(stream)
         The core's table write ports (those it has).
     """
 
     def __init__(self, config, *, core_signature):
+        if config.depthwise != ("cfg_add" in core_signature.members):
+            raise ValueError(f"An accelerator with depthwise {config.depthwise} needs a core "
+                             f"{'with' if config.depthwise else 'without'} add tables "
+                             f"(ArrayCore lane_operands={config.depthwise})")
         self._config = config
         word = data.ArrayLayout(8, config.cols)
         depth_bits = config.act_depth_bits
@@ -100,6 +105,15 @@ class AddressSpaces(wiring.Component):
             m.d.comb += getattr(requant.payload.param, name).eq(word[offset:offset + width])
             offset += width
         spaces = [Space.ACT, Space.ACT_ALL, Space.ACT_LANES, Space.WEIGHT, Space.REQUANT]
+        if config.depthwise:
+            # Residual add tables: every address below the limit names an entry.
+            spaces.append(Space.ADD_TABLE)
+            add_cfg = self.cfg_add
+            m.d.comb += [add_cfg.valid.eq(commit & (space == Space.ADD_TABLE)),
+                         add_cfg.payload.code.eq(field(Space.ADD_TABLE, "code")),
+                         add_cfg.payload.input.eq(field(Space.ADD_TABLE, "input")),
+                         add_cfg.payload.table.eq(field(Space.ADD_TABLE, "table")),
+                         add_cfg.payload.value.eq(word[:32].as_signed())]
         if config.tables:
             spaces += list(TABLE_SPACES)
             act_cfg, w_cfg, t_cfg = self.cfg_act, self.cfg_weight, self.cfg_threshold

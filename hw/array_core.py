@@ -1,5 +1,6 @@
 """The compute core of the accelerator: optional operand tables, a dense or N:M MAC array,
-and a requantizer and/or a threshold unit on its accumulators."""
+optional residual add tables, and a requantizer and/or a threshold unit on its
+accumulators."""
 
 __all__ = ["ArrayCore"]
 
@@ -7,9 +8,11 @@ from amaranth.hdl import Cat, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..protocol import ADD_TABLES
 from .dequant_unit import DequantUnit
 from .mac_array import MacArray
 from .requantizer import Requantizer
+from .residual_add import ResidualAdd
 from .sparse_mac_array import SparseMacArray
 from .threshold_unit import ThresholdUnit
 
@@ -24,6 +27,13 @@ class ArrayCore(wiring.Component):
     (``threshold_bits``), or both, chosen by ``mode`` (1: thresholds), which must stay
     constant while tiles are in flight. Output lanes are ``out_bits`` wide; threshold codes
     are zero-extended.
+
+    With ``lane_operands`` (the depthwise walk's array) and the requantizer, a
+    :class:`~.residual_add.ResidualAdd` stage (``"add"``) sits between the array's
+    accumulators and the requantizer, which then takes 32-bit accumulators: with ``add``
+    set, each accumulator goes through add table ``add_table`` (``Mode.ADD``); with it
+    clear rows pass unchanged, with no added latency. ``add`` and ``add_table`` must stay
+    constant while tiles are in flight (and for a cycle before the first).
 
     Parameters
     ----------
@@ -60,8 +70,10 @@ class ArrayCore(wiring.Component):
         ``data`` (``cols`` codes), ``last``.
     mode : In(1)
         Output selection when both output units exist.
-    cfg_requant, cfg_act, cfg_weight, cfg_threshold : In(stream)
-        The units' table write ports (see each unit).
+    add : In(1), add_table : In(range(ADD_TABLES))
+        With the add stage: accumulators through the add tables, and which table.
+    cfg_requant, cfg_act, cfg_weight, cfg_threshold, cfg_add : In(stream)
+        The units' table write ports (see each unit; those the core has).
     """
 
     def __init__(self, *, rows, cols, a_bits=8, a_signed=False, w_bits=8, w_signed=True,
@@ -103,8 +115,14 @@ class ArrayCore(wiring.Component):
                                                 code_bits=w_code_bits, out_bits=w_bits,
                                                 out_signed=w_signed, groups=table_groups,
                                                 side_bits=self._side_bits)
+        if requant and lane_operands:
+            self._units["add"] = ResidualAdd(lanes=cols, acc_bits=self._array.acc_bits,
+                                             tag_bits=self._array.tag_bits)
         if requant:
-            self._units["requant"] = Requantizer(lanes=cols, acc_bits=self._array.acc_bits,
+            # After the add stage the accumulators are its 32-bit sums.
+            acc_bits = max(self._array.acc_bits, 32) if "add" in self._units \
+                else self._array.acc_bits
+            self._units["requant"] = Requantizer(lanes=cols, acc_bits=acc_bits,
                                                  out_bits=out_bits, out_signed=out_signed,
                                                  groups=groups)
         if threshold_bits is not None:
@@ -143,7 +161,10 @@ class ArrayCore(wiring.Component):
                 "data": data.ArrayLayout(out_shape, cols), "last": unsigned(1)}))),
             "mode": In(1),
         }
-        for name in ("requant", "act", "weight", "threshold"):
+        if "add" in self._units:
+            members["add"] = In(1)
+            members["add_table"] = In(range(ADD_TABLES))
+        for name in ("requant", "act", "weight", "threshold", "add"):
             if name in self._units:
                 members[f"cfg_{name}"] = In(self._units[name].cfg.signature.flip())
         super().__init__(members)
@@ -157,15 +178,24 @@ class ArrayCore(wiring.Component):
     out_bits = property(lambda self: self._out_bits)
 
     def unit(self, name):
-        """The ``"act"``, ``"weight"``, ``"requant"`` or ``"threshold"`` submodule."""
+        """The ``"act"``, ``"weight"``, ``"add"``, ``"requant"`` or ``"threshold"``
+        submodule."""
         return self._units[name]
 
     @property
+    def residual_add(self):
+        """Whether the core has the add stage (``cfg_add``, ``add``, ``add_table``)."""
+        return "add" in self._units
+
+    @property
     def latency(self):
-        """Cycles from a tile's last beat to its first output row (the slower output)."""
+        """Cycles from a tile's last beat to its first output row (the slower output, and
+        with the add stage the slower mode: through the add tables)."""
         out = max(unit.latency for name, unit in self._units.items()
                   if name in ("requant", "threshold"))
-        return (DequantUnit.latency if self._tables else 0) + self._array.core_latency + out
+        add = self._units["add"].latency if "add" in self._units else 0
+        return ((DequantUnit.latency if self._tables else 0) + self._array.core_latency + add
+                + out)
 
     @property
     def min_tile_beats(self):
@@ -236,23 +266,31 @@ class ArrayCore(wiring.Component):
                          array.w.valid.eq(self.w.valid), self.w.ready.eq(array.w.ready),
                          array.w.payload.eq(self.w.payload)]
 
-        # Accumulators to the selected output unit; the other sees no beats.
+        # Accumulators to the selected output unit; the other sees no beats. The
+        # requantizer's go through the add stage when there is one.
+        requant_i = self._units["requant"].i if "requant" in self._units else None
+        if "add" in self._units:
+            add = self._units["add"]
+            m.d.comb += [add.add.eq(self.add), add.table.eq(self.add_table)]
+            wiring.connect(m, add.o, self._units["requant"].i)
+            requant_i = add.i
+        inputs = {"requant": requant_i}
         outputs = [(name, self._units[name]) for name in ("requant", "threshold")
                    if name in self._units]
         if len(outputs) == 1:
-            (_, unit), = outputs
-            wiring.connect(m, array.o, unit.i)
+            (name, unit), = outputs
+            wiring.connect(m, array.o, inputs.get(name, unit.i))
             m.d.comb += [self.o.valid.eq(unit.o.valid), unit.o.ready.eq(self.o.ready),
                          self.o.payload.last.eq(unit.o.payload.last)]
             m.d.comb += [self.o.payload.data[c].eq(unit.o.payload.data[c]) for c in range(cols)]
         else:
             requant, threshold = self._units["requant"], self._units["threshold"]
             use_t = self.mode
-            for unit, selected in ((requant, ~use_t), (threshold, use_t)):
-                m.d.comb += [unit.i.payload.eq(array.o.payload),
-                             unit.i.valid.eq(array.o.valid & selected)]
+            for unit_i, selected in ((requant_i, ~use_t), (threshold.i, use_t)):
+                m.d.comb += [unit_i.payload.eq(array.o.payload),
+                             unit_i.valid.eq(array.o.valid & selected)]
             m.d.comb += [
-                array.o.ready.eq(Mux(use_t, threshold.i.ready, requant.i.ready)),
+                array.o.ready.eq(Mux(use_t, threshold.i.ready, requant_i.ready)),
                 self.o.valid.eq(Mux(use_t, threshold.o.valid, requant.o.valid)),
                 self.o.payload.last.eq(Mux(use_t, threshold.o.payload.last,
                                            requant.o.payload.last)),

@@ -9,8 +9,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..protocol import (CODE_OFFSET, CRC_BYTES, FIELDS_OFFSET, HEADER_BYTES, MIN_FRAME,
-                        REQUANT_BYTES, REQUESTS, SEQ_BYTES, SEQ_OFFSET, SEQUENCED,
+from ..protocol import (ADD_TABLES, CODE_OFFSET, CRC_BYTES, FIELDS_OFFSET, HEADER_BYTES,
+                        MIN_FRAME, REQUANT_BYTES, REQUESTS, SEQ_BYTES, SEQ_OFFSET, SEQUENCED,
                         SESSION_BYTES, Command, DeviceInfo, Mode, RunDescriptor,
                         Space, Status, address_fields, address_limit, max_payload)
 from .address_spaces import AddressSpaces
@@ -37,8 +37,8 @@ class Executor(wiring.Component):
     and ``DeviceInfo``, READ's words or RUN's cycle count. A WRITE commits each word as soon
     as it is complete and stops at the first word out of range (the words before it stay
     written). A RUN's descriptor is checked (step, mode, ranges, a convolution's geometry,
-    a depthwise one's single channel) before the layer starts; it then waits for the
-    writeback's ``finished``.
+    a depthwise one's single channel, an add table's mode and number) before the layer
+    starts; it then waits for the writeback's ``finished``.
 
     Parameters
     ----------
@@ -62,7 +62,7 @@ class Executor(wiring.Component):
         The memories' host read port (see :class:`~sparqforge.hw.memories.Memories`).
     host_write, weight_write :
         The memories' host write ports.
-    cfg_requant, cfg_act, cfg_weight, cfg_threshold : Out(stream)
+    cfg_requant, cfg_act, cfg_weight, cfg_threshold, cfg_add : Out(stream)
         The core's table write ports (those it has).
     desc : Out(descriptor_layout())
         The RUN descriptor, loaded from the header of every frame (only a RUN uses it, and
@@ -223,7 +223,7 @@ class Executor(wiring.Component):
         sparse_ok = ~desc.mode[Mode.SPARSE.bit] | (desc.step == (config.m if sparse else 0))
         # Modes this accelerator lacks, and mode bits no mode has, are refused: a RUN never
         # does something other than what its descriptor asks for.
-        known_bits = (Mode.DEPTHWISE if config.depthwise else Mode.CONV if config.conv
+        known_bits = (Mode.ADD if config.depthwise else Mode.CONV if config.conv
                       else Mode.WEIGHT_TABLE).bit + 1
         tables_ok = (desc.mode[known_bits:] == 0) & (
             (desc.mode[Mode.THRESHOLD.bit:Mode.WEIGHT_TABLE.bit + 1] == 0)
@@ -242,9 +242,15 @@ class Executor(wiring.Component):
         dw_ok = ~desc.mode[Mode.DEPTHWISE.bit] | (desc.mode[Mode.CONV.bit] & (desc.in_c == 1))
         # Each check registered in RUN_CHECK, their AND in RUN_VERDICT (the range checks
         # are carry chains of up to 33 bits).
-        s.check_values = Cat(step_ok, sparse_ok, tables_ok, ~zero, group_end <= config.groups,
-                             w_end <= config.w_depth, conv_ok if config.conv else 1,
-                             dw_ok if config.depthwise else 1)
+        checks = [step_ok, sparse_ok, tables_ok, ~zero, group_end <= config.groups,
+                  w_end <= config.w_depth, conv_ok if config.conv else 1,
+                  dw_ok if config.depthwise else 1]
+        if config.depthwise:
+            # The add tables take a depthwise walk's accumulators, from a table that exists.
+            checks.append(~desc.mode[Mode.ADD.bit]
+                          | (desc.mode[Mode.CONV.bit] & desc.mode[Mode.DEPTHWISE.bit]
+                             & (desc.table < ADD_TABLES)))
+        s.check_values = Cat(*checks)
         s.checks = Signal(len(s.check_values))
         s.run_ok = Signal()
 

@@ -7,7 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..protocol import Mode
+from ..protocol import ADD_TABLES, Mode
 from .replica import replica
 
 #: Beats each of the feeder's FIFOs holds.
@@ -24,7 +24,7 @@ def descriptor_layout():
                                     "row_step", "tap_row", "k_last", "m_last", "n_last",
                                     "out_w_last")}
     narrow = {name: 8 for name in ("step", "mode", "kh", "kw", "sh", "sw", "ph", "pw",
-                                   "pad_code", "kw_last")}
+                                   "pad_code", "table", "kw_last")}
     return data.StructLayout({**fields, **narrow})
 
 
@@ -76,12 +76,18 @@ class Feeder(wiring.Component):
         ``dense`` and ``bypass`` flags.
     mode : Out(1)
         Threshold output (the core's output selection).
+    add : Out(1), add_table : Out(range(ADD_TABLES))
+        On accelerators with ``depthwise``: ``Mode.ADD`` and the descriptor's ``table``
+        (the core's add stage), registered on ``start``, so that they change only when a
+        layer starts (the descriptor's registers take every frame's header).
     """
 
     def __init__(self, config, *, a_signature, w_signature, tag_bits):
         self._config = config
         self._tag_bits = tag_bits
         self._a_elems = config.m if config.sparse else config.cols if config.depthwise else 1
+        add = ({"add": Out(1), "add_table": Out(range(ADD_TABLES))} if config.depthwise
+               else {})
         super().__init__({
             "start": In(1),
             "desc": In(descriptor_layout()),
@@ -92,6 +98,7 @@ class Feeder(wiring.Component):
             "a": Out(a_signature),
             "w": Out(w_signature),
             "mode": Out(1),
+            **add,
         })
 
     #: Cycles from issuing a beat to its entering the FIFOs (one less outside ``Mode.CONV``).
@@ -273,4 +280,8 @@ class Feeder(wiring.Component):
         if config.tables:
             m.d.comb += [self.a.payload.bypass.eq(~mode[Mode.ACT_TABLE.bit]),
                          self.w.payload.bypass.eq(~mode[Mode.WEIGHT_TABLE.bit])]
+        if config.depthwise:
+            # (The executor has checked ``table`` when ``Mode.ADD`` is set.)
+            with m.If(self.start):
+                m.d.sync += [self.add.eq(mode[Mode.ADD.bit]), self.add_table.eq(desc.table)]
         return m

@@ -27,7 +27,8 @@ __all__ = [
     "SEQ_BYTES", "SESSION_BYTES", "REPLY_DATA_OFFSET", "CRC_BYTES", "MIN_FRAME",
     "SEQUENCED", "Command", "Status", "Space", "Request", "REQUESTS", "OPEN_REPLY",
     "HEADER_BYTES", "PAYLOAD_RESERVE", "max_payload", "write_words_per_frame",
-    "TABLE_SPACES", "ACT_LANES_WORD_BITS", "CODE_BITS", "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
+    "TABLE_SPACES", "ACT_LANES_WORD_BITS", "ADD_TABLES", "ADD_TABLE_BYTES", "CODE_BITS",
+    "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
     "AddressField", "address_fields", "encode_address", "address_limit", "word_bytes",
     "REQUANT_RECORD", "REQUANT_BYTES", "THRESHOLD_BYTES", "weight_word_fields", "Mode",
     "RunDescriptor", "RUN_REPLY", "DeviceInfo", "FrameError", "slip_encode", "SlipDecoder",
@@ -45,7 +46,7 @@ from .framing import (CODE_OFFSET, CRC_BYTES, CRC_INIT, CRC_POLY, CRC_REGISTER_R
                       SlipDecoder, frame, reply_frame, slip_encode, unframe, unframe_reply)
 
 #: Bumped whenever a frame, a field or a meaning changes; a host refuses other versions.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 class Command(enum.IntEnum):
     INFO = 0x01        # report the configuration (no state changes, no sequence check)
@@ -127,6 +128,7 @@ class Space(enum.IntEnum):
     THRESHOLD = 5      # thresholds: index, lane, group
     ACT_ALL = 6        # activation banks, every bank at once (write only): word
     ACT_LANES = 7      # the first lanes of every bank's word, the rest 0 (write only): word, lanes
+    ADD_TABLE = 8      # residual add table entries (``depthwise`` accelerators): code, input, table
 
 
 #: Spaces that exist only on accelerators with tables.
@@ -144,6 +146,11 @@ class AddressField:
 
 #: Word bits of an ``ACT_LANES`` address (``act_depth`` is at most ``2 ** 16``).
 ACT_LANES_WORD_BITS = 17
+#: Residual add tables of an accelerator with ``depthwise`` (``Space.ADD_TABLE``, ``Mode.ADD``):
+#: each two inputs of 256 entries.
+ADD_TABLES = 4
+#: An add table entry: a signed 32-bit little-endian integer.
+ADD_TABLE_BYTES = 4
 #: Code bits of a table entry's and a threshold's address.
 CODE_BITS = 8
 #: Lane bits of a weight table entry's address (whatever the array's width), and the bit
@@ -171,6 +178,7 @@ def address_fields(space, config):
         # ``lanes`` is the lane count less one. The word field is wider than any depth, so
         # a WRITE that runs past the banks stops at RANGE instead of carrying into it.
         Space.ACT_LANES: (("word", ACT_LANES_WORD_BITS), ("lanes", None)),
+        Space.ADD_TABLE: (("code", CODE_BITS), ("input", 1), ("table", None)),
     }
     out, offset = {}, 0
     for name, width in layouts[Space(space)]:
@@ -210,6 +218,7 @@ def address_limit(space, config):
         Space.ACT_ALL: config.act_depth,
         # (Of the highest lane count; each count's words must also lie below ``act_depth``.)
         Space.ACT_LANES: ((config.cols - 1) << ACT_LANES_WORD_BITS) + config.act_depth,
+        Space.ADD_TABLE: ADD_TABLES << (CODE_BITS + 1),
     }[Space(space)]
 
 
@@ -230,7 +239,7 @@ def word_bytes(space, config, addr=0):
         return min(addr >> ACT_LANES_WORD_BITS, config.cols - 1) + 1
     return {Space.ACT: config.cols, Space.ACT_ALL: config.cols, Space.WEIGHT: config.weight_bytes,
             Space.REQUANT: REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
-            Space.THRESHOLD: THRESHOLD_BYTES}[Space(space)]
+            Space.THRESHOLD: THRESHOLD_BYTES, Space.ADD_TABLE: ADD_TABLE_BYTES}[Space(space)]
 
 
 def weight_word_fields(config):
@@ -273,6 +282,7 @@ class Mode(enum.IntFlag):
     WEIGHT_TABLE = 8     # weights through the weight tables (else codes pass through)
     CONV = 16            # convolution windows (the descriptor's geometry fields), on ``conv``
     DEPTHWISE = 32       # with CONV: each column its own channel (see ``RunDescriptor``)
+    ADD = 64             # with CONV | DEPTHWISE: accumulators through an add table
 
     @property
     def bit(self):
@@ -282,7 +292,7 @@ class Mode(enum.IntFlag):
 
 @dataclass(frozen=True)
 class RunDescriptor:
-    """One layer for the controller (all fields little-endian, 43 bytes).
+    """One layer for the controller (all fields little-endian, 44 bytes).
 
     The layer computes ``m_tiles * rows`` output rows and ``n_tiles * cols`` channels, each
     tile taking ``k_steps`` beats of ``step`` activation lanes. Weight beat ``s`` of channel
@@ -313,6 +323,13 @@ class RunDescriptor:
     channel tile ``nt`` reads word ``pb(m) + ky * tap_row + kx * a_stride + nt``, whose lane
     ``j`` goes to column ``j`` alone (each column multiplies its own channel; ``pad_code``
     in every lane outside the image).
+
+    **Residual add tables** (``Mode.CONV | Mode.DEPTHWISE | Mode.ADD``, on accelerators with
+    ``depthwise``; ``table`` below :data:`ADD_TABLES`): the depthwise walk's accumulator
+    ``acc`` of every row and column becomes ``T[0][acc & 0xFF] + T[1][(acc >> 8) & 0xFF]``
+    (a 32-bit two's complement sum) before it is requantized, ``T`` the ``table``'s two
+    256-entry inputs of signed 32-bit entries (``Space.ADD_TABLE``). The host picks the
+    weights that put one code into each byte of ``acc`` (``sw/runtime/residual.py``).
     """
     m_tiles: int
     n_tiles: int
@@ -340,13 +357,15 @@ class RunDescriptor:
     ph: int = 0
     pw: int = 0
     pad_code: int = 0
+    table: int = 0
 
     #: Each field's :mod:`struct` code, in order.
     FIELDS = {"m_tiles": "H", "n_tiles": "H", "k_steps": "H", "a_base": "H", "a_stride": "H",
               "step": "B", "mode": "B", "w_base": "H", "out_base": "H", "out_stride": "H",
               "group_base": "H", "in_h": "H", "in_w": "H", "in_c": "H", "out_w": "H",
               "origin": "H", "x_step": "H", "row_step": "H", "tap_row": "H", "kh": "B",
-              "kw": "B", "sh": "B", "sw": "B", "ph": "B", "pw": "B", "pad_code": "B"}
+              "kw": "B", "sh": "B", "sw": "B", "ph": "B", "pw": "B", "pad_code": "B",
+              "table": "B"}
     #: The geometry fields: only ``Mode.CONV`` RUNs read them.
     CONV_FIELDS = ("in_h", "in_w", "in_c", "out_w", "origin", "x_step", "row_step", "tap_row",
                    "kh", "kw", "sh", "sw", "ph", "pw", "pad_code")

@@ -48,7 +48,8 @@ def run_demo(*, out_dir="build/demo", models=("mlp", "cnn"), schemes=tuple(SCHEM
         from ..hw.emit import to_verilog
         from ..sw import bundle as bundle_io
         from ..sw import digits, golden
-        from ..sw.runtime.runner import Runner, progress_bar
+        from ..sw.runtime.runner import Runner
+        from .outputs import progress_bar
 
         verilog, = write_files(out, {"accelerator.v": to_verilog(Accelerator(config),
                                                                  "accelerator")}, "--out")

@@ -271,7 +271,8 @@ def cmd_infer(args):
 
     from ..backends import open_device, resolve_config
     from ..sw import bundle as bundle_io
-    from ..sw.runtime.runner import Runner, progress_bar
+    from ..sw.runtime.runner import Runner
+    from .outputs import progress_bar
 
     check_input_options(args)
     bundle = bundle_io.load(args.bundle)

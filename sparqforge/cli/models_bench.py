@@ -13,7 +13,9 @@ no framing); ``latency_ms``: ``device_cycles`` at the ULX3S reference clock (hos
 time not included: MLPerf Tiny times inference on the device after the input is loaded);
 ``link_ms``: the link bytes at the ULX3S's UART rate (10 bits a byte); ``end_to_end_per_s``:
 inferences per second on a ULX3S when the link and the device take turns (``1000 /
-(latency_ms + link_ms)``, host time not included); ``rtl_equals_golden``. The weights and
+(latency_ms + link_ms)``, host time not included); ``spilled_words``: image words per
+inference the runtime read back and wrote again to make room in the activation banks (part
+of ``link_bytes``); ``rtl_equals_golden``. The weights and
 BatchNorm statistics are fixed-seed random values: accuracy is not measured.
 """
 
@@ -116,6 +118,7 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
             f"{key}.link_ms": link * 10 / baud * 1e3,
             f"{key}.end_to_end_per_s": 1e3 / (cycles / clock_hz * 1e3
                                               + link * 10 / baud * 1e3),
+            f"{key}.spilled_words": runner.spilled_words / images,
             f"{key}.rtl_equals_golden": bool(np.array_equal(got, want)),
             f"{key}.images": images,
             f"{key}.seconds": round(time.monotonic() - start, 1),

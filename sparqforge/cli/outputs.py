@@ -5,13 +5,15 @@ A command that fails, whether on a bad path found before its work or on a write 
 after it, leaves no partial output and no temporary file behind.
 """
 
-__all__ = ["check_output_file", "check_output_dir", "write_files", "save_bundle"]
+__all__ = ["check_output_file", "check_output_dir", "write_files", "save_bundle",
+           "progress_bar"]
 
 import contextlib
 import os
 import secrets
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -184,3 +186,21 @@ def save_bundle(bundle, path, option):
     except OSError as exc:
         raise ConfigError(f"Cannot write {path} ({exc.strerror or exc}); free some space or "
                           f"choose another {option}") from None
+
+
+def progress_bar(label, stream=None):
+    """A text progress callback: ``label [#####.....] done/total  rate/s``."""
+    import sys
+    stream = stream or sys.stderr
+    start = time.monotonic()
+
+    def update(done, total):
+        width = 30
+        filled = int(width * done / max(total, 1))
+        rate = done / max(time.monotonic() - start, 1e-9)
+        stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                     f"{rate:.1f}/s")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+    return update

@@ -493,7 +493,7 @@ def run_faults(*, backends=("golden", "verilator"), rates=FAULT_RATES, trials=3,
 
 def bench_soak(quiet=False, vectors=1_000_000, trials=4, restart_trials=4):
     """Soak and fault-injection runs; one flat report (``soak.*``, ``faults.*``)."""
-    from ..sw.runtime.runner import progress_bar
+    from .outputs import progress_bar
     from .bench import _log
 
     log = (lambda message: _log(quiet, message))

@@ -36,6 +36,8 @@ class DeviceModel:
         self.act_table = np.zeros(256, dtype=np.int64)
         self.weight_table = np.zeros((c, 256), dtype=np.int64)
         self.thresholds = np.zeros((info.groups, c, info.thresholds), dtype=np.int64)
+        #: Residual add tables [table, input, code] (``depthwise`` accelerators).
+        self.add_tables = np.zeros((protocol.ADD_TABLES, 2, 256), dtype=np.int64)
         self.lane_bits = info.lane_bits
         self.session = 0       # no host has opened the device since it started
         self.last_seq = 0      # the newest sequence number executed
@@ -105,7 +107,8 @@ class DeviceModel:
 
     # -- memories -----------------------------------------------------------------------
     def _word_bytes(self, space, addr):
-        if space not in set(Space) or (not self.config.tables and space in TABLE_SPACES):
+        if (space not in set(Space) or (not self.config.tables and space in TABLE_SPACES)
+                or (not self.config.depthwise and space == Space.ADD_TABLE)):
             raise _Reject(Status.SPACE)
         return protocol.word_bytes(space, self.config, addr)
 
@@ -169,6 +172,9 @@ class DeviceModel:
             for address, value, all_lanes in zip(addrs, values, every):
                 lane = slice(None) if all_lanes else (address >> protocol.CODE_BITS) & lanes
                 self.weight_table[lane, address & 0xFF] = value
+        elif space == Space.ADD_TABLE:
+            values = words.view("<i4")[:, 0].astype(np.int64)
+            self.add_tables.reshape(-1)[addrs] = values
         elif space == Space.THRESHOLD:
             values = words.view("<i4")[:, 0].astype(np.int64)
             self.thresholds[addrs >> (8 + self.lane_bits), (addrs >> 8) & lanes,
@@ -193,7 +199,7 @@ class DeviceModel:
         n_kept = info.n if sparse_array else 1
         conv = bool(d.mode & Mode.CONV)
         depthwise = bool(d.mode & Mode.DEPTHWISE)
-        known = 0x3F if info.depthwise else 0x1F if info.conv else 0xF
+        known = 0x7F if info.depthwise else 0x1F if info.conv else 0xF
         if (d.step not in ((1,) if not sparse_array else (info.n, info.m))
                 or cols % d.step or d.group_base + d.n_tiles > info.groups
                 or 0 in (d.m_tiles, d.n_tiles, d.k_steps)
@@ -203,6 +209,9 @@ class DeviceModel:
                      or (d.step != 1 and (d.step & (d.step - 1) or d.in_c % d.step))):
             raise _Reject(Status.RANGE)
         if depthwise and (not conv or d.in_c != 1):
+            raise _Reject(Status.RANGE)
+        add = bool(d.mode & Mode.ADD)
+        if add and (not depthwise or d.table >= protocol.ADD_TABLES):
             raise _Reject(Status.RANGE)
         sparse = bool(d.mode & RunDescriptor.MODE_SPARSE)
         if sparse and (not sparse_array or d.step != info.m):
@@ -237,6 +246,10 @@ class DeviceModel:
             gathered = a[:, np.broadcast_to(k_pos[..., j], w_vals.shape[:3])]
             acc += np.einsum("mtsc,tsc->mtc", gathered, w_vals[..., j])
         acc = golden.wrap_signed(acc, info.acc_bits)
+        if add:
+            # Each byte of the accumulator indexes one input of the add table.
+            table = self.add_tables[d.table]
+            acc = golden.wrap_signed(table[0][acc & 0xFF] + table[1][(acc >> 8) & 0xFF], 32)
         groups = d.group_base + np.arange(d.n_tiles)
         if d.mode & RunDescriptor.MODE_THRESHOLD:
             if not info.tables:

@@ -1,7 +1,7 @@
 """What the runner decides before it runs anything: whether a layer suits the device (from
 its arrays, never from what the bundle declares), and where it lives and how it is tiled."""
 
-__all__ = ["segments", "matrix_run", "CompileError", "LayerPlan", "ceil_div", "layer_macs",
+__all__ = ["segments", "segment_io", "matrix_run", "CompileError", "LayerPlan", "ceil_div", "layer_macs",
            "check_operands", "check_accumulator"]
 
 from dataclasses import dataclass
@@ -107,49 +107,87 @@ def segments(layers, graph, plans, images_shapes):
     """The order of work over ``layers`` (their ``graph``, the device layers' ``plans`` and
     the ``images_shapes`` of image tensors): ``(items, virtual)``, the items
     ``("host", index)`` and ``("device", [indices])``, and the flatten layers that a device
-    segment runs through (they move nothing). A device layer joins the segment whose last
-    layer is its only input when that layer has no other reader and both are matrix layers,
-    or both run on the window walk, or a matrix layer reads a one-pixel image (a convolution
-    lowered by im2col or run in row bands starts a segment and ends it: its input and output
-    pass through the host); the segment runs where its first layer is listed."""
+    segment runs through (they move nothing). The segment runs where its first layer is
+    listed.
+
+    A matrix layer joins the segment whose last layer is its only input when that layer has
+    no other reader and is a matrix layer, or an image of one pixel (pooled features). A
+    layer on the window walk (a convolution, depthwise layer, pooling or residual add whose
+    images fit the banks) joins the segment that holds all its inputs as images, whatever
+    else reads them: an image segment is a graph, whose tensors other items read are read
+    back when they are made (:func:`segment_io`). A convolution lowered by im2col or run in
+    row bands starts a segment and ends it: its input and output pass through the host."""
     readers, read_by = {}, {}
     for index, (_, inputs) in enumerate(graph):
         for name in inputs:
             readers[name] = readers.get(name, 0) + 1
             read_by[name] = index
-    items, open_tails = [], {}
+    items = []
+    # Tensors the open segments hold: name -> (position, kind, image shape). Image segments
+    # hold every image they make; a matrix chain only its last output.
+    held = {}
     # Flatten layers inside a device segment: a segment's matrix layer reads one pixel's
     # channels, which flattening leaves in the same order.
     virtual = set()
     for index, layer in enumerate(layers):
         name, inputs = graph[index]
-        if (layer["type"] == "flatten" and inputs[0] in open_tails
+        if (layer["type"] == "flatten" and inputs[0] in held
                 and readers[inputs[0]] == 1 and readers.get(name) == 1
                 and images_shapes.get(inputs[0], (1, 1))[:2] == (1, 1)
                 and read_by[name] in plans and not plans[read_by[name]].image):
-            open_tails[name] = open_tails.pop(inputs[0])
+            held[name] = held.pop(inputs[0])
             virtual.add(index)
             continue
         if index not in plans:
             items.append(("host", index))
             continue
-        # "matrix", "image" or None (an im2col convolution: chains with nothing).
+        # "matrix", "image" or None (an im2col or banded convolution: chains with nothing).
         plan = plans[index]
         kind = ("image" if plan.image and not plan.band_rows
                 else None if plan.layer.get("conv") else "matrix")
-        tail = open_tails.get(inputs[0])
-        # A matrix layer reads a one-pixel image as its row 0 (pooled features).
-        joins = tail and (tail[1] == kind or (kind == "matrix" and tail[1] == "image"
-                                              and tail[2][:2] == (1, 1)))
-        if kind and joins and readers[inputs[0]] == 1:
-            position = open_tails.pop(inputs[0])[0]
-            items[position][1].append(index)
-        else:
+        position = None
+        if kind == "image":
+            sources = {held[i][:2] for i in inputs if i in held}
+            if len(sources) == 1 and all(i in held for i in inputs):
+                (position, source_kind), = sources
+                position = position if source_kind == "image" else None
+        elif kind == "matrix" and inputs[0] in held and readers[inputs[0]] == 1:
+            tail = held[inputs[0]]
+            # A matrix layer reads a one-pixel image as its row 0 (pooled features).
+            if tail[1] == "matrix" or (tail[1] == "image" and tail[2][:2] == (1, 1)):
+                position = tail[0]
+                if tail[1] == "matrix":
+                    del held[inputs[0]]
+        if position is None:
             position = len(items)
             items.append(("device", [index]))
+        else:
+            items[position][1].append(index)
         if kind:
-            open_tails[name] = (position, kind, images_shapes.get(name))
+            held[name] = (position, kind, images_shapes.get(name))
     return items, virtual
+
+
+def segment_io(indices, graph, virtual):
+    """``(inputs, outputs)`` of device segment ``indices`` (and the ``virtual`` flatten layers
+    it may run through): the tensors it reads that it does not make, and those it makes that
+    a layer outside it reads or that are the network's output; in order of appearance."""
+    made = [graph[i][0] for i in indices]
+    inside = set(indices)
+    # A flatten the segment runs through makes its output there too.
+    for v in sorted(virtual):
+        if graph[v][1][0] in made:
+            made.append(graph[v][0])
+            inside.add(v)
+    inputs = []
+    for i in indices:
+        for name in graph[i][1]:
+            if name not in made and name not in inputs:
+                inputs.append(name)
+    read_outside = {name for i, (_, reads) in enumerate(graph) if i not in inside
+                    for name in reads} | {graph[-1][0]}
+    outputs = [name for name in made if name in read_outside]
+    return inputs, outputs
 
 
 def matrix_run(plan, m_tiles, src, dst):

@@ -1,26 +1,29 @@
 """Compile a bundle for an accelerator and run it: the same code for every backend.
 
 A bundle is a graph of layers (``docs/bundle.md``). Matmul layers (Linear and Conv2d) run on
-the device; everything else (residual adds, clamps, pooling, global average pooling,
-flatten, and depthwise convolutions) runs on the host with the golden model's own functions.
-A chain of matmul layers in which each layer reads only the one before it, and is that one's
-only reader, forms a *segment* that stays on the device: each layer reads its input rows
-from one half of the activation banks and writes its output rows to the other half, and only
-the segment's first input and last output cross the link. Convolutions run on the device's
-window walk where the accelerator has one (image segments,
-:mod:`~sparqforge.sw.runtime.windows`); otherwise a convolution is lowered by im2col on the
-host and starts a segment of its own (its rows are image positions). Batches are cut into
-chunks of rows that fit a half. Weights, requantization parameters and thresholds of all
-device layers are loaded once (``load``) when they fit the device together (``resident``);
+the device; on an accelerator with the window walk so do convolutions, depthwise
+convolutions, average and global average pooling and residual adds (image segments,
+:mod:`~sparqforge.sw.runtime.windows`, :mod:`~sparqforge.sw.runtime.image_segments`,
+:mod:`~sparqforge.sw.runtime.residual`); everything else (clamps, max pooling,
+concatenation, and the layers an accelerator lacks the units for) runs on the host with the
+golden model's own functions. A chain of matrix layers in which each layer reads only the
+one before it, and is that one's only reader, forms a *segment* that stays on the device:
+each layer reads its input rows from one half of the activation banks and writes its
+output rows to the other half, and only the segment's first input and last output cross the
+link; batches are cut into chunks of rows that fit a half. Image segments are graphs whose
+images live in the banks (spilled to the host only when the banks are full). A convolution
+the walk cannot run is lowered by im2col on the host and starts a segment of its own (its
+rows are image positions). Weights, requantization parameters and thresholds of all device
+layers are loaded once (``load``) when they fit the device together (``resident``);
 otherwise each segment's are written before it runs (streamed), and a layer larger than the
-device alone runs in parts of channel tiles, each written before its RUN. Operand tables are
-rewritten before each layer that needs them. Tensors between segments and host layers are
-kept by layer name and dropped once no later layer reads them.
+device alone runs in parts of channel tiles, each written before its RUN. Operand tables
+are rewritten before each layer that needs them, add tables when they hold another add's.
+Tensors between segments and host layers are kept by layer name and dropped once no later
+item reads them.
 """
 
 __all__ = ["CompileError", "LayerPlan", "Runner", "layer_macs"]
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -28,9 +31,9 @@ import numpy as np
 from ...errors import ConfigError, DeviceRestarted
 from ...protocol import Mode, Space, encode_address
 from .. import golden, nm_format
-from . import layouts, windows
+from . import image_segments, layouts, residual, windows
 from .planning import (CompileError, LayerPlan, ceil_div as _ceil, check_accumulator,
-                       check_operands, layer_macs, matrix_run, segments)
+                       check_operands, layer_macs, matrix_run, segment_io, segments)
 
 
 class Runner:
@@ -57,6 +60,14 @@ class Runner:
             kind, source = layer["type"], self.graph[index][1][0]
             if kind in ("global_avgpool", "avgpool") and source in self.images_shapes:
                 layer = windows.pool_layer(layer, self.images_shapes[source])
+            elif kind == "add":
+                # Residual adds: through the add tables when both inputs are images.
+                plan = residual.add_plan(self, index, layer)
+                if plan is not None:
+                    self.plans[index] = plan
+                    w_base += plan.n_tiles * plan.k_steps
+                    group_base += plan.n_tiles
+                continue
             elif kind != "matmul":
                 continue
             if golden.is_depthwise(layer):
@@ -85,6 +96,11 @@ class Runner:
                                    f"holds {info.act_depth // 2}")
         self.cycles = 0
         self.runs = 0
+        #: Image words read back to the host to make room in the banks (and written again),
+        #: and the times the images a layer reads were laid out afresh
+        #: (:mod:`~sparqforge.sw.runtime.image_segments`).
+        self.spilled_words = 0
+        self.compactions = 0
         self.restarts = 0
         self.images = 0
         self.layer_cycles = [0] * len(bundle.layers)
@@ -95,10 +111,21 @@ class Runner:
         self._place()
         self._loaded = None
         self._weight_cache = {}
+        #: Which add table each residual add uses, and what each holds.
+        self.add_tables = residual.AddTables(device, self.plans)
+        #: What each item reads from the host's tensors: a host layer its inputs, a matrix
+        #: segment its first layer's input, an image segment every tensor it does not make.
+        self._reads = []
+        for kind, item in self.schedule:
+            if kind == "host":
+                self._reads.append(list(self.graph[item][1]))
+            elif self.plans[item[0]].image:
+                self._reads.append(segment_io(item, self.graph, self.virtual)[0])
+            else:
+                self._reads.append(list(self.graph[item[0]][1][:1]))
         self._last_use = {}
-        for position, (kind, item) in enumerate(self.schedule):
-            first = item if kind == "host" else item[0]
-            for name in self.graph[first][1]:
+        for position, reads in enumerate(self._reads):
+            for name in reads:
                 self._last_use[name] = position
 
     def _plan(self, index, layer):
@@ -253,6 +280,7 @@ class Runner:
         self._loaded = None
         if self.resident:
             self._load_plans(self.plans.values())
+        self.add_tables.load()
 
     def _load_plans(self, plans):
         for plan in plans:
@@ -442,8 +470,13 @@ class Runner:
             if kind == "host":
                 name, reads = graph[item]
                 tensors[name] = golden.apply_layer(layers[item], [tensors[i] for i in reads])
+            elif self.plans[item[0]].image:
+                reads = self._reads[position]
+                self._stream(item)
+                tensors.update(image_segments.run_image_segment(
+                    self, item, {name: tensors[name] for name in reads}))
             else:
-                reads = graph[item[0]][1]
+                reads = self._reads[position]
                 tensors[graph[item[-1]][0]] = self._device_segment(item, tensors[reads[0]])
             for name in set(reads):
                 if self._last_use[name] == position:
@@ -455,9 +488,6 @@ class Runner:
         first, last = self.bundle.layers[indices[0]], self.bundle.layers[indices[-1]]
         conv = first.get("conv")
         images = len(x)
-        if self.plans[indices[0]].image:
-            self._stream(indices)
-            return windows.run_image_segment(self, [self.plans[i] for i in indices], x)
         if conv:
             x = golden.im2col(x, kernel=conv["kernel"], stride=conv["stride"],
                               padding=conv["padding"], pad_code=first["pad_code"])
@@ -482,21 +512,3 @@ class Runner:
                          "cycles": self.layer_cycles[index] / self.images if self.images
                          else 0.0})
         return rows
-
-
-def progress_bar(label, stream=None):
-    """A text progress callback: ``label [#####.....] done/total  rate/s``."""
-    import sys
-    stream = stream or sys.stderr
-    start = time.monotonic()
-
-    def update(done, total):
-        width = 30
-        filled = int(width * done / max(total, 1))
-        rate = done / max(time.monotonic() - start, 1e-9)
-        stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                     f"{rate:.1f}/s")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-    return update

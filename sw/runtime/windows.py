@@ -1,37 +1,37 @@
-"""Convolutions on the device: image segments.
+"""Convolutions on the device: images and the window walk.
 
 On an accelerator with ``conv`` the feeder walks a convolution's windows itself
 (``Mode.CONV``, :class:`~sparqforge.protocol.RunDescriptor`), so a convolution reads its
 input image where the layer before it wrote it. Such tensors are *images*: every bank holds
-the whole tensor, pixel after pixel, ``ceil(channels / cols)`` words per pixel. A chain of
-convolutions in which each reads only the one before it (and is its only reader) is an
-*image segment*: the host writes the first input once into every bank (``Space.ACT_ALL``;
-``Space.ACT_LANES`` when its channels fill less than a word, so that only they travel), each
-layer's output goes to the other end of the banks, and the host reads the last output from
-one bank. Batches run image by image.
+the whole tensor, pixel after pixel, ``ceil(channels / cols)`` words per pixel. The host
+writes an image into every bank at once (``Space.ACT_ALL``; ``Space.ACT_LANES`` when its
+channels fill less than a word, so that only they travel). Layers on the walk form image
+segments (:mod:`~sparqforge.sw.runtime.image_segments`). Batches run image by image.
 
 Average pooling and global average pooling run as depthwise convolutions whose weights are
 all 1 (:func:`pool_layer`): a global average pool is the requantization of the window's sum
 (``docs/numerics.md``), and an average pool's rounded mean is the sum requantized by a
 multiplier just above ``1 / count`` with no shift (exact: checked for every sum in the
-tests). A pool's output of one pixel
-can feed matrix layers in the same segment (the pixel's channels are matrix row 0).
+tests). A pool's output of one pixel can feed matrix layers in the same segment (the pixel's
+channels are matrix row 0).
 
-A convolution runs this way when the accelerator has ``conv``, its beats keep within one
-word (dense, or an N:M step that divides the input channels) and its input and output fit
-the banks together; otherwise it is lowered by im2col on the host as before. A depthwise
-convolution runs this way (``Mode.DEPTHWISE``: each column its own channel) on accelerators
-with ``depthwise`` when it fits, and on the host otherwise.
+A convolution runs on the walk when the accelerator has ``conv`` and its beats keep within
+one word (dense, or an N:M step that divides the input channels); a depthwise convolution
+(``Mode.DEPTHWISE``: each column its own channel) on accelerators with ``depthwise``. When
+its input and output images fit the banks together it runs whole; otherwise in bands of
+output rows (:func:`run_bands`), each band's input rows written and its output rows read by
+the host. Only when not even one output row fits is a convolution lowered by im2col on the
+host (a depthwise one runs on the host).
 """
 
 __all__ = ["image_words", "fits_image", "band_rows", "image_shapes", "pool_layer",
-           "run_image_segment"]
+           "output_words", "conv_descriptor", "write_image", "run_bands"]
 
 import numpy as np
 
 from ...protocol import Mode, RunDescriptor, Space, encode_address
 from .. import golden
-from .planning import ceil_div, matrix_run
+from .planning import ceil_div
 
 
 def image_words(config, shape):
@@ -92,7 +92,7 @@ def pool_layer(layer, shape):
                      "out_width": out_w, "groups": c}}
 
 
-def _output_words(config, plan, out_rows=None):
+def output_words(config, plan, out_rows=None):
     conv = plan.layer["conv"]
     out_rows = conv["out_height"] if out_rows is None else out_rows
     m_tiles = ceil_div(out_rows * conv["out_width"], config.rows)
@@ -120,7 +120,7 @@ def band_rows(config, plan):
         # Any band of ``rows`` output rows reads at most this many input rows.
         inputs = min(conv["in_height"], (rows - 1) * sh + kh)
         if (image_words(config, (inputs, conv["in_width"], in_c))
-                + _output_words(config, plan, rows) > config.act_depth):
+                + output_words(config, plan, rows) > config.act_depth):
             break
         best = rows
     return best
@@ -146,10 +146,10 @@ def fits_image(config, plan):
     conv = plan.layer["conv"]
     shape = (conv["in_height"], conv["in_width"], conv["in_channels"])
     return (_walkable(config, plan)
-            and image_words(config, shape) + _output_words(config, plan) <= config.act_depth)
+            and image_words(config, shape) + output_words(config, plan) <= config.act_depth)
 
 
-def _descriptor(config, plan, a_base, out_base, band=None):
+def conv_descriptor(config, plan, a_base, out_base, band=None):
     """The descriptors of image layer ``plan`` (for ``Runner.run_parts``) reading its input
     at word ``a_base`` and writing from ``out_base``: the whole image, or ``band = (oy0,
     oy1)``, output rows ``oy0 .. oy1 - 1`` from their input rows at ``a_base``."""
@@ -166,30 +166,33 @@ def _descriptor(config, plan, a_base, out_base, band=None):
             in_shape=(iy1 - iy0, conv["in_width"],
                       1 if plan.mode & Mode.DEPTHWISE else conv["in_channels"]),
             kernel=tuple(conv["kernel"]), stride=(sh, sw), padding=(iy0 - oy0 * sh + ph, pw),
-            pad_code=int(plan.layer["pad_code"]), a_base=a_base, words=plan.a_stride,
+            pad_code=int(plan.layer["pad_code"]),
+            # (A depthwise part from channel tile ``first`` reads that tile's words.)
+            a_base=a_base + (first if plan.mode & Mode.DEPTHWISE else 0), words=plan.a_stride,
             m_tiles=m_tiles, n_tiles=tiles, k_steps=plan.k_steps, step=plan.step,
             mode=plan.mode | Mode.CONV, w_base=w_base, out_base=out_base + first,
             out_stride=plan.n_tiles, group_base=group_base)
     return descriptor
 
 
-def _write_image(device, config, image):
-    """Image ``[h, w, c]`` into every bank from word 0."""
+def write_image(device, config, image, base=0):
+    """Image ``[h, w, c]`` into every bank from word ``base``."""
     h, w, c = image.shape
     cols = config.cols
     if h * w == 0:
         return
     if c < cols:
         # One word per pixel, its lanes past the channels 0: only the channels travel.
-        device.write(Space.ACT_LANES, encode_address(Space.ACT_LANES, config, lanes=c - 1),
+        device.write(Space.ACT_LANES,
+                     encode_address(Space.ACT_LANES, config, lanes=c - 1, word=base),
                      image.reshape(h * w, c).astype(np.uint8))
     else:
         data = np.zeros((h * w, ceil_div(c, cols) * cols), dtype=np.uint8)
         data[:, :c] = image.reshape(h * w, c)
-        device.write(Space.ACT_ALL, 0, data.reshape(-1, cols))
+        device.write(Space.ACT_ALL, base, data.reshape(-1, cols))
 
 
-def _run_bands(runner, plan, image):
+def run_bands(runner, plan, image):
     """Image layer ``plan`` on one image ``[h, w, c]``, band by band: each band's input
     rows written at word 0, its output rows read from the other end of the banks."""
     config, device = runner.config, runner.device
@@ -199,49 +202,9 @@ def _run_bands(runner, plan, image):
     for oy0 in range(0, oh, plan.band_rows):
         oy1 = min(oh, oy0 + plan.band_rows)
         iy0, iy1 = _band_input(conv, oy0, oy1)
-        _write_image(device, config, image[iy0:iy1])
-        dst = config.act_depth - _output_words(config, plan, oy1 - oy0)
-        runner.run_parts(plan, _descriptor(config, plan, 0, dst, (oy0, oy1)))
+        write_image(device, config, image[iy0:iy1])
+        dst = config.act_depth - output_words(config, plan, oy1 - oy0)
+        runner.run_parts(plan, conv_descriptor(config, plan, 0, dst, (oy0, oy1)))
         out[oy0:oy1] = device.read_act(dst, (oy1 - oy0) * ow * plan.n_tiles).reshape(
             oy1 - oy0, ow, -1)
     return out[..., :plan.layer["out_features"]]
-
-
-def run_image_segment(runner, plans, x):
-    """Run the image segment ``plans`` on ``runner``'s device for input images
-    ``x [images, h, w, c]``: the last layer's output, ``[images, oh, ow, channels]`` or, when
-    the segment ends with matrix layers, ``[images, features]``."""
-    config, device = runner.config, runner.device
-    cols, top = config.cols, config.act_depth
-    if plans[0].band_rows:
-        runner.stream_layer([plans[0].index], plans[0])
-        return np.stack([_run_bands(runner, plans[0], image)
-                         for image in np.asarray(x, dtype=np.int64)])
-    outputs = []
-    for image in np.asarray(x, dtype=np.int64):
-        _write_image(device, config, image)
-        src = 0
-        for plan in plans:
-            # The output at the other end of the banks from the input.
-            out_words = _output_words(config, plan) if plan.image else plan.n_tiles
-            dst = top - out_words if src == 0 else 0
-            if plan.image:
-                descriptor = _descriptor(config, plan, src, dst)
-            else:
-                # Row 0 of a matrix layer: the one pixel before it (or its row 0) in bank 0.
-                descriptor = matrix_run(plan, 1, src, dst)
-            runner.stream_layer([p.index for p in plans], plan)
-            runner.run_parts(plan, descriptor)
-            src = dst
-        last = plans[-1]
-        if last.image:
-            conv = last.layer["conv"]
-            oh, ow = conv["out_height"], conv["out_width"]
-            got = device.read_act(src, oh * ow * last.n_tiles)
-            out = got.reshape(oh, ow, last.n_tiles * cols)[..., :last.layer["out_features"]]
-            if runner.bundle.layers[last.index]["type"] == "global_avgpool":
-                out = out.reshape(-1)
-        else:
-            out = device.read_act(src, last.n_tiles).reshape(-1)[:last.layer["out_features"]]
-        outputs.append(out.astype(np.int64))
-    return np.stack(outputs)

@@ -313,7 +313,7 @@ def test_a_depthwise_convolution_through_the_link_equals_the_golden_device():
         # Refused: DEPTHWISE without CONV, two channels per tap, an unknown mode bit.
         refused(dw, 11, mode=Mode.DEPTHWISE),
         refused(dw, 12, in_c=2),
-        refused(dw, 13, mode=Mode.CONV | Mode.DEPTHWISE | 64),
+        refused(dw, 13, mode=Mode.CONV | Mode.DEPTHWISE | 128),
     ]
     replies = exchange(Accelerator(config), bodies)
     statuses = check_replies(config, bodies, replies)
@@ -378,3 +378,85 @@ def test_operand_tables_refuse_depthwise_but_run_convolutions():
     assert check_replies(config, bodies, replies) == [Status.OK] * 6 + [Status.RANGE] \
         + [Status.OK] * 3
     assert len(set(replies[9][9:-CRC_BYTES])) > 2
+
+
+#: A depthwise accelerator small enough for the add tables' test: 4 lanes, 22-bit sums.
+ADD_CONFIG = AcceleratorConfig(rows=2, cols=4, act_depth=64, w_depth=64, groups=2,
+                               max_depth=64, frame_bytes=640)
+
+
+def add_table_writes(config, rng, seq, tables):
+    """WRITEs of ``tables`` (``{table: [2, 256] entries}``) into ``Space.ADD_TABLE``, as
+    many entries per frame as fit."""
+    per_frame = (config.frame_bytes - 16 - 8) // 4
+    bodies = []
+    for table, entries in tables.items():
+        words = np.asarray(entries, dtype="<i4").reshape(-1).view(np.uint8).reshape(-1, 4)
+        base = encode_address(Space.ADD_TABLE, config, table=table)
+        for start in range(0, len(words), per_frame):
+            bodies.append(write(seq + len(bodies), Space.ADD_TABLE, base + start,
+                                words[start:start + per_frame]))
+    return bodies
+
+
+def test_a_residual_add_through_the_link_equals_the_golden_device():
+    # acc = a - 256 * b for images A and B: the depthwise walk over two image rows (A's,
+    # then B's, ``tap_row`` apart), two taps on the same word (``a_stride`` 0) with weights
+    # [1, 0] on A and [-128, -128] on B; the add table then maps acc's low byte (a) and
+    # next byte (-b) to entries whose sum the requantizer takes.
+    config = ADD_CONFIG
+    assert config.depthwise
+    rng = np.random.default_rng(6)
+    pixels, words = 6, 2                     # 8 channels: two words of 4 lanes a pixel
+    a_base, b_base, out_base = 0, 16, 40
+    image_a = rng.integers(0, 256, (pixels * words, config.cols))
+    image_b = rng.integers(0, 256, (pixels * words, config.cols))
+    image_a[0], image_b[0] = 255, 255        # corners: acc = 255 - 65280 and ...
+    image_a[1], image_b[1] = 0, 0            # ... acc = 0
+    taps = np.array([1, 0, -128, -128])
+    weights = np.repeat(np.tile(taps, words)[:, None], config.cols, axis=1) & 0xFF
+    tables = {t: rng.integers(-30000, 30000, (2, 256)) for t in range(3)}
+    tables[1][0, rng.integers(0, 256, 4)] = [2 ** 31 - 1, -2 ** 31, 2 ** 31 - 1, -2 ** 31]
+    multiplier, shift = golden.quantize_multiplier(rng.uniform(2e-3, 5e-3, 2 * config.cols))
+    records = layouts.pack_requant(rng.integers(-500, 500, 2 * config.cols), multiplier, shift,
+                                   rng.integers(100, 150, 2 * config.cols),
+                                   rng.integers(0, 2, 2 * config.cols))
+    desc = RunDescriptor(
+        m_tiles=pixels // config.rows, n_tiles=words, k_steps=4, a_base=a_base, a_stride=0,
+        step=1, mode=Mode.CONV | Mode.DEPTHWISE | Mode.ADD, w_base=0, out_base=out_base,
+        out_stride=words, group_base=0, in_h=2, in_w=pixels + 1, in_c=1, out_w=pixels,
+        origin=a_base, x_step=words, row_step=words, tap_row=(b_base - a_base) % 65536,
+        kh=2, kw=2, sh=1, sw=1, ph=0, pw=0, pad_code=0, table=1)
+    read = REQUESTS[Command.READ]
+    table_writes = add_table_writes(config, rng, 6, tables)
+    seq = 6 + len(table_writes)
+    outputs = pixels * words
+    bodies = [
+        frame(1, Command.OPEN, REQUESTS[Command.OPEN].pack(0xC0FFEE)),
+        write(2, Space.ACT_ALL, a_base, image_a),
+        write(3, Space.ACT_ALL, b_base, image_b),
+        write(4, Space.WEIGHT, 0, weights),
+        write(5, Space.REQUANT, 0, records),
+        *table_writes,
+        frame(seq, Command.RUN, desc.pack()),
+        frame(seq + 1, Command.READ, read.pack(Space.ACT, out_base, outputs)),
+        frame(seq + 2, Command.READ, read.pack(Space.ACT, encode_address(
+            Space.ACT, config, bank=1, word=out_base), outputs)),
+        # Another table; the same walk without ADD (the stage passes rows through).
+        refused(desc, seq + 3, table=2, out_base=out_base + outputs),
+        frame(seq + 4, Command.READ, read.pack(Space.ACT, out_base + outputs, outputs)),
+        refused(desc, seq + 5, mode=Mode.CONV | Mode.DEPTHWISE, out_base=out_base - outputs),
+        frame(seq + 6, Command.READ, read.pack(Space.ACT, out_base - outputs, outputs)),
+        # Refused: a table that does not exist, ADD without the depthwise walk.
+        refused(desc, seq + 7, table=4),
+        refused(desc, seq + 8, mode=Mode.CONV | Mode.ADD),
+    ]
+    replies = exchange(Accelerator(config), bodies)
+    statuses = check_replies(config, bodies, replies)
+    assert statuses == [Status.OK] * (len(bodies) - 2) + [Status.RANGE] * 2
+    first = len(table_writes) + 6
+    out = [replies[first + k][9:-CRC_BYTES] for k in (0, 3, 5)]
+    # The layers computed something, in every bank alike, and the table mattered.
+    assert all(len(set(words)) > 4 for words in out[:2])
+    assert out[0] == replies[first + 1][9:-CRC_BYTES]
+    assert out[0] != out[1] and out[0] != out[2]

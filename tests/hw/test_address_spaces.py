@@ -9,7 +9,8 @@ from amaranth.sim import Simulator
 from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.address_spaces import AddressSpaces
 from sparqforge.hw.array_core import ArrayCore
-from sparqforge.protocol import ACT_LANES_WORD_BITS, Space, encode_address, word_bytes
+from sparqforge.protocol import (ACT_LANES_WORD_BITS, TABLE_SPACES, Space, encode_address,
+                                 word_bytes)
 from sparqforge.sw.runtime.device_model import DeviceModel
 
 
@@ -17,7 +18,7 @@ def decoder(config):
     core = ArrayCore(rows=config.rows, cols=config.cols, max_depth=config.max_depth,
                      groups=config.groups, sparsity=config.sparsity, tables=config.tables,
                      threshold_bits=config.threshold_bits if config.tables else None,
-                     a_signed=False)
+                     a_signed=False, lane_operands=config.depthwise)
     return AddressSpaces(config, core_signature=core.signature)
 
 
@@ -27,7 +28,8 @@ def addresses(config, space, rng):
              Space.ACT_ALL: config.act_depth,
              Space.REQUANT: config.groups << config.lane_bits, Space.ACT_TABLE: 256,
              Space.WEIGHT_TABLE: (1 << 15) + 256,
-             Space.THRESHOLD: config.groups << (8 + config.lane_bits)}[space]
+             Space.THRESHOLD: config.groups << (8 + config.lane_bits),
+             Space.ADD_TABLE: 4 << 9}[space]
     near = [0, 1, limit - 1, limit, limit + 1, 255, 256, 1 << 15, (1 << 15) + 255]
     return sorted({a for a in near if a >= 0} | set(rng.integers(0, 2 * limit, 200).tolist()))
 
@@ -50,8 +52,12 @@ def test_addressable_words_agree_with_the_golden_device(config):
     dut = decoder(config)
     model = DeviceModel(config)
     rng = np.random.default_rng(config.cols)
-    spaces = list(Space) if config.tables else [Space.ACT, Space.ACT_ALL, Space.ACT_LANES,
-                                                Space.WEIGHT, Space.REQUANT]
+    spaces = [Space.ACT, Space.ACT_ALL, Space.ACT_LANES, Space.WEIGHT, Space.REQUANT]
+    spaces += list(TABLE_SPACES) if config.tables else []
+    spaces += [Space.ADD_TABLE] if config.depthwise else []
+    # Spaces this accelerator lacks (the golden device answers SPACE).
+    missing = [space for space in Space if space not in spaces]
+    assert (Space.ADD_TABLE in missing) == (not config.depthwise)
     cases = [(space, address) for space in spaces if space != Space.ACT_LANES
              for address in addresses(config, space, rng)]
     cases += [(Space.ACT_LANES, address) for address in lane_addresses(config, rng)]
@@ -65,8 +71,9 @@ def test_addressable_words_agree_with_the_golden_device(config):
             assert ctx.get(dut.known)
             assert ctx.get(dut.word_bytes) == word_bytes(space, config, address)
             got.append(ctx.get(dut.addressable))
-        ctx.set(dut.space, 9)
-        assert not ctx.get(dut.known)
+        for space in [*missing, 9]:
+            ctx.set(dut.space, space)
+            assert not ctx.get(dut.known)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -113,3 +120,43 @@ def test_a_committed_word_goes_to_its_port():
     assert seen["act_lanes"] == (0b111, 6, 0x4455)    # lanes 2 and 3 written 0
     assert seen["threshold"] == (1, 3, 1, 5, 0)
     assert seen["idle"] == 0
+
+
+def test_an_add_table_entry_goes_to_the_core():
+    config = AcceleratorConfig(rows=2, cols=4, act_depth=16, groups=4)
+    assert config.depthwise
+    dut = decoder(config)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.word, 0xAB_8000_0001)      # the low four bytes: -2 ** 31 + 1
+        ctx.set(dut.commit, 1)
+        ctx.set(dut.space, Space.ADD_TABLE)
+        ctx.set(dut.target, encode_address(Space.ADD_TABLE, config, table=3, input=1,
+                                           code=0x5A))
+        port = dut.cfg_add
+        seen["add"] = (ctx.get(port.valid), ctx.get(port.payload.table),
+                       ctx.get(port.payload.input), ctx.get(port.payload.code),
+                       ctx.get(port.payload.value), ctx.get(dut.word_bytes),
+                       ctx.get(dut.host_write.en), ctx.get(dut.cfg_requant.valid),
+                       ctx.get(dut.weight_write.en))
+        ctx.set(dut.space, Space.REQUANT)
+        seen["requant"] = ctx.get(port.valid), ctx.get(dut.cfg_requant.valid)
+        ctx.set(dut.commit, 0)
+        ctx.set(dut.space, Space.ADD_TABLE)
+        seen["idle"] = ctx.get(port.valid)
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["add"] == (1, 3, 1, 0x5A, -(1 << 31) + 1, 4, 0, 0, 0)
+    assert seen["requant"] == (0, 1)
+    assert seen["idle"] == 0
+
+
+def test_the_core_must_match_the_configuration():
+    config = AcceleratorConfig(rows=2, cols=4, act_depth=16, groups=4)
+    core = ArrayCore(rows=2, cols=4, max_depth=config.max_depth, groups=4, a_signed=False)
+    with pytest.raises(ValueError, match=r"^An accelerator with depthwise True needs a core "
+                                         r"with add tables \(ArrayCore lane_operands=True\)$"):
+        AddressSpaces(config, core_signature=core.signature)

@@ -14,7 +14,7 @@ from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.array_core import ArrayCore
 from sparqforge.hw.executor import Executor
 from sparqforge.protocol import (CRC_BYTES, CRC_RESIDUE, HEADER_BYTES, REQUESTS, Command, DeviceInfo,
-                                 RunDescriptor, Space, Status, encode_address, frame)
+                                 Mode, RunDescriptor, Space, Status, encode_address, frame)
 from sparqforge.sw.runtime import layouts
 from sparqforge.sw.runtime.device_model import DeviceModel
 
@@ -28,7 +28,8 @@ def core_for(config):
     return ArrayCore(rows=config.rows, cols=config.cols, a_bits=config.a_bits, a_signed=False,
                      w_bits=config.w_bits, w_signed=True, max_depth=config.max_depth,
                      groups=config.groups, sparsity=config.sparsity, tables=config.tables,
-                     threshold_bits=config.threshold_bits if config.tables else None)
+                     threshold_bits=config.threshold_bits if config.tables else None,
+                     packed_products=config.packed_products, lane_operands=config.depthwise)
 
 
 class Bench:
@@ -127,7 +128,7 @@ class Bench:
         if ctx.get(dut.weight_write.en):
             self.commits.append(("weight", ctx.get(dut.weight_write.addr),
                                  ctx.get(dut.weight_write.data)))
-        for name in ("cfg_requant", "cfg_act", "cfg_weight", "cfg_threshold"):
+        for name in ("cfg_requant", "cfg_act", "cfg_weight", "cfg_threshold", "cfg_add"):
             port = getattr(dut, name, None)
             if port is not None and ctx.get(port.valid):
                 self.cfg.append((name, ctx.get(port.payload)))
@@ -248,6 +249,34 @@ def request_set(config, rng):
                   np.zeros((1, 10))),
             run(step=3, mode=3),
         ]
+    # Residual add tables: on accelerators with the depthwise walk, a space and a mode.
+    add = Mode.CONV | Mode.DEPTHWISE | Mode.ADD
+    walk = dict(in_h=1, in_w=1, in_c=1, out_w=1, kh=1, kw=1, sh=1, sw=1)
+    if config.depthwise:
+        bodies += [
+            write(Space.ADD_TABLE, encode_address(Space.ADD_TABLE, config, table=1, input=1,
+                                                  code=7), rng.integers(0, 256, (3, 4))),
+            # The last entries, then one past them: two words written, then RANGE.
+            write(Space.ADD_TABLE, encode_address(Space.ADD_TABLE, config, table=3, input=1,
+                                                  code=254), rng.integers(0, 256, (3, 4))),
+            write(Space.ADD_TABLE, 4 << 9, np.zeros((1, 4))),
+            write(Space.ADD_TABLE, 5, np.zeros(6)),                  # not whole words
+            run(mode=add, table=1, **walk),
+            run(mode=add, table=3, **walk),
+            run(mode=Mode.CONV | Mode.DEPTHWISE, table=9, **walk),   # no ADD: table unused
+            run(mode=add, table=4, **walk),                          # no such table
+            run(mode=add, table=255, **walk),
+            run(mode=Mode.DEPTHWISE | Mode.ADD, table=1, **walk),    # not a convolution
+            run(mode=Mode.CONV | Mode.ADD, table=1, **walk),         # not depthwise
+            run(mode=Mode.ADD, table=1),
+            run(mode=add | 0x80, table=1, **walk),                   # a mode bit no mode has
+        ]
+    else:
+        bodies += [
+            write(Space.ADD_TABLE, 0, np.zeros((1, 4))),             # no add tables: SPACE
+            run(mode=add, table=1, **walk),
+            run(mode=Mode.ADD),
+        ]
     return renumber(bodies)
 
 
@@ -310,3 +339,17 @@ def test_commits_reach_memories_and_tables():
     assert [p.param.shift for p in requant] == fields["shift"].tolist()
     threshold = [p for name, p in bench.cfg if name == "cfg_threshold"]
     assert [(p.group, p.lane, p.index, p.value) for p in threshold] == [(1, 1, 2, -2)]
+
+
+def test_add_table_entries_reach_the_core():
+    assert DENSE.depthwise
+    bench = Bench(DENSE, stall=0.0)
+    entries = np.array([[0xFE, 0xFF, 0xFF, 0xFF], [0x78, 0x56, 0x34, 0x12]])
+    address = encode_address(Space.ADD_TABLE, DENSE, table=2, input=1, code=255)
+    replies = bench.run(renumber([open_frame(), write(Space.ADD_TABLE, address, entries)]))
+    assert [reply[4] for reply in replies] == [Status.OK, Status.OK]
+    add = [p for name, p in bench.cfg if name == "cfg_add"]
+    # Entry 1535, then 1536: the next table's first.
+    assert [(p.table, p.input, p.code, p.value) for p in add] == [(2, 1, 255, -2),
+                                                                  (3, 0, 0, 0x12345678)]
+    assert all(name == "cfg_add" for name, _ in bench.cfg)

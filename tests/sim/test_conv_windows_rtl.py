@@ -13,6 +13,7 @@ from sparqforge.sw import golden
 
 from ..sw.test_conv_windows import conv_chain_bundle
 from ..sw.test_network_graph import input_codes, separable_bundle
+from ..sw.test_residual import deep_residual_bundle
 
 pytestmark = pytest.mark.sim
 
@@ -32,6 +33,11 @@ BUNDLES = {
     "conv_chain_bands": (lambda: conv_chain_bundle(size=24), [4], [0, 1, 2]),
     "separable_bands": (lambda: separable_bundle(channels=12, size=16, stride=1), [0, 2],
                         [0, 1]),
+    # Residual blocks: adds through the add tables (depthwise RUNs, Mode.ADD) in one
+    # segment; on 16x16 maps the first block's shortcut is spilled to the host and back.
+    "residual": (deep_residual_bundle, [3, 7, 8], []),
+    "residual_spill": (lambda: deep_residual_bundle(size=16, blocks=3, seed=7),
+                       [3, 6, 10, 11], []),
 }
 
 
@@ -52,3 +58,4 @@ def test_windows_on_the_rtl_equal_the_golden_model(name):
     assert planned == depthwise and set(depthwise) <= on_device
     assert all(runner.layer_cycles[index] > 0 for index in depthwise)
     assert sorted(index for index, plan in runner.plans.items() if plan.band_rows) == banded
+    assert (runner.spilled_words > 0) == name.endswith("spill")

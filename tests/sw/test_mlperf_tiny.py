@@ -54,3 +54,20 @@ def test_the_models_bench_on_the_rtl():
     for name in mlperf_tiny.MODELS:
         assert report[f"models.{name}.rtl_equals_golden"], name
         assert report[f"models.{name}.macs"] == mlperf_tiny.mac_count(name)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "dscnn"])
+def test_whole_networks_on_the_networks_preset_golden_device(name):
+    # With the window walk, depthwise columns and add tables every layer runs on the
+    # device: ResNet-8's residual adds too (one segment, its first shortcut spilled).
+    model = mlperf_tiny.make(name)
+    x = np.random.default_rng(1).random((2, *mlperf_tiny.INPUT_SHAPES[name])).astype(
+        np.float32)
+    bundle = sparqforge.compile(model, x, name=name)
+    codes = bundle.quantize_input(x)
+    runner = Runner(bundle, open_device("golden", "networks"))
+    runner.load()
+    assert np.array_equal(runner.infer(codes, batch=1), golden.run_network(bundle.layers,
+                                                                           codes))
+    assert all(row["where"] == "device" for row in runner.report())
+    assert len(runner.schedule) == 1 and runner.resident
