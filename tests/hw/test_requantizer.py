@@ -16,6 +16,14 @@ from sparqforge.hw.requantizer import Requantizer
 from sparqforge.sw import golden
 
 
+def offer_row(ctx, port, accumulators, tag, last):
+    """Put one row of accumulators (one per lane), its tag and ``last`` on stream ``port``."""
+    for lane, value in enumerate(accumulators):
+        ctx.set(port.payload.data[lane], int(value))
+    ctx.set(port.payload.tag, int(tag))
+    ctx.set(port.payload.last, int(last))
+
+
 def random_params(rng, channels, out_bits, out_signed):
     """Per-channel parameters covering both int32 saturations, left and right shifts over
     their whole range, zero multipliers and ReLU."""
@@ -54,10 +62,7 @@ def simulate(dut, params, acc, tags, last, *, seed, gaps=0.3, stalls=0.4):
             ctx.set(dut.i.valid, offer)
             if offer:
                 b = pending[0]
-                for lane in range(dut.lanes):
-                    ctx.set(dut.i.payload.data[lane], int(acc[b, lane]))
-                ctx.set(dut.i.payload.tag, int(tags[b]))
-                ctx.set(dut.i.payload.last, int(last[b]))
+                offer_row(ctx, dut.i, acc[b], tags[b], last[b])
             ctx.set(dut.o.ready, not emitted or rng.random() >= stalls)
             if offer and ctx.get(dut.i.ready):
                 pending.pop(0)

@@ -13,6 +13,8 @@ from amaranth.sim import Simulator
 from sparqforge.hw.residual_add import ResidualAdd
 from sparqforge.protocol import ADD_TABLES
 
+from .test_requantizer import offer_row
+
 
 def wrap32(values):
     values = np.asarray(values, dtype=np.int64) & 0xFFFFFFFF
@@ -79,10 +81,7 @@ def simulate(dut, tables, batches, *, seed, gaps=0.3, stalls=0.3):
                 ctx.set(dut.i.valid, offer)
                 if offer:
                     b = pending[0]
-                    for lane in range(dut.lanes):
-                        ctx.set(dut.i.payload.data[lane], int(acc[b, lane]))
-                    ctx.set(dut.i.payload.tag, int(tags[b]))
-                    ctx.set(dut.i.payload.last, int(lasts[b]))
+                    offer_row(ctx, dut.i, acc[b], tags[b], lasts[b])
                 ready = rng.random() >= stalls
                 ctx.set(dut.o.ready, ready)
                 if offer and ctx.get(dut.i.ready):
