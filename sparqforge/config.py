@@ -323,8 +323,8 @@ def read_json(path, what):
 #: and 2:4 layers, power-exponent tables and thresholds); ``int8`` is a plain dense 8x8 int8
 #: accelerator; ``networks`` the ULX3S's 8x8 int8 array with memories for whole networks on
 #: the device (images of 4096 words per bank, ResNet-8's and DS-CNN's weights and channel
-#: groups resident with its residual adds'; block RAM use on the ECP5-85F in
-#: ``docs/boards.md``).
+#: groups resident with its residual adds'; 205 of the ECP5-85F's 208 block RAMs after
+#: synthesis, see ``docs/boards.md``).
 PRESETS = {
     "demo": AcceleratorConfig(sparsity=(2, 4), tables=True, threshold_bits=4, groups=32),
     "int8": AcceleratorConfig(groups=32),
