@@ -54,6 +54,7 @@ def test_the_models_bench_on_the_rtl():
     for name in mlperf_tiny.MODELS:
         assert report[f"models.{name}.rtl_equals_golden"], name
         assert report[f"models.{name}.macs"] == mlperf_tiny.mac_count(name)
+        assert report[f"models.{name}.host_layers"] == 0, name
 
 
 @pytest.mark.parametrize("name", ["resnet8", "dscnn"])
