@@ -67,6 +67,9 @@ class ConvWalk(wiring.Component):
         A ``Mode.CONV`` layer's first tile is ready: its beats may issue from the next cycle.
     ready : Out(1)
         A tile's last beat may issue in this cycle (high outside ``Mode.CONV``).
+    ready_next : Out(1)
+        ``ready`` as of the next cycle, given this cycle's ``start``, ``issue`` and ``last``
+        (for a feeder that registers its decision to issue a cycle early).
     lane : Out(range(cols + 1))
         The first lane of the beat issued in this cycle.
     addr : Out(ArrayLayout(16, rows)), inside : Out(rows)
@@ -83,6 +86,7 @@ class ConvWalk(wiring.Component):
             "last": In(1),
             "go": Out(1),
             "ready": Out(1),
+            "ready_next": Out(1),
             "lane": Out(range(config.cols + 1)),
             "addr": Out(data.ArrayLayout(16, config.rows)),
             "inside": Out(config.rows),
@@ -167,6 +171,7 @@ class ConvWalk(wiring.Component):
         slot = Signal(rows, init=1)                # one-hot: the slot written next
         count = Signal(range(rows + 1))            # slots written for the next tile
         full, almost = Signal(), Signal()          # count == rows, count >= rows - 1
+        almost_next = Signal()
         running, priming = Signal(), Signal()
         # ``load`` fans out to every row's registers: a copy per row, and one for the
         # generator. The beat issued with ``issue & last`` is followed by the first of the
@@ -178,7 +183,10 @@ class ConvWalk(wiring.Component):
         m.d.comb += self.go.eq(priming & full)
         # The next tile is in the slots in the next cycle (``rows == 1``: always, as the
         # generator then writes the only slot in every cycle it is not full).
-        m.d.comb += self.ready.eq(1 if rows == 1 else almost & ~load_gen)
+        m.d.comb += [self.ready.eq(1 if rows == 1 else almost & ~load_gen),
+                     self.ready_next.eq(1 if rows == 1 else almost_next & ~load_next)]
+        m.d.comb += almost_next.eq(almost)
+        m.d.sync += almost.eq(almost_next)
 
         # The pixel address the next channel tile starts from: in ``Mode.DEPTHWISE`` its
         # word offset ``nt`` is added here, once per channel tile, rather than to every
@@ -192,8 +200,9 @@ class ConvWalk(wiring.Component):
                     g_mt.eq(0), g_mt_last.eq(desc.m_last == 0), slot.eq(1)]
 
         with m.If(self.start):
+            m.d.comb += almost_next.eq(~conv)
             m.d.sync += [running.eq(conv), priming.eq(conv), count.eq(0), full.eq(0),
-                         almost.eq(~conv), *restart(desc.origin)]
+                         *restart(desc.origin)]
         with m.Elif(shift):
             for r in range(rows):
                 with m.If(slot[r]):
@@ -218,10 +227,11 @@ class ConvWalk(wiring.Component):
                         m.d.sync += g_ix.eq(g_ix + desc.sw)
             with m.If(load_gen):
                 # The rows take the slots as the generator writes the first of the next.
-                m.d.sync += [count.eq(1), full.eq(rows == 1), almost.eq(rows <= 2)]
+                m.d.comb += almost_next.eq(rows <= 2)
+                m.d.sync += [count.eq(1), full.eq(rows == 1)]
             with m.Else():
-                m.d.sync += [count.eq(count + 1), full.eq(count + 1 == rows),
-                             almost.eq(count + 2 >= rows)]
+                m.d.comb += almost_next.eq(count + 2 >= rows)
+                m.d.sync += [count.eq(count + 1), full.eq(count + 1 == rows)]
         with m.If(self.go):
             m.d.sync += priming.eq(0)
         return slots, load

@@ -52,9 +52,10 @@ class Feeder(wiring.Component):
 
     Latency: a beat issued in cycle ``t`` has its address in the memories' address registers
     in ``t + 1``, its words in the memories' data registers in ``t + 3``; its lanes are
-    selected beside each bank in ``t + 4`` and it enters the FIFOs in ``t + 5`` (every
-    stage registered: the banks sit far apart and far from the counters). In ``Mode.CONV``
-    every step is a cycle later: the walk's addresses are registered in ``t + 1``.
+    selected beside each bank in ``t + 4`` and it enters the FIFOs in ``t + 5``, padding
+    substituted on the way (every stage registered: the banks sit far apart and far from
+    the counters). In ``Mode.CONV`` every step is a cycle later: the walk's addresses are
+    registered in ``t + 1``.
 
     Parameters
     ----------
@@ -144,28 +145,37 @@ class Feeder(wiring.Component):
         walked, issued, pending, landed, selected, fed = (
             Signal(beat_layout, name=name)
             for name in ("walked", "issued", "pending", "landed", "selected", "fed"))
-        # Whether the FIFOs have room for one more beat, registered so that ``issue`` is
-        # the AND of a few registers: it fans out to every feeder counter. It is decided a
-        # cycle early with one place to spare, for the beat issued in that cycle: beats in
+        # Whether the FIFOs have room for one more beat (``room``; ``room_next`` is its next
+        # value, for ``issue_next`` below). It is decided a cycle early with one place to
+        # spare, for the beat issued in that cycle: beats in
         # flight plus in the FIFO grow by at most one per cycle. They are counted in
         # a counter per stream (issued, not yet popped: the stages' beats plus the FIFO's
         # level; the side FIFO moves with the weight FIFO) beside ``room``, rather than a sum
         # of the stages' flags and the FIFO levels, which spanned the feeder.
-        a_credits, w_credits = Signal(range(depth + 8)), Signal(range(depth + 8))
-        room = Signal()
+        a_credits = Signal(range(depth + 8), name="a_credits")
+        w_credits = Signal(range(depth + 8), name="w_credits")
+        room, room_next = Signal(), Signal()
         limit = Signal(range(depth + 1))
-        m.d.sync += [limit.eq(Mux(conv, depth - 1, FIFO_DEPTH - 1)),
-                     room.eq((a_credits < limit) & (w_credits < limit))]
+        m.d.comb += room_next.eq((a_credits < limit) & (w_credits < limit))
+        m.d.sync += [limit.eq(Mux(conv, depth - 1, FIFO_DEPTH - 1)), room.eq(room_next)]
 
         if config.conv:
             # (Imported here: the walk's ports use this module's descriptor layout.)
             from .conv_walk import ConvWalk
             m.submodules.walk = walk = ConvWalk(config)
             m.d.comb += [walk.start.eq(self.start), walk.desc.eq(desc)]
-            ready, lane_now = walk.ready, Mux(conv, walk.lane, lane_off)
+            ready_next, lane_now = walk.ready_next, Mux(conv, walk.lane, lane_off)
         else:
-            ready, lane_now = Const(1), lane_off
-        issue = issuing & room & (~s_last | ready)
+            ready_next, lane_now = Const(1), lane_off
+        # ``issue`` (``issuing & room & (~s_last | ready)``, cycle for cycle) enables every
+        # counter of the feeder and the walk: it is decided a cycle early from the next
+        # values of those registers (the walk's ``ready_next``), into copies of a register
+        # that each drive one group of counters, so that no gate and no wide fan-out sit
+        # between the flags and those enables.
+        issuing_next, s_last_next = Signal(), Signal()
+        issue_next = issuing_next & room_next & (~s_last_next | ready_next)
+        issue = replica(m, issue_next, "issue")                # the beat's flags, the credits
+        issue_count = replica(m, issue_next, "issue_count")    # the loop counters
         m.d.sync += [a_credits.eq(a_credits + issue - (a_fifo.r_en & a_fifo.r_rdy)),
                      w_credits.eq(w_credits + issue - (w_fifo.r_en & w_fifo.r_rdy))]
         now = Signal(beat_layout)
@@ -178,7 +188,7 @@ class Feeder(wiring.Component):
         # Each row's padding flag, beside the beat's flags from ``issued`` to ``pending``.
         pad_issued, pad_pending = Signal(rows), Signal(rows)
         if config.conv:
-            m.d.comb += walk.issue.eq(issue), walk.last.eq(s_last)
+            m.d.comb += walk.issue.eq(replica(m, issue_next, "issue_walk")), walk.last.eq(s_last)
             m.d.sync += [pad_issued.eq(Mux(conv, ~walk.inside, 0)), pad_pending.eq(pad_issued)]
             # The walk's words are a cycle later than the counters': so is the weight word.
             w_walked = Signal(16)
@@ -191,35 +201,47 @@ class Feeder(wiring.Component):
             m.d.comb += [self.act_addr[r].eq(a_word) for r in range(rows)]
 
         # Activation beat: lanes lane_off .. lane_off + step - 1 of every bank's word, or
-        # ``pad_code`` in each of them for a padding row.
+        # ``pad_code`` in each of them for a padding row. The lanes are selected beside each
+        # bank, by multiplexers whose selects are registers of their own, so that only they
+        # sit between the bank's data register and ``a_selected``; padding and the lanes
+        # past ``step`` are substituted on the way to the FIFO (``a_fed``).
+        a_pad = Signal(rows)
         for r in range(rows):
             word = self.act_data[r]
             lanes = Array(word[c] for c in range(cols))
-            # Each bank's multiplexer has its own copy of ``landed.lane``.
-            landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True)
-            if config.conv:
-                landed_pad = replica(m, pad_pending[r], f"landed_pad_{r}", reset_less=True)
             if config.depthwise:
-                # (The mode is constant while a layer runs: a copy per bank, as for the lane.)
+                # Each bank's multiplexer has its own copy of ``landed.lane`` and of the mode
+                # (constant while a layer runs).
+                landed_lane = replica(m, pending.lane, f"landed_lane_{r}", reset_less=True)
                 depthwise = replica(m, desc.mode[Mode.DEPTHWISE.bit], f"depthwise_{r}",
                                     reset_less=True)
-                selected = lanes[landed_lane[:max(1, lane_bits)]] if cols > 1 else word[0]
+                picked = lanes[landed_lane[:max(1, lane_bits)]] if cols > 1 else word[0]
             for e in range(a_elems):
                 if config.depthwise:
-                    lane = Mux(depthwise, word[e], selected)
+                    lane = Mux(depthwise, word[e], picked)
+                elif cols > 1:
+                    # Each lane's multiplexer has its own copy of its index, ``landed.lane +
+                    # e`` (no adder after the register).
+                    lane = lanes[replica(m, (pending.lane + e)[:lane_bits],
+                                         f"landed_index_{r}_{e}", reset_less=True)]
                 else:
-                    index = landed_lane + e
-                    lane = lanes[index[:max(1, lane_bits)]] if cols > 1 else word[0]
-                if config.conv:
-                    lane = Mux(landed_pad, desc.pad_code, lane)
-                m.d.comb += a_beat[r][e].eq(lane if config.depthwise
-                                            else Mux(e < desc.step, lane, 0))
+                    lane = word[0]
+                m.d.comb += a_beat[r][e].eq(lane)
+            if config.conv:
+                landed_pad = replica(m, pad_pending[r], f"landed_pad_{r}", reset_less=True)
+                m.d.comb += a_pad[r].eq(replica(m, landed_pad, f"selected_pad_{r}",
+                                                reset_less=True))
         a_selected = Signal.like(a_beat, reset_less=True)
         w_selected = Signal.like(self.weight_data, reset_less=True)
         a_fed = Signal.like(a_beat, reset_less=True)
         w_fed = Signal.like(self.weight_data, reset_less=True)
         m.d.sync += [a_selected.eq(a_beat), w_selected.eq(self.weight_data),
-                     a_fed.eq(a_selected), w_fed.eq(w_selected)]
+                     w_fed.eq(w_selected)]
+        for r in range(rows):
+            for e in range(a_elems):
+                lane = Mux(a_pad[r], desc.pad_code, a_selected[r][e])
+                m.d.sync += a_fed[r][e].eq(lane if config.depthwise
+                                           else Mux(e < desc.step, lane, 0))
         side_entry = Signal(side_layout)
         m.d.comb += [side_entry.tag.eq(fed.tag), side_entry.last.eq(fed.last),
                      a_fifo.w_data.eq(a_fed), a_fifo.w_en.eq(fed.valid),
@@ -227,16 +249,25 @@ class Feeder(wiring.Component):
                      side_fifo.w_data.eq(side_entry), side_fifo.w_en.eq(fed.valid)]
 
         step, k_steps = desc.step, desc.k_steps
+        # ``issuing`` and ``s_last`` as of the next cycle, for ``issue_next``; ``s_next_last``
+        # (``s + 1 == k_last``) keeps the 16-bit comparison off that path, and ``k_zero``
+        # (``k_last == 0``, from ``start`` on) too, but for the cycle of ``start`` itself.
+        s_next_last, k_zero = Signal(), Signal()
+        m.d.comb += [issuing_next.eq(issuing), s_last_next.eq(s_last)]
+        m.d.sync += [issuing.eq(issuing_next), s_last.eq(s_last_next)]
         with m.If(self.start):
             # A ``Mode.CONV`` layer issues once the walk has its first tile (``go``).
-            m.d.sync += [issuing.eq(~conv), nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
+            m.d.comb += [issuing_next.eq(~conv), s_last_next.eq(desc.k_last == 0)]
+            m.d.sync += [nt.eq(0), mt.eq(0), s.eq(0), lane_off.eq(0),
                          a_word.eq(desc.a_base), a_row.eq(desc.a_base),
                          w_addr.eq(desc.w_base), w_tile.eq(desc.w_base),
-                         s_last.eq(desc.k_last == 0), mt_last.eq(desc.m_last == 0),
-                         nt_last.eq(desc.n_last == 0), lane_wrap.eq(step == cols)]
-        with m.Elif(issue):
+                         s_next_last.eq(desc.k_last == 1), k_zero.eq(desc.k_last == 0),
+                         mt_last.eq(desc.m_last == 0), nt_last.eq(desc.n_last == 0),
+                         lane_wrap.eq(step == cols)]
+        with m.Elif(issue_count):
             with m.If(s_last):
-                m.d.sync += [s.eq(0), lane_off.eq(0), s_last.eq(desc.k_last == 0),
+                m.d.comb += s_last_next.eq(k_zero)
+                m.d.sync += [s.eq(0), lane_off.eq(0), s_next_last.eq(desc.k_last == 1),
                              lane_wrap.eq(step == cols)]
                 with m.If(mt_last):
                     m.d.sync += [mt.eq(0), a_row.eq(desc.a_base), a_word.eq(desc.a_base),
@@ -244,13 +275,15 @@ class Feeder(wiring.Component):
                                  w_addr.eq(w_tile + k_steps), mt_last.eq(desc.m_last == 0),
                                  nt_last.eq(nt + 1 == desc.n_last)]
                     with m.If(nt_last):
-                        m.d.sync += issuing.eq(0)
+                        m.d.comb += issuing_next.eq(0)
                 with m.Else():
                     m.d.sync += [mt.eq(mt + 1), a_row.eq(a_row + desc.a_stride),
                                  a_word.eq(a_row + desc.a_stride), w_addr.eq(w_tile),
                                  mt_last.eq(mt + 1 == desc.m_last)]
             with m.Else():
-                m.d.sync += [s.eq(s + 1), w_addr.eq(w_addr + 1), s_last.eq(s + 1 == desc.k_last)]
+                m.d.comb += s_last_next.eq(s_next_last)
+                m.d.sync += [s.eq(s + 1), w_addr.eq(w_addr + 1),
+                             s_next_last.eq(s + 2 == desc.k_last)]
                 with m.If(lane_wrap):
                     m.d.sync += [lane_off.eq(0), a_word.eq(a_word + 1),
                                  lane_wrap.eq(step == cols)]
@@ -259,7 +292,7 @@ class Feeder(wiring.Component):
                                  lane_wrap.eq(lane_off + (step << 1) == cols)]
         if config.conv:
             with m.Elif(walk.go):
-                m.d.sync += issuing.eq(1)
+                m.d.comb += issuing_next.eq(1)
 
         # FIFO heads -> core streams.
         nested = config.sparse or config.depthwise
