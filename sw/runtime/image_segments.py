@@ -27,7 +27,7 @@ import numpy as np
 from ...protocol import Space
 from .planning import ceil_div, matrix_run, segment_io
 from .residual import add_descriptor
-from .windows import conv_descriptor, run_bands, write_image
+from .windows import conv_descriptor, image_region, run_bands, write_image
 
 
 def run_image_segment(runner, indices, inputs):
@@ -119,14 +119,16 @@ class _Segment:
         compacting ``keep`` when that is not enough."""
         base = self._take(size, top)
         while base is None:
-            victims = [name for name in self.where if name not in keep]
+            # (Images only: a matrix layer's rows are a few words and stay where they are.)
+            victims = [name for name in self.where
+                       if name not in keep and name in self.runner.images_shapes]
             if not victims:
                 break
             self._spill(max(victims, key=lambda name: self._next_use(name, position)))
             base = self._take(size, top)
         if base is None:
             # Only what this layer reads is left, in the wrong places: lay it out afresh.
-            resident = list(self.where)
+            resident = [name for name in self.where if name in self.runner.images_shapes]
             self.runner.compactions += 1
             for name in resident:
                 self._spill(name)
@@ -161,10 +163,7 @@ class _Segment:
         return h * w * ceil_div(c, self.config.cols)
 
     def _size(self, name):
-        """Words an image takes: whole tiles of pixels (a RUN writes whole tiles)."""
-        h, w, c = self._shape(name)
-        rows = self.config.rows
-        return ceil_div(h * w, rows) * rows * ceil_div(c, self.config.cols)
+        return image_region(self.config, self._shape(name))
 
     # -- running ------------------------------------------------------------------------
     def run(self, inputs):
@@ -184,7 +183,7 @@ class _Segment:
                 for read in reads:
                     if (self._next_use(read, position) == float("inf")
                             and self.where[read][1] >= size):
-                        src = [self.where[read][0] for read in reads]
+                        src = [self.where[r][0] for r in reads]
                         base, size = self.where.pop(read)
                         break
             if base is None:
@@ -192,7 +191,7 @@ class _Segment:
                 # alternate between the ends; room for it may move the inputs.
                 top = 2 * self.where[reads[0]][0] < self.config.act_depth
                 base = self._allocate(size, position, reads, top)
-                src = [self.where[read][0] for read in reads]
+                src = [self.where[r][0] for r in reads]
             self.where[name] = (base, size)
             if plan.layer.get("add_table") is not None:
                 descriptor = add_descriptor(config, plan, src[0], src[1], base,

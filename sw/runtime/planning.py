@@ -1,8 +1,8 @@
 """What the runner decides before it runs anything: whether a layer suits the device (from
 its arrays, never from what the bundle declares), and where it lives and how it is tiled."""
 
-__all__ = ["segments", "segment_io", "matrix_run", "CompileError", "LayerPlan", "ceil_div", "layer_macs",
-           "check_operands", "check_accumulator"]
+__all__ = ["segments", "segment_io", "matrix_run", "CompileError", "LayerPlan", "ceil_div",
+           "layer_macs", "check_operands", "check_accumulator"]
 
 from dataclasses import dataclass
 

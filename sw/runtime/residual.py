@@ -32,7 +32,7 @@ import numpy as np
 from ...protocol import ADD_TABLES, Mode, RunDescriptor, Space, encode_address
 from .. import golden
 from .planning import CompileError, ceil_div
-from .windows import output_words
+from .windows import image_region
 
 #: Weights of the window taps ``(ky, kx)`` in order: ``(0, 0)``, ``(0, 1)`` read the first
 #: input, ``(1, 0)``, ``(1, 1)`` the second.
@@ -120,7 +120,7 @@ def add_plan(runner, index, layer):
         return None
     words = ceil_div(shape[2], info.cols)
     # The output goes over an input: the two inputs are all it needs.
-    if 2 * output_words(info, replace(plan, n_tiles=words)) > info.act_depth:
+    if 2 * image_region(info, shape) > info.act_depth:
         return None
     return replace(plan, image=True, band_rows=0, a_stride=words,
                    mode=plan.mode | Mode.DEPTHWISE | Mode.ADD)

@@ -24,8 +24,8 @@ the host. Only when not even one output row fits is a convolution lowered by im2
 host (a depthwise one runs on the host).
 """
 
-__all__ = ["image_words", "fits_image", "band_rows", "image_shapes", "pool_layer",
-           "output_words", "conv_descriptor", "write_image", "run_bands"]
+__all__ = ["image_words", "image_region", "fits_image", "band_rows", "image_shapes",
+           "pool_layer", "output_words", "conv_descriptor", "write_image", "run_bands"]
 
 import numpy as np
 
@@ -92,11 +92,18 @@ def pool_layer(layer, shape):
                      "out_width": out_w, "groups": c}}
 
 
+def image_region(config, shape):
+    """Words an image ``shape = (h, w, c)`` takes in a bank as a RUN writes it: whole tiles
+    of ``rows`` pixels."""
+    h, w, c = shape
+    return ceil_div(h * w, config.rows) * config.rows * ceil_div(c, config.cols)
+
+
 def output_words(config, plan, out_rows=None):
+    """Words the output of image layer ``plan`` (or of ``out_rows`` of its rows) takes."""
     conv = plan.layer["conv"]
     out_rows = conv["out_height"] if out_rows is None else out_rows
-    m_tiles = ceil_div(out_rows * conv["out_width"], config.rows)
-    return m_tiles * config.rows * plan.n_tiles
+    return image_region(config, (out_rows, conv["out_width"], plan.n_tiles * config.cols))
 
 
 def _band_input(conv, oy0, oy1):
@@ -108,7 +115,7 @@ def _band_input(conv, oy0, oy1):
 
 def band_rows(config, plan):
     """The most output rows per band with which convolution ``plan`` runs on the window
-    walk band by band (:func:`run_image_segment`): a band's input rows and output fit the
+    walk band by band (:func:`run_bands`): a band's input rows and output fit the
     banks together. 0 when not even one output row does, or the walk cannot run it."""
     conv = plan.layer["conv"]
     if not _walkable(config, plan):
