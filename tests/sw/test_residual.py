@@ -12,6 +12,7 @@ from sparqforge.protocol import ADD_TABLES, Mode
 from sparqforge.sw import golden
 from sparqforge.sw.golden import graph_ops
 from sparqforge.sw.runtime import image_segments
+from sparqforge.sw.runtime.planning import CompileError
 from sparqforge.sw.runtime.residual import TAP_WEIGHTS, add_table
 
 from .test_network_graph import _bundle, conv, input_codes, linear
@@ -147,3 +148,12 @@ def test_a_depthwise_layer_in_parts_reads_each_part_s_channels():
     got, runner, _ = run_bundle(bundle, codes, config, backend="golden")
     assert len(runner.plans[0].parts) == 3
     assert np.array_equal(got, golden.run_network(bundle.layers, codes))
+
+
+def test_tables_that_could_overflow_the_sum_are_refused():
+    # Multipliers no TFLite ADD has (input scales far above the output's twice): entries
+    # near 2**31 whose sum would wrap in the device's 32-bit adder.
+    layer = dict(graph_ops.add_params(0.05, 128, 0.04, 0, 0.06, 100, relu=False),
+                 name="add", shift=np.array([8, 8, -18]))
+    with pytest.raises(CompileError, match="Add 'add': its rescaled inputs can overflow"):
+        add_table(layer)
