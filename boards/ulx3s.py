@@ -20,7 +20,7 @@ ULX3S = Board(
     uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the US1 micro-USB port (the FTDI); no reset button is used.",
     program="openFPGALoader -b ulx3s top.bit",
-    # No convolution window walk yet: with it the system reaches 90 MHz (docs/boards.md);
+    # No convolution window walk yet: with it the system reaches 84 MHz (docs/boards.md);
     # convolutions are lowered by im2col on the host.
     config=int8_reference(mac_multipliers="lut", product_stages=3, baud=3_000_000,
                           conv=False))
