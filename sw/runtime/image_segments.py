@@ -27,7 +27,7 @@ import numpy as np
 from ...protocol import Space
 from .planning import ceil_div, matrix_run, segment_io
 from .residual import add_descriptor
-from .windows import conv_descriptor, image_region, run_bands, write_image
+from .windows import conv_descriptor, image_region, image_words, run_bands, write_image
 
 
 def run_image_segment(runner, indices, inputs):
@@ -159,8 +159,7 @@ class _Segment:
         return self.runner.images_shapes[name]
 
     def _raw_words(self, name):
-        h, w, c = self._shape(name)
-        return h * w * ceil_div(c, self.config.cols)
+        return image_words(self.config, self._shape(name))
 
     def _size(self, name):
         return image_region(self.config, self._shape(name))
