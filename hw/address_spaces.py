@@ -34,6 +34,9 @@ class AddressSpaces(wiring.Component):
     known : Out(1), word_bytes : Out(...), addressable : Out(1)
     host_write, weight_write : Out
         The memories' write ports (see :class:`~sparqforge.hw.memories.Memories`).
+    program_write : Out
+        The executor's descriptor memory's write port (``addr``, ``data``, ``en``; with
+        ``program_depth`` only).
     cfg_requant, cfg_act, cfg_weight, cfg_threshold, cfg_add : Out(stream)
         The core's table write ports (those it has).
     """
@@ -50,6 +53,10 @@ class AddressSpaces(wiring.Component):
         # (An ``In`` member's signature is seen from the core; its source sees it flipped.)
         cfg = {name: Out(member.signature.flip())
                for name, member in core_signature.members.items() if name.startswith("cfg_")}
+        if config.program_depth:
+            cfg["program_write"] = Out(wiring.Signature({
+                "addr": Out(range(address_limit(Space.PROGRAM, config))), "data": Out(8),
+                "en": Out(1)}))
         super().__init__({
             "space": In(8),
             "target": In(32),
@@ -114,6 +121,12 @@ class AddressSpaces(wiring.Component):
                          add_cfg.payload.input.eq(field(Space.ADD_TABLE, "input")),
                          add_cfg.payload.table.eq(field(Space.ADD_TABLE, "table")),
                          add_cfg.payload.value.eq(word[:32].as_signed())]
+        if config.program_depth:
+            # Stored RUN descriptors: a byte a word, every address below the limit.
+            spaces.append(Space.PROGRAM)
+            program = self.program_write
+            m.d.comb += [program.addr.eq(target), program.data.eq(word[:8]),
+                         program.en.eq(commit & (space == Space.PROGRAM))]
         if config.tables:
             spaces += list(TABLE_SPACES)
             act_cfg, w_cfg, t_cfg = self.cfg_act, self.cfg_weight, self.cfg_threshold

@@ -9,19 +9,17 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..protocol import (ADD_TABLES, CODE_OFFSET, CRC_BYTES, FIELDS_OFFSET, HEADER_BYTES,
-                        MIN_FRAME, REQUANT_BYTES, REQUESTS, SEQ_BYTES, SEQ_OFFSET, SEQUENCED,
-                        SESSION_BYTES, Command, DeviceInfo, Mode, RunDescriptor,
-                        Space, Status, address_fields, address_limit, max_payload)
+from ..protocol import (CODE_OFFSET, CRC_BYTES, FIELDS_OFFSET, HEADER_BYTES,
+                        MIN_FRAME, PROGRAM_BYTE_BITS, REQUANT_BYTES, REQUESTS, SEQ_BYTES,
+                        SEQ_OFFSET, SEQUENCED, SESSION_BYTES, Command, DeviceInfo,
+                        RunDescriptor, Space, Status, address_fields, address_limit,
+                        max_payload)
 from .address_spaces import AddressSpaces
 from .feeder import descriptor_layout
 from .host_link import frame_signature
 from .replica import replica_signal
-
-
-def _field(header, offset, size):
-    """A little-endian header field of ``size`` bytes at byte ``offset``."""
-    return Cat(*(header[offset + i] for i in range(size)))
+from .run_descriptor import field as _field, run_descriptor
+from .sliced_memory import SlicedMemory
 
 
 class Executor(wiring.Component):
@@ -34,7 +32,10 @@ class Executor(wiring.Component):
     (neither is executed), ``LENGTH``, ``SPACE`` or ``RANGE`` for a request that does not
     fit this accelerator (``address_limit``, :func:`~sparqforge.protocol.word_bytes`), else
     ``OK`` with INFO's :class:`~sparqforge.protocol.DeviceInfo`, OPEN's last sequence number
-    and ``DeviceInfo``, READ's words or RUN's cycle count. A WRITE commits each word as soon
+    and ``DeviceInfo``, READ's words, RUN's cycle count or RUNS' cycle counts. RUNS runs
+    stored descriptors (``Space.PROGRAM``, a memory of the executor's) one after the other,
+    each fetched into a register file, checked and run as a RUN's; it stops with ``RANGE``
+    at the first one refused. A WRITE commits each word as soon
     as it is complete and stops at the first word out of range (the words before it stay
     written). A RUN's descriptor is checked (step, mode, ranges, a convolution's geometry,
     a depthwise one's single channel, an add table's mode and number) before the layer
@@ -116,6 +117,8 @@ class Executor(wiring.Component):
         s.addr = Signal(32)
         m.d.comb += s.addr.eq(_field(header, *REQUESTS[Command.WRITE].offset("addr")))
         s.count = _field(header, *REQUESTS[Command.READ].offset("count"))
+        s.runs_first = _field(header, *REQUESTS[Command.RUNS].offset("first"))
+        s.runs_count = _field(header, *REQUESTS[Command.RUNS].offset("count"))
         s.command = header[CODE_OFFSET]
         s.seq = _field(header, SEQ_OFFSET, SEQ_BYTES)
         # The session a host opened (0: none since the device started) and the newest
@@ -145,8 +148,16 @@ class Executor(wiring.Component):
         wiring.connect(m, spaces.weight_write, wiring.flipped(self.weight_write))
         for name in self._cfg_names:
             wiring.connect(m, getattr(spaces, name), wiring.flipped(getattr(self, name)))
+        # Stored RUN descriptors, 64 bytes a slot (see ``_fsm``'s PROGRAM states).
+        if config.program_depth:
+            m.submodules.program = s.program = SlicedMemory(
+                width=8, depth=address_limit(Space.PROGRAM, config), slice_bits=8)
+            write = s.program.write
+            m.d.comb += [write.addr.eq(spaces.program_write.addr),
+                         write.data.eq(spaces.program_write.data),
+                         write.en.eq(spaces.program_write.en)]
         self._frame_checks(m, s)
-        self._run_descriptor(m, s)
+        run_descriptor(m, s, config, self.desc, self.frame.header)
         self._reply_bytes(m, s)
         self._fsm(m, s)
         return m
@@ -157,8 +168,8 @@ class Executor(wiring.Component):
         range check takes two registered steps (the end address, then the verdict)."""
         config, frame = self._config, self.frame
         for name in ("frame_bad", "write_short", "read_length_bad", "run_length_bad",
-                     "open_length_bad", "space_unknown", "read_range_bad", "opened", "seq_new",
-                     "nonce_zero"):
+                     "runs_length_bad", "runs_range_bad", "open_length_bad", "space_unknown",
+                     "read_range_bad", "opened", "seq_new", "nonce_zero"):
             setattr(s, name, Signal(name=name))
         read_end = Signal(33)
         m.d.sync += [
@@ -167,6 +178,9 @@ class Executor(wiring.Component):
             s.read_length_bad.eq(frame.length != REQUESTS[Command.READ].frame_bytes),
             s.run_length_bad.eq(frame.length != REQUESTS[Command.RUN].frame_bytes),
             s.open_length_bad.eq(frame.length != REQUESTS[Command.OPEN].frame_bytes),
+            s.runs_length_bad.eq(frame.length != REQUESTS[Command.RUNS].frame_bytes),
+            s.runs_range_bad.eq((s.runs_count == 0)
+                                | (s.runs_first + s.runs_count > config.program_depth)),
             s.nonce_zero.eq(_field(self.frame.header,
                                    *REQUESTS[Command.OPEN].offset("session")) == 0),
             # Sessions and sequence numbers (see sparqforge.protocol).
@@ -182,78 +196,6 @@ class Executor(wiring.Component):
         s.sequenced = Signal()
         m.d.sync += s.sequenced.eq(sum(s.command == c for c in SEQUENCED) != 0)
 
-    def _run_descriptor(self, m, s):
-        """The descriptor registers, the weight word count ``n_tiles * k_steps`` and the RUN
-        checks (``s.checks``, then ``s.run_ok``)."""
-        config, desc, header = self._config, self.desc, self.frame.header
-        offsets = RunDescriptor.offsets()
-        # A RUN's weight words n_tiles * k_steps, by shift and add, one bit of k_steps per
-        # cycle (at most 16) from HEADER_DONE on, for every frame; RUN_SIZE waits for the
-        # last bit. A multiplier would take a DSP block (the iCE40UP5K's eight are all in
-        # the datapath) and, in one cycle with the checks after it, be the slowest path of
-        # the whole system. The registers load on a registered pulse, not on a state.
-        s.w_words = Signal(32)
-        s.mul_a, s.mul_b = Signal(32), Signal(16)
-        # The descriptor is loaded from the header of every frame on a pulse of its own, so
-        # that its registers' enable is one flip-flop, not the executor's state and checks.
-        s.load_mul = Signal()
-        s.load_desc = replica_signal(1, name="load_desc")
-        m.d.sync += [s.load_mul.eq(0), s.load_desc.eq(0)]
-        with m.If(s.load_mul):
-            m.d.sync += [s.mul_a.eq(_field(header, *offsets["n_tiles"])),
-                         s.mul_b.eq(_field(header, *offsets["k_steps"])), s.w_words.eq(0)]
-        with m.If(s.load_desc):
-            m.d.sync += [getattr(desc, name).eq(_field(header, *offsets[name]))
-                         for name in RunDescriptor.FIELDS]
-        with m.Else():
-            m.d.sync += [s.mul_a.eq(s.mul_a << 1), s.mul_b.eq(s.mul_b >> 1)]
-            with m.If(s.mul_b[0]):
-                m.d.sync += s.w_words.eq(s.w_words + s.mul_a)
-        # The RUN checks' sums, registered every cycle: the descriptor is loaded in
-        # HEADER_DONE and ``w_words`` is complete when RUN_SIZE leaves, a cycle before
-        # RUN_CHECK.
-        group_end, w_end = Signal(17), Signal(33)
-        m.d.sync += [group_end.eq(desc.group_base + desc.n_tiles),
-                     w_end.eq(desc.w_base + s.w_words)]
-        sparse = config.sparse
-        allowed_steps = sorted(set(config.sparsity)) if sparse else [1]
-        step_ok = 0
-        for value in allowed_steps:
-            step_ok = step_ok | (desc.step == value)
-        sparse_ok = ~desc.mode[Mode.SPARSE.bit] | (desc.step == (config.m if sparse else 0))
-        # Modes this accelerator lacks, and mode bits no mode has, are refused: a RUN never
-        # does something other than what its descriptor asks for.
-        known_bits = (Mode.ADD if config.depthwise else Mode.CONV if config.conv
-                      else Mode.WEIGHT_TABLE).bit + 1
-        tables_ok = (desc.mode[known_bits:] == 0) & (
-            (desc.mode[Mode.THRESHOLD.bit:Mode.WEIGHT_TABLE.bit + 1] == 0)
-            if not config.tables else 1)
-        zero = (desc.m_tiles == 0) | (desc.n_tiles == 0) | (desc.k_steps == 0)
-        # A convolution's walk needs channels, taps and output columns, and a beat's lanes
-        # in one word of one tap: a step of 1, or a power of two that divides in_c.
-        conv_step_ok = desc.step == 1
-        for value in allowed_steps:
-            if value > 1 and value & (value - 1) == 0:
-                conv_step_ok = conv_step_ok | ((desc.step == value)
-                                               & (desc.in_c[:value.bit_length() - 1] == 0))
-        conv_ok = ~desc.mode[Mode.CONV.bit] | (
-            (desc.in_c != 0) & (desc.kw != 0) & (desc.out_w != 0) & conv_step_ok)
-        # A depthwise walk is a convolution's with one channel per tap (step 1: dense).
-        dw_ok = ~desc.mode[Mode.DEPTHWISE.bit] | (desc.mode[Mode.CONV.bit] & (desc.in_c == 1))
-        # Each check registered in RUN_CHECK, their AND in RUN_VERDICT (the range checks
-        # are carry chains of up to 33 bits).
-        checks = [step_ok, sparse_ok, tables_ok, ~zero, group_end <= config.groups,
-                  w_end <= config.w_depth, conv_ok if config.conv else 1,
-                  dw_ok if config.depthwise else 1]
-        if config.depthwise:
-            # The add tables take a depthwise walk's accumulators, from a table that exists.
-            checks.append(~desc.mode[Mode.ADD.bit]
-                          | (desc.mode[Mode.CONV.bit] & desc.mode[Mode.DEPTHWISE.bit]
-                             & (desc.table < ADD_TABLES)))
-        s.check_values = Cat(*checks)
-        s.checks = Signal(len(s.check_values))
-        s.run_ok = Signal()
-
     def _reply_bytes(self, m, s):
         """The registers and multiplexers behind the reply bytes of INFO, RUN and READ."""
         config = self._config
@@ -264,6 +206,11 @@ class Executor(wiring.Component):
                              + [Const(b, 8) for b in info])
         s.info_start = SEQ_BYTES
         s.cycle_bytes = Array(self.cycles.word_select(i, 8) for i in range(4))
+        # RUNS' reply: its layers' cycles, then the cycles from DECODE to the last layer's
+        # end (``elapsed`` counts while a RUNS command runs).
+        s.layer_cycles, s.elapsed = Signal(32), Signal(32)
+        s.runs_bytes = Array(Cat(s.layer_cycles, s.elapsed).word_select(i, 8)
+                             for i in range(8))
         s.seq_bytes = Array(s.seq.word_select(i, 8) for i in range(SEQ_BYTES))
         s.session_bytes = Array(s.session.word_select(i, 8) for i in range(SESSION_BYTES))
         act = address_fields(Space.ACT, config)
@@ -282,6 +229,22 @@ class Executor(wiring.Component):
         m.d.sync += s.host_reading.eq(0)
         m.d.comb += self.host_reading.eq(s.host_reading)
 
+    @staticmethod
+    def _program_states(m, s, fetch):
+        """A RUNS command's descriptor fetch: the slot's bytes into ``stored_bytes``, then
+        the descriptor loaded from them, then the RUN states."""
+        with m.State("PROGRAM_FETCH"):
+            # One address a cycle; each byte is shifted in the cycle after it arrives.
+            m.d.sync += [fetch.eq(fetch + 1), s.shift.eq(1)]
+            with m.If(fetch == RunDescriptor.SIZE - 1):
+                m.next = "PROGRAM_SHIFT"
+        with m.State("PROGRAM_SHIFT"):
+            # The last byte arrives and is shifted in; the descriptor loads next cycle.
+            m.d.sync += [s.load_mul.eq(1), s.load_desc.eq(1)]
+            m.next = "PROGRAM_LOAD"
+        with m.State("PROGRAM_LOAD"):
+            m.next = "RUN_SIZE"
+
     def _fsm(self, m, s):
         config, frame, reply = self._config, self.frame, self.reply
         status, target, word = s.status, s.target, s.word
@@ -293,6 +256,21 @@ class Executor(wiring.Component):
                      s.commit.eq(0), self.working.eq(1)]
         # Where a WRITE's data starts in its frame.
         write_data = FIELDS_OFFSET + REQUESTS[Command.WRITE].size
+        # A RUNS command: the slot it runs, the slots left after it, the descriptor byte
+        # fetched, and whether the memory's byte of the last cycle is to be shifted in.
+        depth = max(config.program_depth, 1)
+        slot, remaining = Signal(range(depth)), Signal(16)
+        fetch = Signal(PROGRAM_BYTE_BITS)
+        s.shift = shift = Signal()
+        m.d.sync += shift.eq(0)
+        if config.program_depth:
+            with m.If(s.stored):
+                m.d.sync += s.elapsed.eq(s.elapsed + 1)
+            read = s.program.read
+            m.d.comb += read.addr.eq(Cat(fetch, slot))
+            with m.If(shift):
+                # Bytes enter at the top: after the descriptor's last, byte i is at i.
+                m.d.sync += s.stored_bytes.eq(Cat(s.stored_bytes[8:], read.data))
         with m.FSM(name="executor"):
             with m.State("IDLE"):
                 m.d.comb += [self.idle.eq(~frame.done), self.working.eq(0)]
@@ -360,9 +338,28 @@ class Executor(wiring.Component):
                     with m.Else():
                         # The descriptor was loaded with ``load_desc``.
                         m.next = "RUN_SIZE"
+                with m.Elif(s.is_command[Command.RUNS]):
+                    m.d.sync += s.last_seq.eq(s.seq)
+                    if not config.program_depth:
+                        m.d.sync += status.eq(Status.COMMAND)
+                        m.next = "REPLY_SEQ"
+                    else:
+                        with m.If(s.runs_length_bad):
+                            m.d.sync += status.eq(Status.LENGTH)
+                            m.next = "REPLY_SEQ"
+                        with m.Elif(s.runs_range_bad):
+                            m.d.sync += status.eq(Status.RANGE)
+                            m.next = "REPLY_SEQ"
+                        with m.Else():
+                            m.d.sync += [slot.eq(s.runs_first), remaining.eq(s.runs_count - 1),
+                                         fetch.eq(0), s.stored.eq(1), s.layer_cycles.eq(0),
+                                         s.elapsed.eq(0)]
+                            m.next = "PROGRAM_FETCH"
                 with m.Else():
                     m.d.sync += status.eq(Status.COMMAND)
                     m.next = "REPLY_SEQ"
+            if config.program_depth:
+                self._program_states(m, s, fetch)
             with m.State("RUN_SIZE"):
                 # Waits for the weight word count (``w_words``, see ``load_mul``); the loop
                 # bounds minus one are registered for the feeder's and writeback's loop tests.
@@ -390,13 +387,23 @@ class Executor(wiring.Component):
                     m.d.sync += status.eq(Status.OK)
                     m.next = "RUN_WAIT"
                 with m.Else():
-                    m.d.sync += status.eq(Status.RANGE)
+                    m.d.sync += [status.eq(Status.RANGE), s.stored.eq(0)]
                     m.next = "REPLY_SEQ"
             with m.State("RUN_WAIT"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(self.finished):
                     m.d.sync += [s.body_count.eq(4), s.body_index.eq(0)]
                     m.next = "REPLY_SEQ"
+                    if config.program_depth:
+                        with m.If(s.stored):
+                            m.d.sync += [s.layer_cycles.eq(s.layer_cycles + self.cycles),
+                                         s.body_count.eq(8)]
+                            with m.If(remaining == 0):
+                                m.d.sync += s.stored.eq(0)
+                            with m.Else():
+                                m.d.sync += [slot.eq(slot + 1), remaining.eq(remaining - 1),
+                                             fetch.eq(0)]
+                                m.next = "PROGRAM_FETCH"
             with m.State("WRITE_FETCH"):
                 with m.If(s.ptr == data_end):
                     with m.If(s.byte_index != 0):
@@ -458,9 +465,11 @@ class Executor(wiring.Component):
                             m.next = "REPLY_BODY"
             with m.State("REPLY_BODY"):
                 last_byte = s.body_index == s.body_count - 1
+                other = s.open_bytes[s.body_index]
+                if config.program_depth:
+                    other = Mux(s.command == Command.RUNS, s.runs_bytes[s.body_index[:3]], other)
                 m.d.comb += [reply.payload.data.eq(Mux(s.command == Command.RUN,
-                                                       s.cycle_bytes[s.body_index[:2]],
-                                                       s.open_bytes[s.body_index])),
+                                                       s.cycle_bytes[s.body_index[:2]], other)),
                              reply.valid.eq(1), reply.payload.last.eq(last_byte)]
                 with m.If(reply.ready):
                     m.d.sync += s.body_index.eq(s.body_index + 1)

@@ -86,6 +86,11 @@ class AcceleratorConfig:
         the device, and the host sends only the input. Off, the runtime lowers convolutions
         by im2col on the host (small devices: the iCE40UP5K has no room for the window
         walk).
+    program_depth : int
+        Slots of stored RUN descriptors, 0..1024 (``Space.PROGRAM`` and the ``RUNS``
+        command, ``docs/protocol.md``): a network whose descriptors fit runs each inference
+        with one ``RUNS`` per device segment instead of a RUN per layer. 0: none (the
+        command and the space are refused).
 
     Raises
     ------
@@ -107,6 +112,7 @@ class AcceleratorConfig:
     product_stages: int = 1
     packed_products: bool = False
     conv: bool = True
+    program_depth: int = 0
 
     def __post_init__(self):
         _integer("rows", self.rows, 1, 64, "array rows")
@@ -165,6 +171,7 @@ class AcceleratorConfig:
         if not isinstance(self.conv, bool):
             raise ConfigError(f"conv (convolution windows on the device) must be true or "
                               f"false, not {self.conv!r}")
+        _integer("program_depth", self.program_depth, 0, 1 << 10, "stored RUN descriptors")
         if self.acc_bits > MAX_ACC_BITS:
             limit = max_depth_for(a_bits=self.a_bits, a_signed=False, w_bits=self.w_bits,
                                   w_signed=True, bits=MAX_ACC_BITS)
@@ -329,7 +336,7 @@ PRESETS = {
     "demo": AcceleratorConfig(sparsity=(2, 4), tables=True, threshold_bits=4, groups=32),
     "int8": AcceleratorConfig(groups=32),
     "networks": AcceleratorConfig(groups=128, act_depth=4096, w_depth=10752,
-                                  product_stages=3),
+                                  product_stages=3, program_depth=64),
 }
 
 

@@ -2,7 +2,7 @@
 
 __all__ = ["SparqforgeError", "ConfigError", "ToolError", "BundleError", "UnsupportedLayerError",
            "LinkError",
-           "DeviceRestarted"]
+           "DeviceRestarted", "RunInterrupted"]
 
 
 class SparqforgeError(Exception):
@@ -32,3 +32,9 @@ class LinkError(SparqforgeError):
 class DeviceRestarted(LinkError):
     """The device restarted (power cycle, reconfiguration, reset) or another host opened it
     since this host did: whatever this host loaded into it is gone."""
+
+
+class RunInterrupted(DeviceRestarted):
+    """A RUNS or in-place RUN got no usable reply: it may have run and overwritten its own
+    inputs, so sending it again could compute from its outputs. The batch runs again from
+    the host's data, as after a restart."""

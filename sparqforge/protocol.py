@@ -28,10 +28,11 @@ __all__ = [
     "SEQUENCED", "Command", "Status", "Space", "Request", "REQUESTS", "OPEN_REPLY",
     "HEADER_BYTES", "PAYLOAD_RESERVE", "max_payload", "write_words_per_frame",
     "TABLE_SPACES", "ACT_LANES_WORD_BITS", "ADD_TABLES", "ADD_TABLE_BYTES", "CODE_BITS",
-    "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT",
+    "TABLE_LANE_BITS", "WEIGHT_TABLE_ALL_BIT", "PROGRAM_BYTE_BITS",
     "AddressField", "address_fields", "encode_address", "address_limit", "word_bytes",
     "REQUANT_RECORD", "REQUANT_BYTES", "THRESHOLD_BYTES", "weight_word_fields", "Mode",
-    "RunDescriptor", "RUN_REPLY", "DeviceInfo", "FrameError", "slip_encode", "SlipDecoder",
+    "RunDescriptor", "RUN_REPLY", "RUNS_REPLY", "DeviceInfo", "FrameError", "slip_encode",
+    "SlipDecoder",
     "frame", "unframe", "reply_frame", "unframe_reply",
 ]
 
@@ -46,7 +47,7 @@ from .framing import (CODE_OFFSET, CRC_BYTES, CRC_INIT, CRC_POLY, CRC_REGISTER_R
                       SlipDecoder, frame, reply_frame, slip_encode, unframe, unframe_reply)
 
 #: Bumped whenever a frame, a field or a meaning changes; a host refuses other versions.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 class Command(enum.IntEnum):
     INFO = 0x01        # report the configuration (no state changes, no sequence check)
@@ -54,6 +55,7 @@ class Command(enum.IntEnum):
     READ = 0x03
     RUN = 0x04
     OPEN = 0x05        # start a session: its nonce; reply: the last sequence number, INFO
+    RUNS = 0x06        # run stored descriptors (``Space.PROGRAM``): first slot, count
 
 
 class Status(enum.IntEnum):
@@ -68,7 +70,7 @@ class Status(enum.IntEnum):
 
 
 #: Commands that need an open session and a new sequence number.
-SEQUENCED = (Command.WRITE, Command.READ, Command.RUN)
+SEQUENCED = (Command.WRITE, Command.READ, Command.RUN, Command.RUNS)
 
 
 # ---- requests -------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ REQUESTS = {
     Command.WRITE: Request(Command.WRITE, "<BI", ("space", "addr"), data=True),
     Command.READ: Request(Command.READ, "<BIH", ("space", "addr", "count")),
     Command.OPEN: Request(Command.OPEN, "<I", ("session",)),
+    Command.RUNS: Request(Command.RUNS, "<HH", ("first", "count")),
 }
 
 #: OPEN's reply data before the INFO record: the last sequence number the device executed
@@ -128,7 +131,10 @@ class Space(enum.IntEnum):
     THRESHOLD = 5      # thresholds: index, lane, group
     ACT_ALL = 6        # activation banks, every bank at once (write only): word
     ACT_LANES = 7      # the first lanes of every bank's word, the rest 0 (write only): word, lanes
-    ADD_TABLE = 8      # residual add table entries (``depthwise`` accelerators): code, input, table
+    ADD_TABLE = 8      # residual add table entries (``depthwise`` accelerators): code, input,
+    #                    table
+    PROGRAM = 9        # stored RUN descriptors, a byte a word (``program_depth`` slots): byte,
+    #                    slot
 
 
 #: Spaces that exist only on accelerators with tables.
@@ -151,6 +157,9 @@ ACT_LANES_WORD_BITS = 17
 ADD_TABLES = 4
 #: An add table entry: a signed 32-bit little-endian integer.
 ADD_TABLE_BYTES = 4
+#: Byte bits of a ``PROGRAM`` address: each slot holds one RUN descriptor in its first
+#: ``RunDescriptor.SIZE`` of ``1 << PROGRAM_BYTE_BITS`` bytes.
+PROGRAM_BYTE_BITS = 6
 #: Code bits of a table entry's and a threshold's address.
 CODE_BITS = 8
 #: Lane bits of a weight table entry's address (whatever the array's width), and the bit
@@ -179,6 +188,7 @@ def address_fields(space, config):
         # a WRITE that runs past the banks stops at RANGE instead of carrying into it.
         Space.ACT_LANES: (("word", ACT_LANES_WORD_BITS), ("lanes", None)),
         Space.ADD_TABLE: (("code", CODE_BITS), ("input", 1), ("table", None)),
+        Space.PROGRAM: (("byte", PROGRAM_BYTE_BITS), ("slot", None)),
     }
     out, offset = {}, 0
     for name, width in layouts[Space(space)]:
@@ -219,6 +229,7 @@ def address_limit(space, config):
         # (Of the highest lane count; each count's words must also lie below ``act_depth``.)
         Space.ACT_LANES: ((config.cols - 1) << ACT_LANES_WORD_BITS) + config.act_depth,
         Space.ADD_TABLE: ADD_TABLES << (CODE_BITS + 1),
+        Space.PROGRAM: config.program_depth << PROGRAM_BYTE_BITS,
     }[Space(space)]
 
 
@@ -239,7 +250,8 @@ def word_bytes(space, config, addr=0):
         return min(addr >> ACT_LANES_WORD_BITS, config.cols - 1) + 1
     return {Space.ACT: config.cols, Space.ACT_ALL: config.cols, Space.WEIGHT: config.weight_bytes,
             Space.REQUANT: REQUANT_BYTES, Space.ACT_TABLE: 1, Space.WEIGHT_TABLE: 1,
-            Space.THRESHOLD: THRESHOLD_BYTES, Space.ADD_TABLE: ADD_TABLE_BYTES}[Space(space)]
+            Space.THRESHOLD: THRESHOLD_BYTES, Space.ADD_TABLE: ADD_TABLE_BYTES,
+            Space.PROGRAM: 1}[Space(space)]
 
 
 def weight_word_fields(config):
@@ -416,6 +428,10 @@ REQUESTS[Command.RUN] = Request(Command.RUN, RunDescriptor.FORMAT, tuple(RunDesc
 
 #: A RUN's reply data: the cycles the layer took.
 RUN_REPLY = "<I"
+#: A RUNS reply's data: the cycles its layers took (the sum of what each as a RUN would
+#: report), then the cycles from the command's decoding to its last layer's end (the layers
+#: and the fetching and checking of each descriptor).
+RUNS_REPLY = "<II"
 
 #: Leading body bytes a device keeps in registers: enough for every request's fixed fields,
 #: so that a command is decoded without reading its frame buffer.
@@ -445,7 +461,7 @@ class DeviceInfo:
               ("product_stages", "B"), ("packed_products", "B"), ("conv", "B"),
               ("act_depth_bits", "B"),
               ("acc_bits", "B"), ("w_depth", "H"), ("groups", "H"), ("frame_bytes", "H"),
-              ("weight_bytes", "H"), ("max_depth", "I"))
+              ("weight_bytes", "H"), ("max_depth", "I"), ("program_depth", "H"))
     FORMAT = "<" + "".join(code for _, code in FIELDS)
     SIZE = struct.calcsize(FORMAT)
 

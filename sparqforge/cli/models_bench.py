@@ -4,19 +4,24 @@ single-stream case) on the Verilated ``networks`` accelerator (the ULX3S's 8x8 i
 memories for whole networks; ``--accel`` chooses another), checked against the golden model.
 
 Per model ``M`` (keys ``models.M.*``): ``macs`` per inference; ``device_cycles`` per inference
-(the accelerator's cycles in RUN commands); ``utilization`` (the MACs the accelerator
-executed / (``device_cycles`` x its multipliers));
+(the cycles of the accelerator's layers, as RUN commands or from its program slots);
+``utilization`` (the MACs the accelerator executed / (``device_cycles`` x its multipliers));
 ``device_mac_fraction`` (MACs the accelerator executed / all MACs); ``link_bytes`` per
-inference, both directions, SLIP framing, headers and CRCs included, weights excluded (they
-are loaded once, before the inferences); ``io_bytes`` (the input and output tensors' bytes,
-no framing); ``latency_ms``: ``device_cycles`` at the ULX3S reference clock (host work and link
-time not included: MLPerf Tiny times inference on the device after the input is loaded);
-``link_ms``: the link bytes at the ULX3S's UART rate (10 bits a byte); ``end_to_end_per_s``:
-inferences per second on a ULX3S when the link and the device take turns (``1000 /
-(latency_ms + link_ms)``, host time not included); ``spilled_words``: image words per
-inference the runtime read back and wrote again to make room in the activation banks (part
-of ``link_bytes``); ``rtl_equals_golden``. The weights and
-BatchNorm statistics are fixed-seed random values: accuracy is not measured.
+inference, both directions, SLIP framing, headers and CRCs included, weights and stored
+descriptors excluded (they are loaded once, before the inferences: one warm-up inference,
+not counted, stores the lists of layers in the program slots); ``io_bytes`` (the input and
+output tensors' bytes, no framing); ``run_commands`` and ``runs_commands``: RUN and RUNS
+commands per inference; ``runs_overhead_cycles``: the cycles per inference RUNS commands
+took beyond their layers' (fetching and checking each stored descriptor);
+``latency_ms``: ``device_cycles`` plus ``runs_overhead_cycles`` at the ULX3S reference clock
+(host work and link time not included: MLPerf Tiny times inference on the device after the
+input is loaded); ``link_ms``: the link bytes at the ULX3S's UART rate (10 bits a byte);
+``end_to_end_per_s``: inferences per second on a ULX3S when the link and the device take
+turns (``1000 / (latency_ms + link_ms)``, host time not included); ``spilled_words``: image
+words per inference the runtime read back and wrote again to make room in the activation
+banks (part of ``link_bytes``); ``rtl_equals_golden`` (the warm-up inference's outputs
+too). The weights and BatchNorm statistics are fixed-seed random values: accuracy is not
+measured.
 """
 
 __all__ = ["bench_models", "run_bundle", "compile_model"]
@@ -53,11 +58,15 @@ def compile_model(name, *, calib_items=64, seed=0):
                               quant="uniform-w8a8", calib=calib, name=name)
 
 
-def run_bundle(bundle, codes, config, *, backend="verilator", batch=1, quiet=True, log=print):
+def run_bundle(bundle, codes, config, *, backend="verilator", batch=1, quiet=True, log=print,
+               warm_up=False):
     """Load ``bundle`` on a ``backend`` device with accelerator ``config`` and run ``codes``
     at ``batch``: ``(outputs, runner, link bytes)``, the runner holding the device cycles and
     the per-layer report, the link bytes those of the inferences (both directions, framing
-    included; loading the weights not counted)."""
+    included; loading the weights not counted). ``warm_up``: one inference of the first
+    input runs before them and is not counted (it stores the RUN lists in a device with
+    program slots, which is loading them as the weights are); its output is
+    ``runner.warm_up_output``."""
     from ..backends import open_device
     from ..sw.runtime.link import CountingTransport, Device
     from ..sw.runtime.runner import Runner
@@ -68,8 +77,15 @@ def run_bundle(bundle, codes, config, *, backend="verilator", batch=1, quiet=Tru
     try:
         runner = Runner(bundle, device)
         runner.load()
+        if warm_up:
+            runner.warm_up_output = runner.infer(codes[:1])
+            for name in ("cycles", "runs", "images", "spilled_words", "compactions"):
+                setattr(runner, name, 0)
+            runner.layer_cycles = [0] * len(runner.layer_cycles)
+            device.runs_commands = device.runs_overhead_cycles = device.run_commands = 0
         loaded = counter.sent + counter.received
         got = runner.infer(codes, batch=batch)
+
     finally:
         device.close()
     return got, runner, counter.sent + counter.received - loaded
@@ -97,11 +113,13 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
         want = golden.run_network(bundle.layers, codes)
         _log(quiet, f"models: {name}: {images} inferences at batch 1 on {backend}...")
         got, runner, link = run_bundle(bundle, codes, config, backend=backend, quiet=quiet,
-                                       log=lambda m: _log(quiet, m))
+                                       log=lambda m: _log(quiet, m), warm_up=True)
         rows = runner.report()
         macs = sum(row["macs"] for row in rows)
         device_macs = sum(row["macs"] for row in rows if row["where"] == "device")
         cycles = runner.cycles / images
+        overhead = runner.device.runs_overhead_cycles / images
+        latency_ms = (cycles + overhead) / clock_hz * 1e3
         link /= images
         key = f"models.{name}"
         report.update({
@@ -114,12 +132,16 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
             f"{key}.host_layers": sum(1 for row in rows if row["where"] == "host"),
             f"{key}.link_bytes": link,
             f"{key}.io_bytes": int(np.prod(bundle.input["shape"])) + bundle.output["classes"],
-            f"{key}.latency_ms": cycles / clock_hz * 1e3,
+            f"{key}.latency_ms": latency_ms,
             f"{key}.link_ms": link * 10 / baud * 1e3,
-            f"{key}.end_to_end_per_s": 1e3 / (cycles / clock_hz * 1e3
-                                              + link * 10 / baud * 1e3),
+            f"{key}.end_to_end_per_s": 1e3 / (latency_ms + link * 10 / baud * 1e3),
             f"{key}.spilled_words": runner.spilled_words / images,
-            f"{key}.rtl_equals_golden": bool(np.array_equal(got, want)),
+            f"{key}.runs_commands": runner.device.runs_commands / images,
+            f"{key}.run_commands": runner.device.run_commands / images,
+            f"{key}.runs_overhead_cycles": overhead,
+            f"{key}.rtl_equals_golden": bool(np.array_equal(got, want)
+                                             and np.array_equal(runner.warm_up_output,
+                                                                want[:1])),
             f"{key}.images": images,
             f"{key}.seconds": round(time.monotonic() - start, 1),
         })

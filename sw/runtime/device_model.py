@@ -14,10 +14,9 @@ import struct
 import numpy as np
 
 from ... import protocol
-from ...protocol import (HEADER_BYTES, OPEN_REPLY, REQUANT_RECORD, REQUESTS,
-                         RUN_REPLY, SEQUENCED, TABLE_SPACES, Command, DeviceInfo, FrameError,
-                         Mode,
-                         RunDescriptor, Space, Status, reply_frame, unframe)
+from ...protocol import (HEADER_BYTES, OPEN_REPLY, REQUANT_RECORD, REQUESTS, RUN_REPLY,
+                         RUNS_REPLY, SEQUENCED, TABLE_SPACES, Command, DeviceInfo, FrameError,
+                         Mode, RunDescriptor, Space, Status, reply_frame, unframe)
 from .. import golden
 from . import layouts
 
@@ -38,6 +37,9 @@ class DeviceModel:
         self.thresholds = np.zeros((info.groups, c, info.thresholds), dtype=np.int64)
         #: Residual add tables [table, input, code] (``depthwise`` accelerators).
         self.add_tables = np.zeros((protocol.ADD_TABLES, 2, 256), dtype=np.int64)
+        #: Stored RUN descriptors (``Space.PROGRAM``), 64 bytes a slot.
+        self.program = np.zeros(info.program_depth << protocol.PROGRAM_BYTE_BITS,
+                                dtype=np.uint8)
         self.lane_bits = info.lane_bits
         self.session = 0       # no host has opened the device since it started
         self.last_seq = 0      # the newest sequence number executed
@@ -103,12 +105,27 @@ class DeviceModel:
                 raise _Reject(Status.LENGTH)
             self.run(RunDescriptor.unpack(payload))
             return Status.OK, struct.pack(RUN_REPLY, 0)
+        if command == Command.RUNS and self.config.program_depth:
+            request = REQUESTS[Command.RUNS]
+            if len(payload) != request.size:
+                raise _Reject(Status.LENGTH)
+            first, count = struct.unpack(request.fields, payload)
+            if count == 0 or first + count > self.config.program_depth:
+                raise _Reject(Status.RANGE)
+            # Slot by slot, each checked as a RUN: the first refused stops the command (the
+            # slots before it have run).
+            for slot in range(first, first + count):
+                start = slot << protocol.PROGRAM_BYTE_BITS
+                self.run(RunDescriptor.unpack(bytes(self.program[start:start
+                                                                 + RunDescriptor.SIZE])))
+            return Status.OK, struct.pack(RUNS_REPLY, 0, 0)
         raise _Reject(Status.COMMAND)
 
     # -- memories -----------------------------------------------------------------------
     def _word_bytes(self, space, addr):
         if (space not in set(Space) or (not self.config.tables and space in TABLE_SPACES)
-                or (not self.config.depthwise and space == Space.ADD_TABLE)):
+                or (not self.config.depthwise and space == Space.ADD_TABLE)
+                or (not self.config.program_depth and space == Space.PROGRAM)):
             raise _Reject(Status.SPACE)
         return protocol.word_bytes(space, self.config, addr)
 
@@ -175,6 +192,8 @@ class DeviceModel:
         elif space == Space.ADD_TABLE:
             values = words.view("<i4")[:, 0].astype(np.int64)
             self.add_tables.reshape(-1)[addrs] = values
+        elif space == Space.PROGRAM:
+            self.program[addrs] = words[:, 0]
         elif space == Space.THRESHOLD:
             values = words.view("<i4")[:, 0].astype(np.int64)
             self.thresholds[addrs >> (8 + self.lane_bits), (addrs >> 8) & lanes,

@@ -16,9 +16,11 @@ import time
 
 import numpy as np
 
-from ...errors import DeviceRestarted, LinkError, ToolError
-from ...protocol import (OPEN_REPLY, REQUESTS, RUN_REPLY, SEQ_BYTES, SEQUENCED, Command,
-                         DeviceInfo, FrameError, SlipDecoder, Space, Status, frame,
+from ...errors import DeviceRestarted, LinkError, RunInterrupted, ToolError
+from ...protocol import (OPEN_REPLY, PROGRAM_BYTE_BITS, REQUESTS, RUN_REPLY, RUNS_REPLY,
+                         SEQ_BYTES, SEQUENCED, Command, DeviceInfo, FrameError, Mode,
+                         RunDescriptor, SlipDecoder,
+                         Space, Status, frame,
                          max_payload, slip_encode, unframe_reply, word_bytes,
                          write_words_per_frame)
 
@@ -294,6 +296,15 @@ class Device:
         self.retransmissions = 0
         self.opens = 0
         self._info = None
+        #: Runs of descriptors stored in the device's program slots (``run_list``):
+        #: ``{descriptors' bytes: (first slot, each one's cycles)}``, and the next free slot.
+        #: A new session forgets them (a restarted device has lost them).
+        self._stored, self._next_slot = {}, 0
+        #: RUNS commands sent, and the cycles they took beyond their layers' (fetching and
+        #: checking each descriptor).
+        self.runs_commands = self.runs_overhead_cycles = 0
+        #: RUN commands sent.
+        self.run_commands = 0
 
     @property
     def transport(self):
@@ -304,7 +315,11 @@ class Device:
         """This host's session nonce (``None`` before the device was opened)."""
         return self._session
 
-    def _request(self, command, payload=b"", *, budget=None):
+    def _request(self, command, payload=b"", *, budget=None, once=False):
+        """``once``: the request must not run twice (a RUNS, or a RUN that writes over
+        its own input): when no usable reply comes, it may have run, so it is not sent
+        again; :class:`~sparqforge.errors.RunInterrupted` tells the runner to repeat the
+        batch instead. (A ``CRC`` status says the device did not execute it: sent again.)"""
         budget = self._budget if budget is None else budget
         last_problem = "no reply"
         for _ in range(self._retries):
@@ -331,6 +346,11 @@ class Device:
                         f"{Command(command).name}: what was loaded into it is gone; open it "
                         f"again and reload")
                 return Status(status), data
+            else:
+                if once:
+                    raise RunInterrupted(f"{Command(command).name} got no usable reply "
+                                         f"({last_problem}): it may have run and overwritten "
+                                         f"its inputs; the batch runs again")
             self.retransmissions += 1
         raise LinkError(f"{Command(command).name} failed after {self._retries} attempts: "
                         f"{last_problem}; check the link (cable, baud rate, port)")
@@ -372,6 +392,7 @@ class Device:
         self._seq = max(self._seq, last)
         self._info = self._unpack_info(data[size:])
         self._session = session
+        self._stored, self._next_slot = {}, 0
         self.opens += 1
         return self._info
 
@@ -434,8 +455,61 @@ class Device:
         """Execute one layer expected to take at most about ``cycles`` cycles; return the
         device's cycle count (0 from the golden model)."""
         budget = None if cycles is None else self._transport.budget(cycles)
-        data = self._ok(Command.RUN, descriptor.pack(), budget=budget)
+        self.run_commands += 1
+        # A residual add writes its output over an input it reads (docs/design.md).
+        data = self._ok(Command.RUN, descriptor.pack(), budget=budget,
+                        once=bool(descriptor.mode & Mode.ADD))
         return struct.unpack(RUN_REPLY, data)[0]
+
+    @property
+    def stored_lists(self):
+        """The lists of descriptors this host stored in the device's program slots, by
+        first slot."""
+        size = RunDescriptor.SIZE
+        return {first: [RunDescriptor.unpack(key[i:i + size])
+                        for i in range(0, len(key), size)]
+                for key, (first, _) in self._stored.items()}
+
+    def run_list(self, descriptors, cycles):
+        """Execute layers one after the other (``cycles``: each one's budget, as for
+        :meth:`run`); return each one's cycle count. On a device with program slots, a list
+        met for the first time runs as RUNs and is then stored in free slots (when they hold
+        it); after that each time it is one RUNS command, whose layers must take the cycles
+        they took as RUNs.
+
+        Raises
+        ------
+        LinkError
+            When stored layers take other cycles than they did as RUNs: the slots do not
+            hold what this host stored there.
+        """
+        key = b"".join(d.pack() for d in descriptors)
+        stored = self._stored.get(key)
+        if stored is None:
+            counts = [self.run(d, cycles=c) for d, c in zip(descriptors, cycles)]
+            slots = len(descriptors)
+            if self._next_slot + slots <= self.config.program_depth:
+                words = np.zeros((slots, 1 << PROGRAM_BYTE_BITS), dtype=np.uint8)
+                for i, d in enumerate(descriptors):
+                    words[i, :len(d.pack())] = np.frombuffer(d.pack(), dtype=np.uint8)
+                self.write(Space.PROGRAM, self._next_slot << PROGRAM_BYTE_BITS,
+                           words.reshape(-1, 1))
+                self._stored[key] = (self._next_slot, counts)
+                self._next_slot += slots
+            return counts
+        first, counts = stored
+        budget = self._transport.budget(sum(cycles))
+        data = self._ok(Command.RUNS, REQUESTS[Command.RUNS].pack(first, len(descriptors)),
+                        budget=budget, once=True)
+        layers, elapsed = struct.unpack(RUNS_REPLY, data)
+        if layers != sum(counts):
+            raise LinkError(f"Stored layers in program slots {first} to "
+                            f"{first + len(descriptors) - 1} took {layers} cycles, as RUNs "
+                            f"{sum(counts)}: the slots do not hold what this host stored; "
+                            f"open the device again and reload")
+        self.runs_commands += 1
+        self.runs_overhead_cycles += elapsed - layers
+        return counts
 
     def raw(self, command, payload=b""):
         """``(status, data)`` of any request, without raising on a non-OK status."""

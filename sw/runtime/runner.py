@@ -31,7 +31,7 @@ import numpy as np
 from ...errors import ConfigError, DeviceRestarted
 from ...protocol import Mode, Space, encode_address
 from .. import golden, nm_format
-from . import image_segments, layouts, residual, windows
+from . import image_segments, layouts, program, residual, windows
 from .planning import (CompileError, LayerPlan, ceil_div as _ceil, check_accumulator,
                        check_operands, layer_macs, matrix_run, segment_io, segments)
 
@@ -49,7 +49,7 @@ class Runner:
 
     def __init__(self, bundle, device):
         self.bundle = bundle
-        self.device = device
+        self.device = program.QueuedRuns(device, self._account)
         self.config = info = device.config
         self.plans = {}
         self.graph = golden.layer_graph(bundle.layers)
@@ -112,7 +112,7 @@ class Runner:
         self._loaded = None
         self._weight_cache = {}
         #: Which add table each residual add uses, and what each holds.
-        self.add_tables = residual.AddTables(device, self.plans)
+        self.add_tables = residual.AddTables(self.device, self.plans)
         #: What each item reads from the host's tensors: a host layer its inputs, a matrix
         #: segment its first layer's input, an image segment every tensor it does not make.
         self._reads = []
@@ -368,10 +368,13 @@ class Runner:
             run = descriptor(first, tiles, w_base, group_base)
             # Generous: a stalled or broken device times out instead of hanging.
             expected = run.m_tiles * tiles * (plan.k_steps + self.config.rows + 16)
-            cycles = self.device.run(run, cycles=64 * expected + 100_000)
-            self.cycles += cycles
-            self.layer_cycles[plan.index] += cycles
-            self.runs += 1
+            self.device.run(run, 64 * expected + 100_000, plan.index)
+
+    def _account(self, index, cycles):
+        """Layer ``index`` ran a RUN of ``cycles`` cycles."""
+        self.cycles += cycles
+        self.layer_cycles[index] += cycles
+        self.runs += 1
 
     def _stream(self, indices):
         """Before a segment runs on a device that does not hold every layer: its weights and
@@ -436,6 +439,7 @@ class Runner:
                 counted = list(self.layer_cycles)
                 try:
                     outputs.append(self._infer_batch(codes[start:start + batch]))
+                    self.device.flush()
                     self.images += len(outputs[-1])
                     break
                 except DeviceRestarted:

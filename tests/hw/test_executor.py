@@ -14,7 +14,8 @@ from sparqforge.config import AcceleratorConfig
 from sparqforge.hw.array_core import ArrayCore
 from sparqforge.hw.executor import Executor
 from sparqforge.protocol import (CRC_BYTES, CRC_RESIDUE, HEADER_BYTES, REQUESTS, Command, DeviceInfo,
-                                 Mode, RunDescriptor, Space, Status, encode_address, frame)
+                                 Mode, PROGRAM_BYTE_BITS, RunDescriptor, Space, Status,
+                                 encode_address, frame)
 from sparqforge.sw.runtime import layouts
 from sparqforge.sw.runtime.device_model import DeviceModel
 
@@ -44,6 +45,7 @@ class Bench:
         self.commits = []      # ("act", bank, word, values) / ("weight", addr, value)
         self.cfg = []          # (name, payload fields)
         self.starts = 0
+        self.started = []      # the descriptor fields of every layer started
 
     def run(self, bodies, *, overflow=()):
         """The executor's reply to each body (``overflow``: indices of bodies marked as
@@ -98,6 +100,9 @@ class Bench:
                 if ctx.get(dut.start_feed):
                     assert ctx.get(dut.start_write)
                     self.starts += 1
+                    desc = ctx.get(dut.desc)
+                    self.started.append(RunDescriptor(*(int(getattr(desc, name))
+                                                        for name in RunDescriptor.FIELDS)))
                     countdown = LAYER_CYCLES
                     ctx.set(dut.running, 1)
                 elif countdown is not None:
@@ -143,14 +148,30 @@ def read(addr, count, seq=1, space=Space.ACT):
     return frame(seq, Command.READ, REQUESTS[Command.READ].pack(space, addr, count))
 
 
-def run(seq=1, **fields):
+def descriptor(**fields):
     desc = dict(m_tiles=1, n_tiles=1, k_steps=1, a_base=0, a_stride=1, step=1, mode=0,
                 w_base=0, out_base=8, out_stride=1, group_base=0)
     desc.update(fields)
-    return frame(seq, Command.RUN, RunDescriptor(**desc).pack())
+    return RunDescriptor(**desc)
+
+
+def run(seq=1, **fields):
+    return frame(seq, Command.RUN, descriptor(**fields).pack())
+
+
+def runs(first, count, seq=1):
+    return frame(seq, Command.RUNS, REQUESTS[Command.RUNS].pack(first, count))
+
+
+def store(slot, desc, seq=1):
+    """A WRITE of ``desc`` into program slot ``slot``."""
+    return write(Space.PROGRAM, slot << PROGRAM_BYTE_BITS,
+                 np.frombuffer(desc.pack(), dtype=np.uint8).reshape(-1, 1), seq)
 
 
 DENSE = AcceleratorConfig(rows=2, cols=4, act_depth=16, w_depth=32, groups=4, frame_bytes=64)
+#: With four slots of stored descriptors.
+PROGRAM = DENSE.replace(program_depth=4, frame_bytes=128)
 TABLES = AcceleratorConfig(rows=3, cols=3, sparsity=(1, 3), tables=True, act_depth=16,
                            w_depth=32, groups=4, frame_bytes=128)
 TABLES_4 = AcceleratorConfig(rows=2, cols=4, sparsity=(2, 4), tables=True, act_depth=16,
@@ -199,7 +220,7 @@ def request_set(config, rng):
         frame(5, Command.RUN, RunDescriptor(1, 1, 1, 0, 1, 1, 0, 0, 8, 1, 0).pack()[:-1]),
         write(Space.ACT, 0, np.zeros((1, cols + 1))),        # not whole words
         frame(6, 0x7E),                                      # unknown command
-        write(9, 0, [[1]]),                                  # unknown space
+        write(0x7F, 0, [[1]]),                               # unknown space
         read(0, 1, space=Space.WEIGHT),                      # READ of another space
         read(0, 0),                                          # nothing to read
         read(config.rows * config.act_depth - 1, 2),         # past the banks
@@ -277,11 +298,49 @@ def request_set(config, rng):
             run(mode=add, table=1, **walk),
             run(mode=Mode.ADD),
         ]
+    # Stored descriptors: slots written, run in ranges (every field different from a RUN's
+    # so a descriptor taken from the wrong place shows), refused mid-way, ranges and
+    # lengths one off, a plain RUN after RUNS (its descriptor from its own frame again).
+    stored = [descriptor(m_tiles=2, n_tiles=2, k_steps=3, a_base=1, a_stride=2, mode=0,
+                         w_base=4, out_base=9, out_stride=3, group_base=1),
+              descriptor(k_steps=5, w_base=20, out_base=3, group_base=3, a_base=7),
+              descriptor(k_steps=0)]                         # refused: an empty layer
+    if config.program_depth:
+        depth = config.program_depth
+        bodies += [
+            store(1, stored[0]), store(2, stored[1]), store(3, stored[2]),
+            runs(1, 2),
+            runs(2, 1),
+            run(k_steps=2, w_base=7),
+            runs(1, 3),                                      # slot 3 refused: RANGE
+            runs(0, 0),                                      # nothing to run
+            runs(depth - 1, 2),                              # past the slots
+            frame(9, Command.RUNS, REQUESTS[Command.RUNS].pack(1, 1) + b"\0"),
+            frame(9, Command.RUNS, REQUESTS[Command.RUNS].pack(1, 1)[:-1]),
+            write(Space.PROGRAM, depth << PROGRAM_BYTE_BITS, [[1]]),   # past the slots
+            write(Space.PROGRAM, (depth << PROGRAM_BYTE_BITS) - 1, [[1], [2]]),
+            runs(1, 1),
+        ]
+    else:
+        bodies += [store(0, stored[0]), runs(0, 1)]          # SPACE, COMMAND
     return renumber(bodies)
 
 
-@pytest.mark.parametrize("config", [DENSE, TABLES, TABLES_4],
-                         ids=["dense", "tables", "tables_4"])
+class _CountingModel(DeviceModel):
+    """The golden device, recording the descriptors of the layers it ran."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.started = []
+
+    def run(self, d):
+        out = super().run(d)
+        self.started.append(d)
+        return out
+
+
+@pytest.mark.parametrize("config", [DENSE, TABLES, TABLES_4, PROGRAM],
+                         ids=["dense", "tables", "tables_4", "program"])
 def test_replies_equal_the_golden_device(config):
     rng = np.random.default_rng(3)
     bodies = request_set(config, rng)
@@ -295,16 +354,28 @@ def test_replies_equal_the_golden_device(config):
                open_frame(session=0xABCDEF01, seq=2), read(0, 1, seq=last + 5)]
     bench = Bench(config)
     replies = bench.run(bodies)
-    golden = DeviceModel(config)
+    golden = _CountingModel(config)
     for body, reply in zip(bodies, replies):
         want = golden.handle(body)
         if reply[4] == Status.OK and body[4] == Command.RUN:
             # The golden model does not count cycles.
             assert reply[:9] == want[:9] and reply[9:] == struct.pack("<I", LAYER_CYCLES), body
+        elif reply[4] == Status.OK and body[4] == Command.RUNS:
+            # The layers' cycles, and the whole command's: each layer and its descriptor's
+            # fetch and checks.
+            assert reply[:9] == want[:9], body
+            layers, elapsed = struct.unpack("<II", reply[9:])
+            count = struct.unpack_from("<H", body, 7)[0]
+            assert layers == count * LAYER_CYCLES
+            assert count * (LAYER_CYCLES + 44) < elapsed < count * (LAYER_CYCLES + 60)
         else:
             assert reply == want[:-CRC_BYTES], (body.hex(), reply.hex(), want.hex())
-    assert bench.starts == sum(1 for body, reply in zip(bodies, replies)
-                               if body[4] == Command.RUN and reply[4] == Status.OK)
+    # The hardware started exactly the layers the golden device ran, with their fields.
+    assert bench.started == golden.started
+    if config.program_depth:
+        assert sum(1 for body in bodies if body[4] == Command.RUNS) == 8
+        # Slot 1 ran in RUNS (1, 2), (1, 3) and (1, 1); slot 2 in the first three.
+        assert [sum(1 for d in golden.started if d.k_steps == k) for k in (3, 5)] == [3, 3]
     statuses = [reply[4] for reply in replies]
     assert replies[1][9:] == DeviceInfo.of(config).pack()
     assert statuses[:5] == [Status.SESSION, Status.OK, Status.LENGTH, Status.RANGE, Status.OK]

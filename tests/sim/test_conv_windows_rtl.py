@@ -3,6 +3,8 @@ depthwise convolutions and average pooling run on the window walk (whole, or in 
 output rows when their images exceed the banks), every output code the golden model's, and
 the runner's schedule keeps the depthwise layers on the device."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -17,8 +19,10 @@ from ..sw.test_residual import deep_residual_bundle
 
 pytestmark = pytest.mark.sim
 
-#: A small dense accelerator with the depthwise walk (one Verilator build for every case).
-CONFIG = AcceleratorConfig(rows=4, cols=8, act_depth=512, w_depth=1024, groups=16)
+#: A small dense accelerator with the depthwise walk and program slots (one Verilator build
+#: for every case).
+CONFIG = AcceleratorConfig(rows=4, cols=8, act_depth=512, w_depth=1024, groups=16,
+                           program_depth=32)
 
 #: name -> (bundle, the indices of its depthwise layers: convolutions and pooling, the
 #: indices of the layers too large for the banks, which run in bands of output rows).
@@ -49,8 +53,13 @@ def test_windows_on_the_rtl_equal_the_golden_model(name):
     codes = input_codes(bundle, 2, seed=len(name))
     want = golden.run_network(bundle.layers, codes)
     assert len(np.unique(want)) > 3
-    got, runner, _ = run_bundle(bundle, codes, CONFIG, backend="verilator")
+    got, runner, _ = run_bundle(bundle, codes, CONFIG, backend="verilator", warm_up=True)
     assert np.array_equal(got, want)
+    assert np.array_equal(runner.warm_up_output, want[:1])
+    # After the warm-up every list of layers ran from the program slots (they hold them all),
+    # and each RUNS' layers took the cycles they took as RUNs (the client checks).
+    assert runner.device.runs_commands > 0
+    assert runner.device.run_commands == 0
     # The depthwise layers ran on the device, on the window walk.
     planned = sorted(index for index, plan in runner.plans.items()
                      if plan.mode & Mode.DEPTHWISE and plan.image)
@@ -59,3 +68,36 @@ def test_windows_on_the_rtl_equal_the_golden_model(name):
     assert all(runner.layer_cycles[index] > 0 for index in depthwise)
     assert sorted(index for index, plan in runner.plans.items() if plan.band_rows) == banded
     assert (runner.spilled_words > 0) == name.endswith("spill")
+
+
+def test_stored_descriptors_changed_behind_the_host_stop_the_inference():
+    from sparqforge.backends import open_device
+    from sparqforge.errors import LinkError
+    from sparqforge.protocol import PROGRAM_BYTE_BITS, Space
+    from sparqforge.sw.runtime.runner import Runner
+
+    bundle = conv_chain_bundle()
+    codes = input_codes(bundle, 3, seed=11)
+    want = golden.run_network(bundle.layers, codes)
+    device = open_device("verilator", CONFIG, quiet=True)
+    try:
+        runner = Runner(bundle, device)
+        runner.load()
+        assert np.array_equal(runner.infer(codes[:2]), want[:2])    # stored, then RUNS
+        assert device.runs_commands > 0
+        # A stored layer of more than one row tile gets one tile less: a valid layer that
+        # would leave old outputs in the banks. Its cycles give it away.
+        slot, first = next((slot, descriptors[0])
+                           for slot, descriptors in device.stored_lists.items()
+                           if descriptors[0].m_tiles > 1)
+        changed = replace(first, m_tiles=first.m_tiles - 1)
+        device.write(Space.PROGRAM, slot << PROGRAM_BYTE_BITS,
+                     np.frombuffer(changed.pack(), dtype=np.uint8).reshape(-1, 1))
+        with pytest.raises(LinkError, match="do not hold what this host stored"):
+            runner.infer(codes[2:])
+        # An empty layer in the slot instead: the device refuses the RUNS.
+        device.write(Space.PROGRAM, (slot << PROGRAM_BYTE_BITS) + 4, [[0], [0]])
+        with pytest.raises(LinkError, match="rejected RUNS: RANGE"):
+            runner.infer(codes[2:])
+    finally:
+        device.close()
