@@ -18,7 +18,7 @@ from .address_spaces import AddressSpaces
 from .feeder import descriptor_layout
 from .host_link import frame_signature
 from .replica import replica_signal
-from .run_descriptor import field as _field, run_descriptor
+from .run_descriptor import field as _field, program_states, run_descriptor, runs_decode
 from .sliced_memory import SlicedMemory
 
 
@@ -178,9 +178,6 @@ class Executor(wiring.Component):
             s.read_length_bad.eq(frame.length != REQUESTS[Command.READ].frame_bytes),
             s.run_length_bad.eq(frame.length != REQUESTS[Command.RUN].frame_bytes),
             s.open_length_bad.eq(frame.length != REQUESTS[Command.OPEN].frame_bytes),
-            s.runs_length_bad.eq(frame.length != REQUESTS[Command.RUNS].frame_bytes),
-            s.runs_range_bad.eq((s.runs_count == 0)
-                                | (s.runs_first + s.runs_count > config.program_depth)),
             s.nonce_zero.eq(_field(self.frame.header,
                                    *REQUESTS[Command.OPEN].offset("session")) == 0),
             # Sessions and sequence numbers (see sparqforge.protocol).
@@ -192,9 +189,16 @@ class Executor(wiring.Component):
                                 | (read_end > address_limit(Space.ACT, config))
                                 | (s.count == 0)),
         ]
+        if config.program_depth:
+            m.d.sync += [
+                s.runs_length_bad.eq(frame.length != REQUESTS[Command.RUNS].frame_bytes),
+                s.runs_range_bad.eq((s.runs_count == 0)
+                                    | (s.runs_first + s.runs_count > config.program_depth))]
         m.d.sync += [flag.eq(s.command == c) for c, flag in s.is_command.items()]
+        # (Without program slots RUNS is an unknown command, as to an older device.)
         s.sequenced = Signal()
-        m.d.sync += s.sequenced.eq(sum(s.command == c for c in SEQUENCED) != 0)
+        m.d.sync += s.sequenced.eq(sum(s.command == c for c in SEQUENCED
+                                       if config.program_depth or c != Command.RUNS) != 0)
 
     def _reply_bytes(self, m, s):
         """The registers and multiplexers behind the reply bytes of INFO, RUN and READ."""
@@ -228,22 +232,6 @@ class Executor(wiring.Component):
         s.host_reading = Signal()    # registered: high exactly in READ_ISSUE
         m.d.sync += s.host_reading.eq(0)
         m.d.comb += self.host_reading.eq(s.host_reading)
-
-    @staticmethod
-    def _program_states(m, s, fetch):
-        """A RUNS command's descriptor fetch: the slot's bytes into ``stored_bytes``, then
-        the descriptor loaded from them, then the RUN states."""
-        with m.State("PROGRAM_FETCH"):
-            # One address a cycle; each byte is shifted in the cycle after it arrives.
-            m.d.sync += [fetch.eq(fetch + 1), s.shift.eq(1)]
-            with m.If(fetch == RunDescriptor.SIZE - 1):
-                m.next = "PROGRAM_SHIFT"
-        with m.State("PROGRAM_SHIFT"):
-            # The last byte arrives and is shifted in; the descriptor loads next cycle.
-            m.d.sync += [s.load_mul.eq(1), s.load_desc.eq(1)]
-            m.next = "PROGRAM_LOAD"
-        with m.State("PROGRAM_LOAD"):
-            m.next = "RUN_SIZE"
 
     def _fsm(self, m, s):
         config, frame, reply = self._config, self.frame, self.reply
@@ -338,28 +326,13 @@ class Executor(wiring.Component):
                     with m.Else():
                         # The descriptor was loaded with ``load_desc``.
                         m.next = "RUN_SIZE"
-                with m.Elif(s.is_command[Command.RUNS]):
-                    m.d.sync += s.last_seq.eq(s.seq)
-                    if not config.program_depth:
-                        m.d.sync += status.eq(Status.COMMAND)
-                        m.next = "REPLY_SEQ"
-                    else:
-                        with m.If(s.runs_length_bad):
-                            m.d.sync += status.eq(Status.LENGTH)
-                            m.next = "REPLY_SEQ"
-                        with m.Elif(s.runs_range_bad):
-                            m.d.sync += status.eq(Status.RANGE)
-                            m.next = "REPLY_SEQ"
-                        with m.Else():
-                            m.d.sync += [slot.eq(s.runs_first), remaining.eq(s.runs_count - 1),
-                                         fetch.eq(0), s.stored.eq(1), s.layer_cycles.eq(0),
-                                         s.elapsed.eq(0)]
-                            m.next = "PROGRAM_FETCH"
+                if config.program_depth:
+                    runs_decode(m, s, slot, remaining, fetch)
                 with m.Else():
                     m.d.sync += status.eq(Status.COMMAND)
                     m.next = "REPLY_SEQ"
             if config.program_depth:
-                self._program_states(m, s, fetch)
+                program_states(m, s, fetch)
             with m.State("RUN_SIZE"):
                 # Waits for the weight word count (``w_words``, see ``load_mul``); the loop
                 # bounds minus one are registered for the feeder's and writeback's loop tests.

@@ -1,12 +1,13 @@
 """The executor's RUN descriptor: its registers, loaded from a frame's header or from stored
 bytes (a RUNS command's, see :class:`~sparqforge.hw.executor.Executor`), the weight word
-count the range checks need, and the checks themselves."""
+count the range checks need, the checks themselves, and the executor's states that fetch a
+RUNS command's descriptors."""
 
-__all__ = ["field", "run_descriptor"]
+__all__ = ["field", "run_descriptor", "runs_decode", "program_states"]
 
 from amaranth.hdl import Cat, Mux, Signal
 
-from ..protocol import ADD_TABLES, FIELDS_OFFSET, Mode, RunDescriptor
+from ..protocol import ADD_TABLES, FIELDS_OFFSET, Command, Mode, RunDescriptor, Status
 from .replica import replica_signal
 
 
@@ -99,3 +100,35 @@ def run_descriptor(m, s, config, desc, header):
     s.check_values = Cat(*checks)
     s.checks = Signal(len(s.check_values))
     s.run_ok = Signal()
+
+
+def runs_decode(m, s, slot, remaining, fetch):
+    """DECODE's branch for RUNS (accelerators with program slots only)."""
+    with m.Elif(s.is_command[Command.RUNS]):
+        m.d.sync += s.last_seq.eq(s.seq)
+        with m.If(s.runs_length_bad):
+            m.d.sync += s.status.eq(Status.LENGTH)
+            m.next = "REPLY_SEQ"
+        with m.Elif(s.runs_range_bad):
+            m.d.sync += s.status.eq(Status.RANGE)
+            m.next = "REPLY_SEQ"
+        with m.Else():
+            m.d.sync += [slot.eq(s.runs_first), remaining.eq(s.runs_count - 1),
+                         fetch.eq(0), s.stored.eq(1), s.layer_cycles.eq(0),
+                         s.elapsed.eq(0)]
+            m.next = "PROGRAM_FETCH"
+
+def program_states(m, s, fetch):
+    """A RUNS command's descriptor fetch: the slot's bytes into ``stored_bytes``, then
+    the descriptor loaded from them, then the RUN states."""
+    with m.State("PROGRAM_FETCH"):
+        # One address a cycle; each byte is shifted in the cycle after it arrives.
+        m.d.sync += [fetch.eq(fetch + 1), s.shift.eq(1)]
+        with m.If(fetch == RunDescriptor.SIZE - 1):
+            m.next = "PROGRAM_SHIFT"
+    with m.State("PROGRAM_SHIFT"):
+        # The last byte arrives and is shifted in; the descriptor loads next cycle.
+        m.d.sync += [s.load_mul.eq(1), s.load_desc.eq(1)]
+        m.next = "PROGRAM_LOAD"
+    with m.State("PROGRAM_LOAD"):
+        m.next = "RUN_SIZE"

@@ -82,6 +82,8 @@ class DeviceModel:
             self.session = session
             return Status.OK, struct.pack(OPEN_REPLY, self.last_seq) \
                 + DeviceInfo.of(self.config).pack()
+        if command == Command.RUNS and not self.config.program_depth:
+            raise _Reject(Status.COMMAND)      # unknown to an accelerator without slots
         if command in SEQUENCED:
             if self.session == 0:
                 raise _Reject(Status.SESSION)

@@ -322,7 +322,8 @@ def request_set(config, rng):
             runs(1, 1),
         ]
     else:
-        bodies += [store(0, stored[0]), runs(0, 1)]          # SPACE, COMMAND
+        # RUNS is unknown (COMMAND, nothing executed), the space too (SPACE).
+        bodies += [runs(0, 1), store(0, stored[0])]
     return renumber(bodies)
 
 
