@@ -269,9 +269,9 @@ class MacArray(wiring.Component):
         """Cycles from the beat registers to the products: the operand copies and
         ``product_stages``, or the packed multiplier's latency."""
         if self._packed_products:
-            # PackedMultiplier.latency (checked in ``elaborate``): the multiplier block's two
-            # registers, then the unpacked products.
-            return 1 + RegisteredMultiplier.latency
+            # The operand copies, then PackedMultiplier.latency (checked in ``elaborate``):
+            # the multiplier block's two registers, then the unpacked products.
+            return 2 + RegisteredMultiplier.latency
         return 1 + self._product_stages
 
     @property
@@ -352,9 +352,9 @@ class MacArray(wiring.Component):
         return product
 
     def _packed_multipliers(self, m, platform, a_reg, w_reg):
-        """One two-lane :class:`PackedMultiplier` per column pair of each row, fed by the
-        beat registers; ``[row][col]`` of the products, :attr:`product_latency` cycles
-        later."""
+        """One two-lane :class:`PackedMultiplier` per column pair of each row, fed by its own
+        copies of the beat registers; ``[row][col]`` of the products,
+        :attr:`product_latency` cycles later."""
         port_bits = self._packed_port_bits or packed_port_bits_for(platform)
         products = []
         for r in range(self._rows):
@@ -363,11 +363,15 @@ class MacArray(wiring.Component):
                 mul = PackedMultiplier(a_bits=self._a_bits, a_signed=self._a_signed,
                                        w_bits=self._w_bits, w_signed=self._w_signed, lanes=2,
                                        port_bits=port_bits)
-                assert mul.latency == self.product_latency
+                assert 1 + mul.latency == self.product_latency
                 m.submodules[f"mul_{r}_{c}"] = mul
-                # The multiplier's operand registers are this element pair's operand copies.
-                m.d.comb += [mul.a.eq(a_reg[r]), mul.w[0].eq(w_reg.data[c]),
-                             mul.w[1].eq(w_reg.data[c + 1])]
+                # This element pair's operand copies (replicas: yosys would merge a
+                # column's, and one register would then reach every row's multiplier block
+                # across the device), then the block's own operand registers.
+                a_op = replica(m, a_reg[r], f"a_op_{r}_{c}", reset_less=True)
+                w_op = replica(m, [w_reg.data[c], w_reg.data[c + 1]], f"w_op_{r}_{c}",
+                               reset_less=True)
+                m.d.comb += [mul.a.eq(a_op), mul.w[0].eq(w_op[0]), mul.w[1].eq(w_op[1])]
                 products[-1] += [mul.p[0], mul.p[1]]
         return products
 
@@ -379,10 +383,10 @@ class MacArray(wiring.Component):
         # of its own, so that the broadcast to a whole row / column and the route to a
         # multiplier far across the device (an 8x8 array spans every DSP column of an ECP5)
         # each get a cycle; stage 3 registers the products (stages 3 to 2 + product_stages
-        # with split products); the next stage accumulates. With packed products the packed
-        # multiplier of each column pair takes the beat registers: its operand registers (the
-        # copies, inside an ECP5 multiplier block) are stage 2, its product register stage 3,
-        # its unpacked products stage 4. The copies are replicas (see :mod:`.replica`), and
+        # with split products); the next stage accumulates. With packed products the operand
+        # copies of each column pair are stage 2, its packed multiplier's operand registers
+        # (inside an ECP5 multiplier block) stage 3, its product register stage 4, its
+        # unpacked products stage 5. The copies are replicas (see :mod:`.replica`), and
         # so are the control bits that reach every element: one per column at stage 2, one
         # per element from stage 3 on, so that no register drives more than a column's worth
         # of loads.

@@ -125,12 +125,12 @@ def test_settle_covers_the_core_pipeline():
 
 
 def test_packed_products_flow_from_the_configuration():
-    # Packed products: the same INFO fields but one, one cycle more per tile (as with two
+    # Packed products: the same INFO fields but one, two cycles more per tile (as with three
     # product stages), half the multipliers.
     plain, packed = AcceleratorConfig(), AcceleratorConfig(packed_products=True)
     array = Accelerator(packed).core.array
     assert array.packed_products and array.product_stages == 1
-    assert array.core_latency == Accelerator(plain).core.array.core_latency + 1
+    assert array.core_latency == Accelerator(plain).core.array.core_latency + 2
     assert DeviceInfo.unpack(DeviceInfo.of(packed).pack()).config == packed
     assert DeviceInfo.of(packed).pack() != DeviceInfo.of(plain).pack()
     assert AcceleratorConfig.from_json(packed.to_json()) == packed

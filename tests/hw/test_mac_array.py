@@ -326,9 +326,10 @@ def test_packed_products(a_bits, w_bits, a_signed, w_signed, port):
     # accumulators: full depth at maximum magnitude, and every corner operand set of a
     # packed pair; random valid/ready stalls throughout.
     array = packed_array(a_bits, w_bits, a_signed, w_signed, port, max_depth=9)
-    # The packed multiplier's three stages: one more cycle than one product stage.
-    assert array.product_latency == 3
-    assert array.core_latency == MacArray(rows=2, cols=4, product_stages=2).core_latency
+    # The operand copies and the packed multiplier's three stages: two more cycles than one
+    # product stage.
+    assert array.product_latency == 4
+    assert array.core_latency == MacArray(rows=2, cols=4, product_stages=3).core_latency
     rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
     _random_and_corner_layers(array, rng, n_random=6, n_corner=6)
     # (A tag per column tile: the corner operand sets take up to 25 tiles.)
