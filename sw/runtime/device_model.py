@@ -107,7 +107,7 @@ class DeviceModel:
                 raise _Reject(Status.LENGTH)
             self.run(RunDescriptor.unpack(payload))
             return Status.OK, struct.pack(RUN_REPLY, 0)
-        if command == Command.RUNS and self.config.program_depth:
+        if command == Command.RUNS:             # (one with program slots: see above)
             request = REQUESTS[Command.RUNS]
             if len(payload) != request.size:
                 raise _Reject(Status.LENGTH)

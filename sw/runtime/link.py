@@ -19,10 +19,8 @@ import numpy as np
 from ...errors import DeviceRestarted, LinkError, RunInterrupted, ToolError
 from ...protocol import (OPEN_REPLY, PROGRAM_BYTE_BITS, REQUESTS, RUN_REPLY, RUNS_REPLY,
                          SEQ_BYTES, SEQUENCED, Command, DeviceInfo, FrameError, Mode,
-                         RunDescriptor, SlipDecoder,
-                         Space, Status, frame,
-                         max_payload, slip_encode, unframe_reply, word_bytes,
-                         write_words_per_frame)
+                         RunDescriptor, SlipDecoder, Space, Status, frame, max_payload,
+                         slip_encode, unframe_reply, word_bytes, write_words_per_frame)
 
 
 class Transport:
@@ -490,8 +488,8 @@ class Device:
             slots = len(descriptors)
             if self._next_slot + slots <= self.config.program_depth:
                 words = np.zeros((slots, 1 << PROGRAM_BYTE_BITS), dtype=np.uint8)
-                for i, d in enumerate(descriptors):
-                    words[i, :len(d.pack())] = np.frombuffer(d.pack(), dtype=np.uint8)
+                words[:, :RunDescriptor.SIZE] = np.frombuffer(key, dtype=np.uint8).reshape(
+                    slots, RunDescriptor.SIZE)
                 self.write(Space.PROGRAM, self._next_slot << PROGRAM_BYTE_BITS,
                            words.reshape(-1, 1))
                 self._stored[key] = (self._next_slot, counts)
