@@ -20,7 +20,8 @@ class AddressSpaces(wiring.Component):
     register it). ``known`` says whether ``space`` exists on this accelerator and
     ``word_bytes`` how long its words are; ``addressable`` (registered: a cycle after
     ``target`` and ``space``) whether ``target`` names a word of it: inside the space, and a
-    lane and threshold index that exist.
+    lane and threshold index that exist. The banks a host word goes to and the lanes an
+    ACT_LANES word zeroes are registered the same way.
 
     Parameters
     ----------
@@ -92,14 +93,18 @@ class AddressSpaces(wiring.Component):
         m.d.comb += [self.host_write.addr.eq(field(Space.ACT, "word")),
                      self.weight_write.addr.eq(target), self.weight_write.data.eq(word),
                      self.weight_write.en.eq(commit & (space == Space.WEIGHT))]
+        # The lanes an ACT_LANES word zeroes and the banks a word goes to, registered (as
+        # ``addressable``): the host's words reach banks far apart through one register.
+        zeroed = Signal(config.cols)
+        banks = Signal(config.rows)
+        m.d.sync += [zeroed[j].eq(act_lanes & (lanes < j)) for j in range(config.cols)]
         for j in range(config.cols):
-            m.d.comb += self.host_write.data[j].eq(
-                Mux(act_lanes & (lanes < j), 0, word.word_select(j, 8)))
+            m.d.comb += self.host_write.data[j].eq(Mux(zeroed[j], 0, word.word_select(j, 8)))
         # (ACT_ALL's and ACT_LANES' word fields are ACT's: the low address bits.)
         for r in range(config.rows):
-            m.d.comb += self.host_write.en[r].eq(
-                commit & (((space == Space.ACT) & (target[act["bank"].offset:] == r))
-                          | (space == Space.ACT_ALL) | act_lanes))
+            m.d.sync += banks[r].eq(((space == Space.ACT) & (target[act["bank"].offset:] == r))
+                                    | (space == Space.ACT_ALL) | act_lanes)
+            m.d.comb += self.host_write.en[r].eq(commit & banks[r])
         lane_bits = config.lane_bits
         requant = self.cfg_requant
         m.d.comb += [requant.valid.eq(commit & (space == Space.REQUANT)),

@@ -5,9 +5,9 @@ __all__ = ["Ecp5PllParams", "ecp5_pll_params", "BoardClock"]
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import AsyncFFSynchronizer, ResetSynchronizer
 
 # ECP5 EHXPLLL limits (Lattice TN1263 and ``ecppll``): VCO 400..800 MHz, phase-detector input
 # 3.125..400 MHz, output 3.125..400 MHz; CLKI_DIV and CLKOP_DIV 1..128, CLKFB_DIV 1..80.
@@ -145,5 +145,16 @@ class BoardClock(Elaboratable):
             # nextpnr-ecp5 derives the output's constraint from the oscillator's and the
             # dividers (an explicit one on ``pll_clk`` would not survive flattening).
             m.d.comb += ClockSignal("sync").eq(pll_clk)
-        m.submodules.reset_sync = ResetSynchronizer(board_reset | ~locked, domain="sync")
+        if self._family == "ecp5":
+            # The synchronized reset reaches every flip-flop of the design through a global
+            # buffer: over general routing its deassertion took 10 ns to the far slices.
+            reset = Signal()
+            m.submodules.reset_sync = AsyncFFSynchronizer(board_reset | ~locked, reset,
+                                                          o_domain="sync")
+            reset_global = Signal()
+            m.submodules.reset_buffer = Instance("DCCA", i_CLKI=reset, i_CE=Const(1),
+                                                 o_CLKO=reset_global)
+            m.d.comb += ResetSignal("sync").eq(reset_global)
+        else:
+            m.submodules.reset_sync = ResetSynchronizer(board_reset | ~locked, domain="sync")
         return m

@@ -132,7 +132,9 @@ class Executor(wiring.Component):
         s.word = Signal(max(config.cols * 8, config.weight_bits, REQUANT_BYTES * 8, 32))
         widest = max(config.cols, config.weight_bytes, REQUANT_BYTES)
         s.byte_index = Signal(range(widest + 1))
-        s.word_bytes = Signal(range(widest + 1))
+        # A word's last byte index, registered: ``target`` (an ACT_LANES word's length) and
+        # the header's space are stable from DECODE, three cycles before the first WRITE_BYTE.
+        s.word_last = Signal(range(widest + 1))
         s.ptr = Signal(range(config.frame_bytes + 1))
         s.body_index = Signal(range(1 << 16))
         s.body_count = Signal(range(1 << 16))
@@ -141,8 +143,8 @@ class Executor(wiring.Component):
         m.submodules.spaces = spaces = AddressSpaces(self._config,
                                                      core_signature=self._core_signature)
         m.d.comb += [spaces.space.eq(s.space), spaces.target.eq(s.target),
-                     spaces.word.eq(s.word), spaces.commit.eq(s.commit),
-                     s.word_bytes.eq(spaces.word_bytes)]
+                     spaces.word.eq(s.word), spaces.commit.eq(s.commit)]
+        m.d.sync += s.word_last.eq(spaces.word_bytes - 1)
         s.known_space, s.target_ok = spaces.known, spaces.addressable
         wiring.connect(m, spaces.host_write, wiring.flipped(self.host_write))
         wiring.connect(m, spaces.weight_write, wiring.flipped(self.weight_write))
@@ -169,7 +171,8 @@ class Executor(wiring.Component):
         config, frame = self._config, self.frame
         for name in ("frame_bad", "write_short", "read_length_bad", "run_length_bad",
                      "runs_length_bad", "runs_range_bad", "open_length_bad", "space_unknown",
-                     "read_range_bad", "opened", "seq_new", "nonce_zero"):
+                     "read_space_bad", "core_space", "read_range_bad", "opened", "seq_new",
+                     "nonce_zero"):
             setattr(s, name, Signal(name=name))
         read_end = Signal(33)
         m.d.sync += [
@@ -184,6 +187,10 @@ class Executor(wiring.Component):
             s.opened.eq(s.session != 0),
             s.seq_new.eq(s.seq > s.last_seq),
             s.space_unknown.eq(~s.known_space),
+            s.read_space_bad.eq(s.space != Space.ACT),
+            # Only tables inside the core need its clock; memories are the executor's.
+            s.core_space.eq((s.space != Space.ACT) & (s.space != Space.ACT_ALL)
+                            & (s.space != Space.ACT_LANES) & (s.space != Space.WEIGHT)),
             read_end.eq(s.addr + s.count),
             s.read_range_bad.eq((s.count * config.cols > max_payload(config))
                                 | (read_end > address_limit(Space.ACT, config))
@@ -232,6 +239,20 @@ class Executor(wiring.Component):
         s.host_reading = Signal()    # registered: high exactly in READ_ISSUE
         m.d.sync += s.host_reading.eq(0)
         m.d.comb += self.host_reading.eq(s.host_reading)
+        # Each reply byte (and its ``last``) is chosen in one cycle and offered, from
+        # registers, in the next: ``fresh`` says the state and its indices have not moved
+        # since (a reply state is left only when a byte is taken). The byte multiplexers and
+        # the reply queue are then never in one path; a byte takes two cycles, far less than
+        # any link's.
+        s.next_byte, s.next_last, s.sending = Signal(8), Signal(), Signal()
+        reply = self.reply
+        s.accepted = reply.valid & reply.ready
+        m.d.sync += [reply.payload.data.eq(s.next_byte), reply.payload.last.eq(s.next_last),
+                     reply.valid.eq(s.sending & ~s.accepted)]
+        # The last body byte's index, registered: ``body_count`` is set at least a reply
+        # header before the body.
+        s.body_last = Signal(16)
+        m.d.sync += s.body_last.eq(s.body_count - 1)
 
     def _fsm(self, m, s):
         config, frame, reply = self._config, self.frame, self.reply
@@ -239,7 +260,9 @@ class Executor(wiring.Component):
         data_end = Signal.like(s.ptr)
         start_feed = replica_signal(1, name="start_feed")
         start_write = replica_signal(1, name="start_write")
-        m.d.sync += [start_feed.eq(0), start_write.eq(0)]
+        s.release = Signal()
+        m.d.sync += [start_feed.eq(0), start_write.eq(0), s.release.eq(0)]
+        m.d.comb += frame.release.eq(s.release)
         m.d.comb += [self.start_feed.eq(start_feed), self.start_write.eq(start_write),
                      s.commit.eq(0), self.working.eq(1)]
         # Where a WRITE's data starts in its frame.
@@ -313,7 +336,7 @@ class Executor(wiring.Component):
                                  status.eq(Status.OK), s.last_seq.eq(s.seq)]
                     with m.If(s.read_length_bad):
                         m.d.sync += status.eq(Status.LENGTH)
-                    with m.Elif(s.space != Space.ACT):
+                    with m.Elif(s.read_space_bad):
                         m.d.sync += status.eq(Status.SPACE)
                     with m.Elif(s.read_range_bad):
                         m.d.sync += status.eq(Status.RANGE)
@@ -391,17 +414,14 @@ class Executor(wiring.Component):
                 m.next = "WRITE_BYTE"
             with m.State("WRITE_BYTE"):
                 m.d.sync += word.word_select(s.byte_index, 8).eq(s.rdata_q)
-                with m.If(s.byte_index == s.word_bytes - 1):
+                with m.If(s.byte_index == s.word_last):
                     m.d.sync += s.byte_index.eq(0)
                     m.next = "WRITE_COMMIT"
                 with m.Else():
                     m.d.sync += s.byte_index.eq(s.byte_index + 1)
                     m.next = "WRITE_FETCH"
             with m.State("WRITE_COMMIT"):
-                # Only tables inside the core need its clock; memories are the executor's.
-                m.d.comb += self.busy.eq((s.space != Space.ACT) & (s.space != Space.ACT_ALL)
-                                         & (s.space != Space.ACT_LANES)
-                                         & (s.space != Space.WEIGHT))
+                m.d.comb += self.busy.eq(s.core_space)
                 with m.If(s.target_ok):
                     m.d.comb += s.commit.eq(1)
                     m.d.sync += target.eq(target + 1)
@@ -410,22 +430,22 @@ class Executor(wiring.Component):
                     m.d.sync += status.eq(Status.RANGE)
                     m.next = "REPLY_SEQ"
             with m.State("REPLY_SEQ"):
-                m.d.comb += [reply.payload.data.eq(s.seq_bytes[s.head_index]), reply.valid.eq(1)]
-                with m.If(reply.ready):
+                m.d.comb += [s.next_byte.eq(s.seq_bytes[s.head_index]), s.sending.eq(1)]
+                with m.If(s.accepted):
                     m.d.sync += s.head_index.eq(s.head_index + 1)
                     with m.If(s.head_index == SEQ_BYTES - 1):
                         m.d.sync += s.head_index.eq(0)
                         m.next = "REPLY_STATUS"
             with m.State("REPLY_STATUS"):
-                m.d.comb += [reply.payload.data.eq(status), reply.valid.eq(1)]
-                with m.If(reply.ready):
+                m.d.comb += [s.next_byte.eq(status), s.sending.eq(1)]
+                with m.If(s.accepted):
                     m.next = "REPLY_SESSION"
             with m.State("REPLY_SESSION"):
                 no_body = (status != Status.OK) | (s.body_count == 0)
                 last_session_byte = s.head_index == SESSION_BYTES - 1
-                m.d.comb += [reply.payload.data.eq(s.session_bytes[s.head_index]),
-                             reply.valid.eq(1), reply.payload.last.eq(no_body & last_session_byte)]
-                with m.If(reply.ready):
+                m.d.comb += [s.next_byte.eq(s.session_bytes[s.head_index]), s.sending.eq(1),
+                             s.next_last.eq(no_body & last_session_byte)]
+                with m.If(s.accepted):
                     m.d.sync += s.head_index.eq(s.head_index + 1)
                     with m.If(last_session_byte):
                         m.d.sync += s.head_index.eq(0)
@@ -437,14 +457,15 @@ class Executor(wiring.Component):
                         with m.Else():
                             m.next = "REPLY_BODY"
             with m.State("REPLY_BODY"):
-                last_byte = s.body_index == s.body_count - 1
+                last_byte = s.body_index == s.body_last
                 other = s.open_bytes[s.body_index]
                 if config.program_depth:
-                    other = Mux(s.command == Command.RUNS, s.runs_bytes[s.body_index[:3]], other)
-                m.d.comb += [reply.payload.data.eq(Mux(s.command == Command.RUN,
-                                                       s.cycle_bytes[s.body_index[:2]], other)),
-                             reply.valid.eq(1), reply.payload.last.eq(last_byte)]
-                with m.If(reply.ready):
+                    other = Mux(s.is_command[Command.RUNS], s.runs_bytes[s.body_index[:3]],
+                                other)
+                m.d.comb += [s.next_byte.eq(Mux(s.is_command[Command.RUN],
+                                                s.cycle_bytes[s.body_index[:2]], other)),
+                             s.sending.eq(1), s.next_last.eq(last_byte)]
+                with m.If(s.accepted):
                     m.d.sync += s.body_index.eq(s.body_index + 1)
                     with m.If(last_byte):
                         m.next = "DONE"
@@ -469,13 +490,11 @@ class Executor(wiring.Component):
                              s.byte_index.eq(0)]
                 m.next = "READ_SEND"
             with m.State("READ_SEND"):
-                last_word = s.body_index == s.body_count - 1
+                last_word = s.body_index == s.body_last
                 last_byte = s.byte_index == config.cols - 1
-                m.d.comb += [reply.payload.data.eq(
-                                 s.read_word.as_value().word_select(s.byte_index, 8)),
-                             reply.valid.eq(1),
-                             reply.payload.last.eq(last_word & last_byte)]
-                with m.If(reply.ready):
+                m.d.comb += [s.next_byte.eq(s.read_word.as_value().word_select(s.byte_index, 8)),
+                             s.sending.eq(1), s.next_last.eq(last_word & last_byte)]
+                with m.If(s.accepted):
                     m.d.sync += s.byte_index.eq(s.byte_index + 1)
                     with m.If(last_byte):
                         m.d.sync += [s.body_index.eq(s.body_index + 1), target.eq(target + 1)]
@@ -487,6 +506,10 @@ class Executor(wiring.Component):
                     m.d.sync += s.host_reading.eq(1)
                     m.next = "READ_ISSUE"
             with m.State("DONE"):
-                m.d.comb += frame.release.eq(1)
+                m.d.sync += s.release.eq(1)
+                m.next = "RELEASE"
+            with m.State("RELEASE"):
+                # ``release`` is a register (it enables most of the receiver's registers);
+                # the receiver takes it in this cycle, so IDLE sees the frame gone.
                 m.next = "IDLE"
 

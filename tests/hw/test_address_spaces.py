@@ -88,23 +88,29 @@ def test_a_committed_word_goes_to_its_port():
     dut = decoder(config)
     seen = {}
 
+    # The banks and zeroed lanes are registered from ``space`` and ``target`` (the executor
+    # sets them at least two cycles before a commit): each case waits one clock edge.
     async def bench(ctx):
         ctx.set(dut.word, 0x1122334455)
         ctx.set(dut.commit, 1)
         ctx.set(dut.space, Space.ACT)
         ctx.set(dut.target, encode_address(Space.ACT, config, bank=2, word=7))
+        await ctx.tick()
         seen["act"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
                        ctx.get(dut.weight_write.en), ctx.get(dut.cfg_requant.valid))
         ctx.set(dut.space, Space.ACT_ALL)
         ctx.set(dut.target, 9)
+        await ctx.tick()
         seen["act_all"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
                            ctx.get(dut.host_write.data.as_value()))
         ctx.set(dut.space, Space.ACT_LANES)
         ctx.set(dut.target, encode_address(Space.ACT_LANES, config, lanes=1, word=6))
+        await ctx.tick()
         seen["act_lanes"] = (ctx.get(dut.host_write.en), ctx.get(dut.host_write.addr),
                              ctx.get(dut.host_write.data.as_value()))
         ctx.set(dut.space, Space.THRESHOLD)
         ctx.set(dut.target, encode_address(Space.THRESHOLD, config, group=3, lane=1, index=5))
+        await ctx.tick()
         port = dut.cfg_threshold
         seen["threshold"] = (ctx.get(port.valid), ctx.get(port.payload.group),
                              ctx.get(port.payload.lane), ctx.get(port.payload.index),
@@ -113,6 +119,7 @@ def test_a_committed_word_goes_to_its_port():
         seen["idle"] = ctx.get(port.valid)
 
     sim = Simulator(dut)
+    sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
     assert seen["act"] == (0b100, 7, 0, 0)
