@@ -32,10 +32,11 @@ test: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m pytest -m sim $(PYTEST_ARGS)
 
-# make bitstream BOARD=ulx3s-85f [CONFIG=file.json]: see docs/boards.md.
+# make bitstream BOARD=ulx3s-85f [CONFIG=file.json] [SEEDS=3]: see docs/boards.md.
 BOARD ?= ulx3s-85f
 bitstream: $(STAMP)
-	$(VENV)/bin/sparqforge build --board $(BOARD) $(if $(CONFIG),--config $(CONFIG))
+	$(VENV)/bin/sparqforge build --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) \
+	    $(if $(SEEDS),--seeds $(SEEDS))
 
 bench: $(STAMP)
 	$(VENV)/bin/sparqforge bench all --json

@@ -158,6 +158,20 @@ def test_ulx3s_pll_makes_the_requested_clock():
     assert top.soc.clk_freq == 100e6 and top.soc.divisor == 868
 
 
+def test_ecp5_reset_reaches_the_registers_through_a_global_buffer():
+    # The synchronized reset drives a DCCA whose output is the clocking block's reset port
+    # (the ``sync`` domain's reset). iCE40 boards keep Amaranth's reset synchronizer.
+    plan, _, _ = board_plan("ulx3s-85f", {**SMALL, "clk_freq": 100e6})
+    rtlil = _text(plan, "top.il")
+    assert len(re.findall(r"cell \\DCCA ", rtlil)) == 1
+    module = rtlil[rtlil.rindex("\nmodule ", 0, rtlil.index("cell \\DCCA ")):]
+    assert module.startswith("\nmodule \\top.clock\n")
+    cell = re.search(r"cell \\DCCA .*?\n  end", module, re.S).group(0)
+    assert "connect \\CLKO \\rst\n" in cell and "connect \\CLKI \\reset" in cell
+    plan, _, _ = board_plan("icebreaker", {"rows": 1, "cols": 1})
+    assert "DCCA" not in _text(plan, "top.il")
+
+
 def test_ecp5_pll_parameters():
     p = ecp5_pll_params(48e6, 96e6)
     assert p.f_out == 96e6 and 400e6 <= p.f_vco <= 800e6
