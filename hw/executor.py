@@ -192,7 +192,10 @@ class Executor(wiring.Component):
             s.core_space.eq((s.space != Space.ACT) & (s.space != Space.ACT_ALL)
                             & (s.space != Space.ACT_LANES) & (s.space != Space.WEIGHT)),
             read_end.eq(s.addr + s.count),
-            s.read_range_bad.eq((s.count * config.cols > max_payload(config))
+            # count * cols > payload, as a constant comparison: with a column count that
+            # is not a power of two the product was an adder in front of the comparator
+            # (the slowest path of a 10x10 array on the ULX3S).
+            s.read_range_bad.eq((s.count > max_payload(config) // config.cols)
                                 | (read_end > address_limit(Space.ACT, config))
                                 | (s.count == 0)),
         ]

@@ -15,7 +15,7 @@ from sparqforge.hw.array_core import ArrayCore
 from sparqforge.hw.executor import Executor
 from sparqforge.protocol import (CRC_BYTES, CRC_RESIDUE, HEADER_BYTES, REQUESTS, Command, DeviceInfo,
                                  Mode, PROGRAM_BYTE_BITS, RunDescriptor, Space, Status,
-                                 encode_address, frame)
+                                 encode_address, frame, max_payload)
 from sparqforge.sw.runtime import layouts
 from sparqforge.sw.runtime.device_model import DeviceModel
 
@@ -223,6 +223,8 @@ def request_set(config, rng):
         write(0x7F, 0, [[1]]),                               # unknown space
         read(0, 1, space=Space.WEIGHT),                      # READ of another space
         read(0, 0),                                          # nothing to read
+        read(0, max_payload(config) // cols),                # the most one reply carries
+        read(0, max_payload(config) // cols + 1),            # one word more: RANGE
         read(config.rows * config.act_depth - 1, 2),         # past the banks
         write(Space.WEIGHT, config.w_depth - 1, np.zeros((2, wb))),   # second word too far
         write(Space.REQUANT, config.groups << config.lane_bits, np.zeros((1, 10))),
