@@ -99,7 +99,17 @@ LUT_MULTIPLIERS = "proc; opt_expr; booth t:$mul r:A_WIDTH<=9 %i r:B_WIDTH<=9 %i"
 ICE40_BLOCK_RAM = "setattr -set ram_style \"block\" m:*"
 
 
-def _overrides(board, config, seed=None):
+#: nextpnr's routers (``--router``); the ECP5 builds default to router2, iCE40 to nextpnr's own
+#: (router1).
+ROUTERS = ("router1", "router2")
+
+
+def default_router(board):
+    """The router a build of ``board`` uses without ``router=`` (ECP5 / iCE40), else None."""
+    return {"ecp5": "router2", "ice40": "router1"}.get(board.family)
+
+
+def _overrides(board, config, seed=None, router=None):
     overrides = {}
     if board.family in ("ecp5", "ice40"):
         # The report gives utilization and achieved fmax; a design that misses its clock
@@ -121,7 +131,11 @@ def _overrides(board, config, seed=None):
             # quarter of an hour. Not with --tmg-ripup: on one ULX3S netlist it gave
             # 100.8 MHz instead of 88.5, but on the next router2 looped for over 400
             # iterations with 7 nets failing timing and no end (it has no iteration limit).
-            overrides["nextpnr_opts"] += " --router router2"
+            # router1 is the choice (``router=``) for the largest arrays, where router2's
+            # overuse grows instead of shrinking (docs/boards.md).
+            overrides["nextpnr_opts"] += f" --router {router or 'router2'}"
+        elif router is not None:
+            overrides["nextpnr_opts"] += f" --router {router}"
     overrides.update(board.overrides)
     if seed is not None and board.family in ("ecp5", "ice40"):
         # nextpnr's placement seed: the achieved clock varies from one seed to the next.
@@ -130,19 +144,32 @@ def _overrides(board, config, seed=None):
     return overrides
 
 
-def board_plan(board, config=None, seed=None):
+def board_plan(board, config=None, seed=None, router=None):
     """The Amaranth build plan for ``board`` (nothing runs).
 
     Returns ``(plan, platform, top)``; ``plan.files`` holds the Verilog / RTLIL, the
-    constraint file and ``build_top.sh``. ``seed`` is nextpnr's placement seed (ECP5 and
-    iCE40; default nextpnr's own).
+    constraint file and ``build_top.sh``. ``seed`` is nextpnr's placement seed and
+    ``router`` its router, one of :data:`ROUTERS` (ECP5 and iCE40; defaults: nextpnr's own
+    seed, :func:`default_router`).
     """
     board = get_board(board)
     config = resolve_config(board, config)
     seed = _check_seed(seed)
+    _check_router(board, router)
     platform, top, _ = _top(board, config)
-    plan = platform.build(top, name=_NAME, do_build=False, **_overrides(board, config, seed))
+    plan = platform.build(top, name=_NAME, do_build=False,
+                          **_overrides(board, config, seed, router))
     return plan, platform, top
+
+
+def _check_router(board, router):
+    if router is None:
+        return
+    if router not in ROUTERS:
+        raise ConfigError(f"The router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    if board.family not in ("ecp5", "ice40"):
+        raise ConfigError(f"The router is nextpnr's, for ECP5 and iCE40 boards; {board.name} "
+                          f"builds with the Xray flow's script (build_top.sh): leave it out")
 
 
 def _check_seed(seed):
@@ -256,7 +283,7 @@ def _missing_xray(env):
     return missing
 
 
-def _prepare(board, config, out_dir, seed=None):
+def _prepare(board, config, out_dir, seed=None, router=None):
     """Elaborate ``board``'s design into its build directory; return ``(board, platform,
     build_dir, env, report)`` with the report's fixed fields filled."""
     start = time.monotonic()
@@ -268,10 +295,11 @@ def _prepare(board, config, out_dir, seed=None):
     build_dir = Path(out_dir) if out_dir is not None else Path("build") / board.name
     if build_dir.exists() and not build_dir.is_dir():
         raise ConfigError(f"The build directory {build_dir} is a file; choose another")
-    plan, platform, top = board_plan(board, config, seed)
+    plan, platform, top = board_plan(board, config, seed, router)
     plan.extract(build_dir)
     report = _base_report(board, platform, top, build_dir)
     report["seed"] = seed
+    report["router"] = router or default_router(board)
     report["config"]["mac_multipliers"] = config.mac_multipliers
     report["seconds"]["elaborate"] = round(time.monotonic() - start, 1)
     return board, platform, build_dir, _tool_env(), report
@@ -316,7 +344,7 @@ def _array_blocks(board, report):
     report["seconds"]["array_synthesis"] = round(time.monotonic() - start, 1)
 
 
-def build_board(board, config=None, out_dir=None, seed=None):
+def build_board(board, config=None, out_dir=None, seed=None, router=None):
     """Build ``board``'s bitstream as far as the installed tools allow and report on it.
 
     Parameters
@@ -331,6 +359,9 @@ def build_board(board, config=None, out_dir=None, seed=None):
         ``build_top.sh``, which repeats the whole flow.
     seed : int, optional
         nextpnr's placement seed (ECP5 and iCE40); the report's ``seed``.
+    router : str, optional
+        nextpnr's router, one of :data:`ROUTERS` (ECP5 and iCE40; default
+        :func:`default_router`); the report's ``router``.
 
     Returns
     -------
@@ -360,7 +391,7 @@ def build_board(board, config=None, out_dir=None, seed=None):
         When a tool that is present fails (its output is in the message).
     """
     start = time.monotonic()
-    board, platform, build_dir, env, report = _prepare(board, config, out_dir, seed)
+    board, platform, build_dir, env, report = _prepare(board, config, out_dir, seed, router)
 
     if board.family == "xilinx":
         _synthesize(board, platform, build_dir, env, report)

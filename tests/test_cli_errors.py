@@ -232,6 +232,17 @@ CASES = [
     case("build-unknown-board", ["build", "--board", "nope"], "Unknown board 'nope'"),
     case("build-unknown-option", ["build", "--board", "icebreaker", "--bogus"],
          "unrecognized arguments: --bogus"),
+    case("build-unknown-router", ["build", "--board", "icebreaker", "--out", "b",
+                                  "--router", "router3"],
+         "The router must be one of router1, router2, not 'router3'"),
+    case("build-router-for-xray", ["build", "--board", "basys3", "--out", "b",
+                                   "--router", "router1"], "for ECP5 and iCE40 boards"),
+    case("build-router-with-seeds", ["build", "--board", "ulx3s-85f", "--out", "b",
+                                     "--router", "router1", "--seeds", "2"],
+         "--router works with one placement"),
+    case("synth-router-without-place", ["synth", "--board", "icebreaker", "--out", "b",
+                                        "--router", "router1"],
+         "--router chooses nextpnr's router; add --place"),
 ]
 
 

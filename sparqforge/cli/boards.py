@@ -36,21 +36,28 @@ def cmd_build(args):
     if args.seeds is not None:
         if args.seed is not None:
             raise ConfigError("Give --seed (one placement) or --seeds (several), not both")
+        if args.router is not None:
+            raise ConfigError("--router works with one placement (--seed N), not with "
+                              "--seeds: build each seed with --seed N --router "
+                              f"{args.router}")
         from .explore import build_seeds
 
         return build_seeds(args, _build_dir(args))
-    _board_report(build_board(args.board, args.config, _build_dir(args), seed=args.seed),
-                  args.json)
+    _board_report(build_board(args.board, args.config, _build_dir(args), seed=args.seed,
+                              router=args.router), args.json)
     return 0
 
 
 def cmd_synth(args):
     from ..boards.build import build_board, synth_board
 
-    if args.seed is not None and not args.place:
-        raise ConfigError("--seed is nextpnr's placement seed; add --place")
+    for option, what in (("seed", "is nextpnr's placement seed"),
+                         ("router", "chooses nextpnr's router")):
+        if getattr(args, option) is not None and not args.place:
+            raise ConfigError(f"--{option} {what}; add --place")
     if args.place:
-        report = build_board(args.board, args.config, _build_dir(args), seed=args.seed)
+        report = build_board(args.board, args.config, _build_dir(args), seed=args.seed,
+                             router=args.router)
     else:
         report = synth_board(args.board, args.config, _build_dir(args))
     _board_report(report, args.json)
@@ -79,6 +86,14 @@ def _add_board_options(parser):
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _add_router_option(parser, prefix=""):
+    # Checked by the build (boards.build.ROUTERS): importing it here would import Amaranth.
+    parser.add_argument("--router", metavar="{router1,router2}",
+                        help=f"{prefix}nextpnr's router (ECP5, iCE40; default router2 on ECP5, "
+                             f"router1 on iCE40); router1 for the largest arrays, see "
+                             f"docs/boards.md")
+
+
 def add_board_parsers(sub):
     build = sub.add_parser("build", help="build a board's bitstream with open tools",
                            description="Elaborate the board system (accelerator, UART, clock, "
@@ -93,6 +108,7 @@ def add_board_parsers(sub):
                             "best-timed build; every result in OUT/seeds/results.sqlite")
     build.add_argument("--workers", type=int,
                        help="with --seeds: local Dask workers (default: one per core)")
+    _add_router_option(build)
     build.set_defaults(func=cmd_build)
 
     synth = sub.add_parser("synth", help="resource report of a board's design",
@@ -103,5 +119,6 @@ def add_board_parsers(sub):
     synth.add_argument("--place", action="store_true",
                        help="also place, route and pack where the tools are installed")
     synth.add_argument("--seed", type=int, help="with --place: nextpnr's placement seed")
+    _add_router_option(synth, "with --place: ")
     synth.set_defaults(func=cmd_synth)
 

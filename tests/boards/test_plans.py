@@ -11,6 +11,7 @@ from amaranth.vendor import XilinxPlatform
 
 from sparqforge.boards.build import (ICE40_BLOCK_RAM, LUT_MULTIPLIERS, critical_path,
                                      late_registers, board_plan, resolve_config)
+from sparqforge.boards.build import _prepare
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
@@ -144,6 +145,24 @@ def test_xray_family_map_and_part_names():
 
     assert (Spartan7()._xray_family, Spartan7()._xray_device) == ("spartan7", "xc7s50csga324")
     assert (Kintex7()._xray_family, Kintex7()._xray_part) == ("kintex7", "xc7k325tffg900-2")
+
+
+@pytest.mark.parametrize("name, router", [("ulx3s-85f", "router1"), ("ulx3s-85f", "router2"),
+                                          ("icebreaker", "router2")])
+def test_router_choice_reaches_nextpnr_and_the_report(name, router, tmp_path):
+    board = get_board(name)
+    _, default, _ = _plan(name)
+    # Without a choice: router2 on ECP5, nextpnr's own (router1) on iCE40.
+    assert (_text(default, "build_top.sh").count("--router router2")
+            == (board.family == "ecp5"))
+    assert "--router router1" not in _text(default, "build_top.sh")
+    plan, _, _ = board_plan(name, SMALL, seed=5, router=router)
+    line = next(l for l in _text(plan, "build_top.sh").splitlines() if "--log top.tim" in l)
+    assert line.count("--router") == 1 and f"--router {router} --seed 5" in line
+    *_, report = _prepare(name, SMALL, tmp_path / "plan", router=router)
+    assert report["router"] == router
+    *_, report = _prepare(name, SMALL, tmp_path / "plan")
+    assert report["router"] == {"ecp5": "router2", "ice40": "router1"}[board.family]
 
 
 def test_ulx3s_pll_makes_the_requested_clock():
