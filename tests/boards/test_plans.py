@@ -4,6 +4,7 @@ Amaranth's open Xilinx (Xray) flow."""
 import functools
 import json
 import re
+from pathlib import Path
 
 import pytest
 from amaranth.build import Resource
@@ -205,6 +206,20 @@ def test_reference_configuration_is_valid(name):
     soc = make_soc(config, clk_freq=config.clk_freq)
     assert soc.clk_freq == board.config.clk_freq
     assert abs(soc.clk_freq / soc.divisor / soc.baud - 1) < 0.02
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "boards").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_board_configurations_resolve(path):
+    # docs/boards.md builds these with `sparqforge build --board ulx3s-85f --config FILE`.
+    board, _, size = path.stem.partition("-packed-")
+    config = resolve_config(board, path)
+    rows, cols = map(int, size.split("x"))
+    accel = config.accelerator
+    assert (accel.rows, accel.cols, accel.packed_products) == (rows, cols, True)
+    assert config.clk_freq == 100e6 and config.mac_multipliers == "lut"
 
 
 def test_config_files_and_their_errors(tmp_path):
