@@ -32,11 +32,12 @@ test: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m pytest -m sim $(PYTEST_ARGS)
 
-# make bitstream BOARD=ulx3s-85f [CONFIG=file.json] [SEEDS=3]: see docs/boards.md.
+# make bitstream BOARD=ulx3s-85f [CONFIG=file.json] [SEEDS=3] [ROUTER=router1]: see
+# docs/boards.md.
 BOARD ?= ulx3s-85f
 bitstream: $(STAMP)
 	$(VENV)/bin/sparqforge build --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) \
-	    $(if $(SEEDS),--seeds $(SEEDS))
+	    $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ROUTER),--router $(ROUTER))
 
 bench: $(STAMP)
 	$(VENV)/bin/sparqforge bench all --json
