@@ -63,10 +63,17 @@ def run_yosys(script, files, *, cwd=None):
         work = Path(cwd or tmp)
         for name, text in files.items():
             (work / name).write_text(text)
-        proc = subprocess.run([yosys_command(), "-q", "-p", script], cwd=work,
+        # (Relative: YoWASP's yosys sees only its working directory.)
+        log = work / "yosys.log"
+        proc = subprocess.run([yosys_command(), "-q", "-l", log.name, "-p", script], cwd=work,
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise ToolError(f"yosys failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+            # With -q yosys prints only errors, and a crashed ABC prints none: the log's
+            # last lines say which step stopped.
+            text = (proc.stdout + proc.stderr).strip() or "\n".join(
+                (log.read_text(errors="replace") if log.is_file() else "").splitlines()[-15:])
+            raise ToolError(f"yosys failed (exit code {proc.returncode}):\n"
+                            f"{text[-3000:] or '(no output)'}")
         return {p.name: p.read_text() for p in work.iterdir() if p.is_file()}
 
 
@@ -120,8 +127,11 @@ def array_multiplier_blocks(config, family, *, lut_multipliers=False):
 
         from .build import LUT_MULTIPLIERS
 
-        command = f"{LUT_MULTIPLIERS}; synth_ecp5 -noiopad" if lut_multipliers else \
-            "synth_ecp5 -noiopad"
+        # Only the blocks are counted, and they are mapped before the LUTs: the synthesis
+        # stops there (``-run :map_luts``). ABC's LUT mapping, left out, hit an assertion
+        # in YoWASP yosys 0.70 on one 8x8 walk array.
+        command = (f"{LUT_MULTIPLIERS}; " if lut_multipliers else "") + \
+            "synth_ecp5 -noiopad -run :map_luts"
         counts = _synth(array, "mac_array", command, ECP5_GROUPS, platform=ULX3S_85F())
         blocks, source = counts["mult18"], "MULT18X18D, yosys synth_ecp5 of the MAC array"
     else:

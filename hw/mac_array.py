@@ -442,11 +442,15 @@ class MacArray(wiring.Component):
         # has its own copy of the row counter (not ``rows - drain_left``).
         drain_rows = [replica_signal(range(rows), name=f"drain_row_{c}", reset_less=True)
                       for c in range(cols)]
+        # ``draining`` is ``drain_left != 0`` kept in a flip-flop: the stream's valid goes
+        # straight from a register to the next unit (the add stage's load enable was the
+        # slowest path of the ULX3S walk build, 9 of its 10.3 ns routing).
+        draining = Signal()
         with m.If(acc_stream.valid & acc_stream.ready):
-            m.d.sync += drain_left.eq(drain_left - 1)
+            m.d.sync += [drain_left.eq(drain_left - 1), draining.eq(drain_left != 1)]
             m.d.sync += [row.eq(row + 1) for row in drain_rows]
         with m.If(valid_acc & last_acc):
-            m.d.sync += [drain_left.eq(rows), shadow_tag.eq(tag_acc)]
+            m.d.sync += [drain_left.eq(rows), draining.eq(1), shadow_tag.eq(tag_acc)]
             m.d.sync += [row.eq(0) for row in drain_rows]
 
         # The registers of the elements are reset through a registered copy of the domain's
@@ -486,7 +490,7 @@ class MacArray(wiring.Component):
                 m.d.sync += [register.eq(0) for register in cleared]
 
         m.d.comb += [
-            acc_stream.valid.eq(drain_left != 0),
+            acc_stream.valid.eq(draining),
             acc_stream.payload.tag.eq(shadow_tag),
             acc_stream.payload.last.eq(drain_left == 1),
         ]

@@ -20,3 +20,13 @@ def test_a_quiet_failure_names_the_error_in_the_log(tmp_path):
 def test_a_failure_with_output_reports_the_output(tmp_path):
     with pytest.raises(ToolError, match="no such design"):
         _run(["sh", "-c", "echo no such design >&2; exit 3"], tmp_path, None, "yosys")
+
+
+def test_a_failed_yosys_run_names_its_error():
+    # yosys runs with -q; its error comes from its log, with the exit code (an ABC crash
+    # in the array's block count printed nothing at all).
+    from sparqforge.boards.synth import run_yosys
+
+    with pytest.raises(ToolError, match=r"yosys failed \(exit code 1\):\nERROR: File "
+                                        r"`nothere.il' not found"):
+        run_yosys("read_rtlil nothere.il", {})
