@@ -1,6 +1,7 @@
 """Build plans for every board (no tools run): pins, clocks, reset, and the fixed gaps of
 Amaranth's open Xilinx (Xray) flow."""
 
+import dataclasses
 import functools
 import json
 import re
@@ -208,18 +209,27 @@ def test_reference_configuration_is_valid(name):
     assert abs(soc.clk_freq / soc.divisor / soc.baud - 1) < 0.02
 
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "boards").glob("*.json"))
+EXAMPLES = Path(__file__).parents[2] / "examples" / "boards"
+# docs/boards.md builds these with `sparqforge build --board ulx3s-85f --config FILE`.
+EXAMPLE_FIELDS = {
+    **{f"ulx3s-85f-packed-{n}x{n}.json": dict(rows=n, cols=n, packed_products=True, conv=True)
+       for n in (8, 10, 12, 14)},
+    # The board's reference with the convolution walk on.
+    "ulx3s-85f-walk.json": dict(rows=8, cols=8, packed_products=False, conv=True),
+}
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_board_configurations_resolve(path):
-    # docs/boards.md builds these with `sparqforge build --board ulx3s-85f --config FILE`.
-    board, _, size = path.stem.partition("-packed-")
-    config = resolve_config(board, path)
-    rows, cols = map(int, size.split("x"))
-    accel = config.accelerator
-    assert (accel.rows, accel.cols, accel.packed_products) == (rows, cols, True)
-    assert config.clk_freq == 100e6 and config.mac_multipliers == "lut"
+def test_example_board_configurations_resolve():
+    assert {path.name for path in EXAMPLES.glob("*.json")} == set(EXAMPLE_FIELDS)
+    reference = resolve_config("ulx3s-85f")
+    for name, fields in EXAMPLE_FIELDS.items():
+        config = resolve_config(name.split("-")[0] + "-85f", EXAMPLES / name)
+        accel = config.accelerator
+        assert {key: getattr(accel, key) for key in fields} == fields, name
+        assert config.clk_freq == 100e6 and config.mac_multipliers == "lut", name
+    walk = resolve_config("ulx3s-85f", EXAMPLES / "ulx3s-85f-walk.json")
+    assert dataclasses.replace(walk.accelerator, conv=False) == reference.accelerator
+    assert walk.baud == reference.baud
 
 
 def test_config_files_and_their_errors(tmp_path):
