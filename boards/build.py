@@ -126,16 +126,14 @@ def _overrides(board, config, seed=None, router=None):
             # The iCE40 has no LUT RAM: small memories (the FIFOs) would become flip-flops and
             # multiplexers, which the UP5K's 5,280 logic cells cannot spare; block RAM it is.
             overrides["script_after_read"] += f"; {ICE40_BLOCK_RAM}"
-        if board.family == "ecp5":
-            # router2 routes the congested 8x8 designs in minutes where router1 took a
-            # quarter of an hour. Not with --tmg-ripup: on one ULX3S netlist it gave
-            # 100.8 MHz instead of 88.5, but on the next router2 looped for over 400
-            # iterations with 7 nets failing timing and no end (it has no iteration limit).
-            # router1 is the choice (``router=``) for the largest arrays, where router2's
-            # overuse grows instead of shrinking (docs/boards.md).
-            overrides["nextpnr_opts"] += f" --router {router or 'router2'}"
-        elif router is not None:
-            overrides["nextpnr_opts"] += f" --router {router}"
+        # ECP5 defaults to router2: it routes the congested 8x8 designs in minutes where
+        # router1 took a quarter of an hour. Not with --tmg-ripup: on one ULX3S netlist it
+        # gave 100.8 MHz instead of 88.5, but on the next router2 looped for over 400
+        # iterations with 7 nets failing timing and no end (it has no iteration limit).
+        # router1 is the choice (``router=``) for the largest arrays, where router2's
+        # overuse grows instead of shrinking (docs/boards.md).
+        if router is not None or board.family == "ecp5":
+            overrides["nextpnr_opts"] += f" --router {router or default_router(board)}"
     overrides.update(board.overrides)
     if seed is not None and board.family in ("ecp5", "ice40"):
         # nextpnr's placement seed: the achieved clock varies from one seed to the next.
