@@ -19,7 +19,9 @@ input is loaded); ``link_ms``: the link bytes at the ULX3S's UART rate (10 bits 
 ``end_to_end_per_s``: inferences per second on a ULX3S when the link and the device take
 turns (``1000 / (latency_ms + link_ms)``, host time not included); ``spilled_words``: image
 words per inference the runtime read back and wrote again to make room in the activation
-banks (part of ``link_bytes``); ``rtl_equals_golden`` (the warm-up inference's outputs
+banks (part of ``link_bytes``); ``banded_blocks``: residual blocks per inference run in bands
+of output rows because their three images do not fit the banks together (no link traffic);
+``rtl_equals_golden`` (the warm-up inference's outputs
 too). The weights and BatchNorm statistics are fixed-seed random values: accuracy is not
 measured.
 """
@@ -79,7 +81,8 @@ def run_bundle(bundle, codes, config, *, backend="verilator", batch=1, quiet=Tru
         runner.load()
         if warm_up:
             runner.warm_up_output = runner.infer(codes[:1])
-            for name in ("cycles", "runs", "images", "spilled_words", "compactions"):
+            for name in ("cycles", "runs", "images", "spilled_words", "compactions",
+                         "banded_blocks"):
                 setattr(runner, name, 0)
             runner.layer_cycles = [0] * len(runner.layer_cycles)
             device.runs_commands = device.runs_overhead_cycles = device.run_commands = 0
@@ -136,6 +139,7 @@ def bench_models(quiet=False, *, models=None, images=4, backend="verilator",
             f"{key}.link_ms": link * 10 / baud * 1e3,
             f"{key}.end_to_end_per_s": 1e3 / (latency_ms + link * 10 / baud * 1e3),
             f"{key}.spilled_words": runner.spilled_words / images,
+            f"{key}.banded_blocks": runner.banded_blocks / images,
             f"{key}.runs_commands": runner.device.runs_commands / images,
             f"{key}.run_commands": runner.device.run_commands / images,
             f"{key}.runs_overhead_cycles": overhead,

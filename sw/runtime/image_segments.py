@@ -11,10 +11,15 @@ between every image lives in a region of the banks that a first-fit allocator gi
 * a residual add writes its output over an input that it reads for the last time (an add
   reads each word before it writes it, and nothing after: safe, see ``docs/design.md``);
   every other layer writes words it does not read;
-* when the banks are full, the image whose next reader is farthest away is *spilled*: read
-  back by the host and written again before that reader runs (the link pays for it; the
-  bench counts it). When even that leaves no room in one piece, the images the layer reads
-  are read back and written again from word 0 (compaction).
+* a residual block (a convolution, a second one, the add of its output and the block's
+  input ``x``) whose three images do not fit the banks together runs *in bands* of output
+  rows, in place of ``x``, when the banks hold ``x`` and a band's two buffers
+  (:meth:`_Segment._run_block_in_bands`; the first convolution recomputes the rows that
+  neighbouring bands share; no link traffic);
+* otherwise, when the banks are full, the image whose next reader is farthest away is
+  *spilled*: read back by the host and written again before that reader runs (the link
+  pays for it; the bench counts it). When even that leaves no room in one piece, the
+  images the layer reads are read back and written again from word 0 (compaction).
 
 A segment of a convolution too large for the banks runs band by band instead
 (:func:`~sparqforge.sw.runtime.windows.run_bands`).
@@ -27,7 +32,8 @@ import numpy as np
 from ...protocol import Space
 from .planning import ceil_div, matrix_run, segment_io
 from .residual import add_descriptor
-from .windows import conv_descriptor, image_region, image_words, run_bands, write_image
+from .windows import (band_input, conv_descriptor, image_region, image_words, output_words,
+                      run_bands, write_image)
 
 
 def run_image_segment(runner, indices, inputs):
@@ -90,8 +96,20 @@ class _Segment:
                 return base
         return None
 
+    def _take_at(self, base, size):
+        """Words ``base .. base + size - 1`` if they are free (and then taken)."""
+        for k, (start, length) in enumerate(self.free):
+            if start <= base and base + size <= start + length:
+                self.free[k:k + 1] = [(a, b) for a, b in
+                                      ((start, base - start),
+                                       (base + size, start + length - base - size)) if b]
+                return True
+        return False
+
     def _give(self, name):
-        base, size = self.where.pop(name)
+        self._release(*self.where.pop(name))
+
+    def _release(self, base, size):
         self.free.append((base, size))
         self.free.sort()
         merged = []
@@ -169,7 +187,16 @@ class _Segment:
         runner, config = self.runner, self.config
         self.host.update(inputs)
         results = {}
+        skip = 0
         for position, index in enumerate(self.indices):
+            if skip:
+                skip -= 1
+                continue
+            block = self._residual_block(position)
+            if block is not None:
+                results.update(self._run_block_in_bands(position, block))
+                skip = 2
+                continue
             plan = runner.plans[index]
             name = self.graph[index][0]
             reads = self._reads(index)
@@ -211,6 +238,128 @@ class _Segment:
                 self._give(name)
         return results
 
+    # -- residual blocks in bands -------------------------------------------------------
+    def _residual_block(self, position):
+        """``(x, band rows, y1 words, y2 words)`` when the layers from ``position`` on are a
+        residual block whose three images do not fit the banks together but do in bands of
+        output rows (:meth:`_run_block_in_bands`); ``None`` otherwise.
+
+        The block: a convolution reading image ``x`` alone, a second reading the first's
+        output alone, an add of the second's output and ``x``; both convolutions keep the
+        image's height and width, and nothing else reads ``x`` or the two convolutions'
+        outputs."""
+        indices, runner = self.indices, self.runner
+        if position + 3 > len(indices) or tuple(indices) in runner.layer_streamed:
+            return None
+        block = indices[position:position + 3]
+        plans = [runner.plans[i] for i in block]
+        names = [self.graph[i][0] for i in block]
+        reads = [self._reads(i) for i in block]
+        first, second, add = plans
+        if (add.layer.get("add_table") is None or not (first.image and second.image)
+                or any(p.layer.get("add_table") is not None or p.band_rows
+                       for p in (first, second))
+                or any(len(p.parts) != 1 for p in plans)
+                or len(reads[0]) != 1 or reads[1] != [names[0]]
+                or sorted(reads[2]) != sorted([reads[0][0], names[1]])):
+            return None
+        x = reads[0][0]
+        shape = self.runner.images_shapes.get(x)
+        if (shape is None or x not in self.where
+                or [use for use in self.uses[x] if use >= position] != [position, position + 2]
+                or self.uses.get(names[0]) != [position + 1]
+                or self.uses.get(names[1]) != [position + 2]
+                or any(name in self.outputs or self._output_alias(name)
+                       for name in (x, *names[:2]))):
+            return None
+        height, width = shape[:2]
+        for plan in (first, second):
+            conv = plan.layer["conv"]
+            if (conv["in_height"], conv["in_width"], conv["out_height"],
+                    conv["out_width"]) != (height, width, height, width):
+                return None
+        if (self._size(x) + output_words(self.config, first) + output_words(self.config, second)
+                <= self.config.act_depth):
+            return None                      # they fit: no bands needed
+        for rows in range(height - 1, 0, -1):
+            bands = _bands(height, rows)
+            # Every band's RUNs write whole tiles; the add of band k writes over x's rows
+            # of band k after the first convolution of band k + 1 ran, and before that of
+            # band k + 2, which must not read them.
+            if (any((b - a) * width % self.config.rows for a, b in bands)
+                    or any(_first_input_row(first, second, later) < earlier[1]
+                           for earlier, later in zip(bands, bands[2:]))):
+                continue
+            y1_words = max(output_words(self.config, first, b - a)
+                           for a, b in (_conv_rows(second, band) for band in bands))
+            y2_words = output_words(self.config, second, rows)
+            if self._room(y1_words, y2_words):
+                return x, rows, y1_words, y2_words
+        return None
+
+    def _run_block_in_bands(self, position, block):
+        """Residual block ``position`` (:meth:`_residual_block`) band by band of output rows,
+        in place of ``x``: the first convolution writes the rows of its output that the
+        second reads for the band into one buffer, the second writes the band into another,
+        and the add writes it over ``x``'s rows of the band, after the first convolution of
+        the next band has read the rows of ``x`` it shares with this one. The banks hold
+        ``x`` and the two buffers instead of three images."""
+        x, rows, y1_words, y2_words = block
+        runner, config = self.runner, self.config
+        runner.banded_blocks += 1
+        indices = self.indices[position:position + 3]
+        first, second, add = (runner.plans[i] for i in indices)
+        name = self.graph[indices[2]][0]
+        x_base, size = self.where[x]
+        height, width, channels = self._shape(x)
+        row_words = width * ceil_div(channels, config.cols)
+        y1_buffer, y2_buffer = self._room(y1_words, y2_words, take=True)
+        for plan in (first, second, add):
+            runner.stream_layer(self.indices, plan)
+        reads = self._reads(indices[2])
+
+        def convolutions(band, which):
+            if "first" in which:
+                y0, y1 = _conv_rows(second, band)
+                a_base = x_base + _first_input_row(first, second, band) * row_words
+                runner.run_parts(first, conv_descriptor(config, first, a_base, y1_buffer,
+                                                        (y0, y1)))
+            if "second" in which:
+                runner.run_parts(second, conv_descriptor(config, second, y1_buffer,
+                                                         y2_buffer, band))
+
+        bands = _bands(height, rows)
+        convolutions(bands[0], ("first", "second"))
+        for (oy0, oy1), later in zip(bands, bands[1:] + [None]):
+            if later:
+                convolutions(later, ("first",))
+            band = x_base + oy0 * row_words
+            src = [band if read == x else y2_buffer for read in reads]
+            runner.run_parts(add, add_descriptor(config, add, src[0], src[1], band,
+                                                 runner.add_tables.slot(add),
+                                                 pixels=(oy1 - oy0) * width))
+            if later:
+                convolutions(later, ("second",))
+        self._release(y1_buffer, y1_words)
+        self._release(y2_buffer, y2_words)
+        self.where[name] = self.where.pop(x)
+        results = {}
+        if name in self.outputs or self._output_alias(name):
+            results = self._read_back(indices[2], add, name, x_base)
+        if self._next_use(name, position + 2) == float("inf"):
+            self._give(name)
+        return results
+
+    def _room(self, *sizes, take=False):
+        """Whether regions of ``sizes`` words, taken first fit in that order, fit the free
+        words; with ``take``, their bases (taken)."""
+        free = list(self.free)
+        bases = [self._take(size) for size in sizes]
+        if take and None not in bases:
+            return bases
+        self.free = free
+        return None not in bases
+
     def _output_alias(self, name):
         return any(self.alias.get(out) == name for out in self.outputs)
 
@@ -233,3 +382,18 @@ class _Segment:
             if source == name and alias in self.outputs:
                 found[alias] = out.reshape(-1)
         return found
+
+
+def _bands(height, rows):
+    """Bands ``(oy0, oy1)`` of ``rows`` output rows (the last one shorter)."""
+    return [(start, min(height, start + rows)) for start in range(0, height, rows)]
+
+
+def _conv_rows(plan, band):
+    """The input rows ``(iy0, iy1)`` that convolution ``plan``'s output rows ``band`` read."""
+    return band_input(plan.layer["conv"], *band)
+
+
+def _first_input_row(first, second, band):
+    """The first row of the block's input that its output rows ``band`` depend on."""
+    return _conv_rows(first, _conv_rows(second, band))[0]

@@ -84,13 +84,14 @@ def add_table(layer):
     return table
 
 
-def add_descriptor(config, plan, first_base, second_base, out_base, table):
+def add_descriptor(config, plan, first_base, second_base, out_base, table, pixels=None):
     """The descriptors of add ``plan`` (for ``Runner.run_parts``): its inputs' images at words
     ``first_base`` and ``second_base`` of every bank, its output from ``out_base``, its
-    table ``table``. (Channel tile ``nt`` of a part from tile ``first`` reads word ``nt +
-    first`` of each pixel.)"""
+    table ``table``; the whole images, or their first ``pixels``. (Channel tile ``nt`` of a
+    part from tile ``first`` reads word ``nt + first`` of each pixel.)"""
     conv = plan.layer["conv"]
-    pixels = conv["in_height"] * conv["in_width"]
+    if pixels is None:
+        pixels = conv["in_height"] * conv["in_width"]
     wrap = 1 << 16
 
     def descriptor(first, tiles, w_base, group_base):

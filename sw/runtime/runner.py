@@ -97,10 +97,11 @@ class Runner:
         self.cycles = 0
         self.runs = 0
         #: Image words read back to the host to make room in the banks (and written again),
-        #: and the times the images a layer reads were laid out afresh
-        #: (:mod:`~sparqforge.sw.runtime.image_segments`).
+        #: the times the images a layer reads were laid out afresh, and the residual blocks
+        #: run in bands of rows instead (:mod:`~sparqforge.sw.runtime.image_segments`).
         self.spilled_words = 0
         self.compactions = 0
+        self.banded_blocks = 0
         self.restarts = 0
         self.images = 0
         self.layer_cycles = [0] * len(bundle.layers)

@@ -24,7 +24,7 @@ the host. Only when not even one output row fits is a convolution lowered by im2
 host (a depthwise one runs on the host).
 """
 
-__all__ = ["image_words", "image_region", "fits_image", "band_rows", "image_shapes",
+__all__ = ["image_words", "image_region", "fits_image", "band_rows", "band_input", "image_shapes",
            "pool_layer", "output_words", "conv_descriptor", "write_image", "run_bands"]
 
 import numpy as np
@@ -106,7 +106,7 @@ def output_words(config, plan, out_rows=None):
     return image_region(config, (out_rows, conv["out_width"], plan.n_tiles * config.cols))
 
 
-def _band_input(conv, oy0, oy1):
+def band_input(conv, oy0, oy1):
     """The input rows ``[iy0, iy1)`` that output rows ``oy0 .. oy1 - 1`` read."""
     (kh, _), (sh, _), (ph, _) = conv["kernel"], conv["stride"], conv["padding"]
     iy0 = max(0, oy0 * sh - ph)
@@ -163,7 +163,7 @@ def conv_descriptor(config, plan, a_base, out_base, band=None):
     conv = plan.layer["conv"]
     (sh, sw), (ph, pw) = conv["stride"], conv["padding"]
     oy0, oy1 = band or (0, conv["out_height"])
-    iy0, iy1 = _band_input(conv, oy0, oy1) if band else (0, conv["in_height"])
+    iy0, iy1 = band_input(conv, oy0, oy1) if band else (0, conv["in_height"])
     m_tiles = ceil_div((oy1 - oy0) * conv["out_width"], config.rows)
 
     def descriptor(first, tiles, w_base, group_base):
@@ -208,7 +208,7 @@ def run_bands(runner, plan, image):
     out = np.zeros((oh, ow, plan.n_tiles * config.cols), dtype=np.int64)
     for oy0 in range(0, oh, plan.band_rows):
         oy1 = min(oh, oy0 + plan.band_rows)
-        iy0, iy1 = _band_input(conv, oy0, oy1)
+        iy0, iy1 = band_input(conv, oy0, oy1)
         write_image(device, config, image[iy0:iy1])
         dst = config.act_depth - output_words(config, plan, oy1 - oy0)
         runner.run_parts(plan, conv_descriptor(config, plan, 0, dst, (oy0, oy1)))

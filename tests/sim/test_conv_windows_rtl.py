@@ -15,7 +15,7 @@ from sparqforge.sw import golden
 
 from ..sw.test_conv_windows import conv_chain_bundle
 from ..sw.test_network_graph import input_codes, separable_bundle
-from ..sw.test_residual import deep_residual_bundle
+from ..sw.test_residual import deep_residual_bundle, residual_block_bundle
 
 pytestmark = pytest.mark.sim
 
@@ -38,9 +38,15 @@ BUNDLES = {
     "separable_bands": (lambda: separable_bundle(channels=12, size=16, stride=1), [0, 2],
                         [0, 1]),
     # Residual blocks: adds through the add tables (depthwise RUNs, Mode.ADD) in one
-    # segment; on 16x16 maps the first block's shortcut is spilled to the host and back.
+    # segment. On 16x16 maps a block's three images exceed the banks: the first two blocks
+    # run in bands of rows (the network, and one block alone, whose output image is
+    # compared code by code); with 7x7 kernels bands cannot, and the shortcut is spilled
+    # to the host and back.
     "residual": (deep_residual_bundle, [3, 7, 8], []),
-    "residual_spill": (lambda: deep_residual_bundle(size=16, blocks=3, seed=7),
+    "residual_bands": (lambda: deep_residual_bundle(size=16, blocks=3, seed=7),
+                       [3, 6, 10, 11], []),
+    "residual_block_bands": (lambda: residual_block_bundle(size=16, seed=7), [3], []),
+    "residual_spill": (lambda: deep_residual_bundle(size=16, blocks=3, seed=7, kernel=7),
                        [3, 6, 10, 11], []),
 }
 
@@ -68,6 +74,8 @@ def test_windows_on_the_rtl_equal_the_golden_model(name):
     assert all(runner.layer_cycles[index] > 0 for index in depthwise)
     assert sorted(index for index, plan in runner.plans.items() if plan.band_rows) == banded
     assert (runner.spilled_words > 0) == name.endswith("spill")
+    assert (runner.banded_blocks > 0) == (name.startswith("residual")
+                                          and name.endswith("bands"))
 
 
 def test_stored_descriptors_changed_behind_the_host_stop_the_inference():

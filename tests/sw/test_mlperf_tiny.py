@@ -60,15 +60,23 @@ def test_the_models_bench_on_the_rtl():
 @pytest.mark.parametrize("name", ["resnet8", "dscnn"])
 def test_whole_networks_on_the_networks_preset_golden_device(name):
     # With the window walk, depthwise columns and add tables every layer runs on the
-    # device: ResNet-8's residual adds too (one segment, its first shortcut spilled).
+    # device: ResNet-8's residual adds too (one segment; its first block, whose three
+    # 2048-word images exceed the banks, in bands of rows).
+    from sparqforge.cli.models_bench import run_bundle
+
     model = mlperf_tiny.make(name)
     x = np.random.default_rng(1).random((2, *mlperf_tiny.INPUT_SHAPES[name])).astype(
         np.float32)
     bundle = sparqforge.compile(model, x, name=name)
     codes = bundle.quantize_input(x)
-    runner = Runner(bundle, open_device("golden", "networks"))
-    runner.load()
-    assert np.array_equal(runner.infer(codes, batch=1), golden.run_network(bundle.layers,
-                                                                           codes))
+    got, runner, link = run_bundle(bundle, codes, "networks", backend="golden", batch=1,
+                                   warm_up=True)
+    assert np.array_equal(got, golden.run_network(bundle.layers, codes))
     assert all(row["where"] == "device" for row in runner.report())
     assert len(runner.schedule) == 1 and runner.resident
+    assert runner.spilled_words == 0
+    assert runner.banded_blocks == (2 if name == "resnet8" else 0)
+    # The weights and the lists of layers are resident: per inference the link carries
+    # the input and the output, framing (SLIP, headers, CRCs) and one RUNS command.
+    io_bytes = int(np.prod(bundle.input["shape"])) + bundle.output["classes"]
+    assert io_bytes < link / len(codes) < 1.1 * io_bytes + 150

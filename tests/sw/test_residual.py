@@ -12,7 +12,7 @@ from sparqforge.protocol import ADD_TABLES, Mode
 from sparqforge.sw import golden
 from sparqforge.sw.golden import graph_ops
 from sparqforge.sw.runtime import image_segments
-from sparqforge.sw.runtime.planning import CompileError
+from sparqforge.sw.runtime.planning import CompileError, ceil_div
 from sparqforge.sw.runtime.residual import TAP_WEIGHTS, add_table
 
 from .test_network_graph import _bundle, conv, input_codes, linear
@@ -41,18 +41,22 @@ def test_the_add_table_is_tflite_add_for_every_pair_of_codes(params):
     assert np.array_equal(got, want)
 
 
-def deep_residual_bundle(seed=5, channels=8, size=8, blocks=2, classes=7):
+def deep_residual_bundle(seed=5, channels=8, size=8, blocks=2, classes=7, kernel=3):
     """A stem, then ``blocks`` blocks of conv -> conv -> add(shortcut) with a fused ReLU, the
-    last with a 1x1 stride-2 convolution on the shortcut; global pooling, linear."""
+    last with a 1x1 stride-2 convolution on the shortcut; global pooling, linear. The
+    blocks' convolutions are ``kernel`` x ``kernel`` ("same" padding)."""
     rng = np.random.default_rng(seed)
     layers = [conv(rng, "stem", ["input"], 3, size, size, channels)]
     x = "stem"
+    window = {"kernel": (kernel, kernel), "padding": (kernel // 2, kernel // 2)}
     for k in range(blocks):
         last = k == blocks - 1
         stride = 2 if last else 1
         inner = (size - 1) // stride + 1
-        c1 = conv(rng, f"b{k}c1", [x], channels, size, size, channels, stride=(stride, stride))
-        c2 = conv(rng, f"b{k}c2", [f"b{k}c1"], channels, inner, inner, channels, relu=False)
+        c1 = conv(rng, f"b{k}c1", [x], channels, size, size, channels, stride=(stride, stride),
+                  **window)
+        c2 = conv(rng, f"b{k}c2", [f"b{k}c1"], channels, inner, inner, channels, relu=False,
+                  **window)
         layers += [c1, c2]
         shortcut = x
         if last:
@@ -72,13 +76,23 @@ def deep_residual_bundle(seed=5, channels=8, size=8, blocks=2, classes=7):
                                      layers[0]["conv"]["in_width"]), layers, classes)
 
 
+def residual_block_bundle(size=8, kernel=3, seed=5):
+    """The stem and the first block of :func:`deep_residual_bundle`: the network's output is
+    the add's image, every code of it."""
+    layers = deep_residual_bundle(size=size, kernel=kernel, seed=seed).layers[:4]
+    return _bundle("block", (3, size, size), layers, size * size * 8)
+
+
 def _adds(bundle):
     return [i for i, layer in enumerate(bundle.layers) if layer["type"] == "add"]
 
 
-@pytest.mark.parametrize("depth,spilled", [(1024, 0), (128, 64)],
-                         ids=["room", "spill"])
-def test_residual_blocks_run_on_the_device(depth, spilled):
+@pytest.mark.parametrize("depth,spilled,banded", [(1024, 0, 0), (128, 0, 1), (128, 64, 0)],
+                         ids=["room", "bands", "spill"])
+def test_residual_blocks_run_on_the_device(depth, spilled, banded, monkeypatch):
+    if spilled:
+        # The fallback when a block cannot run in bands: the shortcut through the host.
+        monkeypatch.setattr(image_segments._Segment, "_residual_block", lambda *_: None)
     bundle = deep_residual_bundle()
     codes = input_codes(bundle, 3, seed=1)
     want = golden.run_network(bundle.layers, codes)
@@ -90,20 +104,53 @@ def test_residual_blocks_run_on_the_device(depth, spilled):
     assert runner.schedule == [("device", list(range(len(bundle.layers))))]
     assert all(runner.plans[i].mode & Mode.ADD for i in _adds(bundle))
     assert all(row["where"] == "device" for row in runner.report())
-    # 8x8x8 images take 64 words. In 1024 words every image stays; in 128 the first
-    # block's shortcut (64 words) is read back while its second convolution runs, and
-    # written again for the add; once per image.
+    # 8x8x8 images take 64 words. In 1024 words every image stays. In 128 the first
+    # block's three images do not fit together: it runs in bands of rows (the second block
+    # shrinks the image), or its shortcut (64 words) is read back while its second
+    # convolution runs, and written again for the add; once per image.
     assert runner.spilled_words == spilled * len(codes)
+    assert runner.banded_blocks == banded * len(codes)
     assert runner.compactions == 0
+
+
+#: Residual blocks whose three images do not fit the banks, though any two do: (map size,
+#: kernel, act_depth). 10x10 maps make bands whose last is shorter; 5x5 kernels reach two
+#: rows into the neighbouring bands.
+BLOCKS = [(8, 3, 128), (10, 3, 256), (16, 3, 512), (16, 5, 512), (10, 5, 256)]
+
+
+@pytest.mark.parametrize("size,kernel,depth", BLOCKS + [(8, 5, 128)])
+def test_residual_blocks_run_in_bands_when_their_images_do_not_fit(size, kernel, depth):
+    # The network ends with the first block's add: every code of its image is compared.
+    bundle = residual_block_bundle(size, kernel, seed=size + kernel)
+    codes = input_codes(bundle, 2, seed=kernel)
+    want = golden.run_network(bundle.layers, codes)
+    assert len(np.unique(want)) > 30 and not np.array_equal(want[0], want[1])
+    config = AcceleratorConfig(rows=4, cols=8, act_depth=depth, w_depth=4096, groups=32)
+    image = size * size * ceil_div(8, config.cols)
+    assert 2 * image <= depth < 3 * image
+    got, runner, _ = run_bundle(bundle, codes, config, backend="golden")
+    assert np.array_equal(got, want)
+    if (size, kernel, depth) in BLOCKS:
+        assert runner.banded_blocks == len(codes)
+        assert runner.spilled_words == runner.compactions == 0
+    else:
+        # 8x8 maps in 128 words leave room for bands of at most 2 rows; with 5x5 kernels
+        # band k + 2 would read rows of band k that its add has overwritten: the shortcut
+        # goes through the host instead.
+        assert runner.banded_blocks == 0
+        assert runner.spilled_words > 0
 
 
 def test_images_are_laid_out_afresh_when_the_banks_are_fragmented(monkeypatch):
     # Without putting each output at the other end of the banks from its input, the stem's
     # 128-word output lands after its 64-word input and leaves two 64-word holes in 256
     # words: the first convolution's output fits neither, and the stem's output is moved.
+    # (Its residual blocks would run in bands: the shortcut is spilled instead.)
     take = image_segments._Segment._take
     monkeypatch.setattr(image_segments._Segment, "_take",
                         lambda self, size, top=False: take(self, size))
+    monkeypatch.setattr(image_segments._Segment, "_residual_block", lambda *_: None)
     bundle = deep_residual_bundle(channels=16)
     codes = input_codes(bundle, 2, seed=6)
     config = AcceleratorConfig(rows=4, cols=8, act_depth=256, w_depth=2048, groups=32)
