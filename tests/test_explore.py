@@ -149,6 +149,8 @@ def test_pareto_and_budget_on_known_points():
     ({"models": ["lenet"]}, "models must be a list of built-in models"),
     ({"board": "arty-a7-100", "mode": "build"}, "cannot run here"),
     ({"time_limit_s": 0}, "time_limit_s must be"),
+    ({"mode": "build", "router": "router3"}, "The router must be one of router1, router2"),
+    ({"router": "router1"}, "router needs mode = \"build\""),
 ])
 def test_bad_specs_are_refused_with_one_line(change, message):
     with pytest.raises(ConfigError) as info:
@@ -176,8 +178,10 @@ def test_build_seeds_keeps_the_best_placement(tmp_path, capsys):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({**BASE, "rows": 1, "cols": 1}))
     out = tmp_path / "build"
+    # (router2: not the iCE40's default, so the choice shows in the kept build's report.)
     assert main(["build", "--board", "icebreaker", "--config", str(config), "--out",
-                 str(out), "--seeds", "2", "--workers", "2", "--json"]) == 0
+                 str(out), "--seeds", "2", "--workers", "2", "--router", "router2",
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     seeds = {s["seed"]: s for s in report["seeds"]}
     assert set(seeds) == {1, 2} and all(s["status"] == "ok" for s in seeds.values())
@@ -186,12 +190,41 @@ def test_build_seeds_keeps_the_best_placement(tmp_path, capsys):
     kept = json.loads((out / "top.report.json").read_text()) if (
         out / "top.report.json").is_file() else None
     assert kept is not None and (out / "top.bin").is_file()
+    assert kept["router"] == "router2"
 
 
 def test_a_folder_holding_another_file_named_like_the_store_is_refused(tmp_path):
     (tmp_path / "results.sqlite").write_text("not a database, just text " * 100)
     with pytest.raises(ConfigError, match="is not a sparqforge results store"):
         Store(tmp_path)
+
+
+def test_the_router_reaches_the_build_command_and_the_key(tmp_path, monkeypatch):
+    from sparqforge.explore import spec, tasks
+
+    plain = make_spec({**SPEC, "mode": "build"}).builds[0]
+    routed = make_spec({**SPEC, "mode": "build", "router": "router1"}).builds[0]
+    assert (plain.router, routed.router) == (None, "router1")
+    assert routed.key != plain.key
+    # Without a router the key is the one stored before routers could be chosen.
+    assert plain.key == spec._digest({"board": plain.board, "mode": plain.mode,
+                                      "config": spec._without_defaults(plain.config),
+                                      "seed": plain.seed, "tools": plain.tools})
+    # The build command a worker runs (stopped before it starts).
+    commands = []
+
+    class Stop(Exception):
+        pass
+
+    def popen(command, **_):
+        commands.append(command)
+        raise Stop
+    monkeypatch.setattr(tasks.subprocess, "Popen", popen)
+    for point in (plain, routed):
+        with pytest.raises(Stop):
+            tasks.run_build(point, work_root=tmp_path)
+    assert "--router" not in commands[0]
+    assert commands[1][commands[1].index("--router") + 1] == "router1"
 
 
 def test_a_key_ignores_parameters_at_their_default():

@@ -36,10 +36,6 @@ def cmd_build(args):
     if args.seeds is not None:
         if args.seed is not None:
             raise ConfigError("Give --seed (one placement) or --seeds (several), not both")
-        if args.router is not None:
-            raise ConfigError("--router works with one placement (--seed N), not with "
-                              "--seeds: build each seed with --seed N --router "
-                              f"{args.router}")
         from .explore import build_seeds
 
         return build_seeds(args, _build_dir(args))

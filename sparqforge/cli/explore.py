@@ -130,6 +130,8 @@ def build_seeds(args, build_dir):
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, not {args.seeds}")
     obj = {"board": args.board, "mode": "build", "seeds": args.seeds}
+    if args.router is not None:
+        obj["router"] = args.router
     if args.config:
         config = read_json(args.config, "configuration")
         if not isinstance(config, dict):

@@ -6,6 +6,7 @@ A spec is a JSON or TOML object::
     board = "ulx3s-85f"
     mode = "build"            # or "synth": synthesis only (no fmax)
     seeds = 2                 # placement seeds per configuration and clock
+    router = "router1"        # nextpnr's router (optional; default: the board's)
     clock_mhz = [100]         # clock targets (default: the board reference's clock)
     time_limit_s = 1800       # per build
     models = ["fc_autoencoder"]   # built-in models whose latency is estimated (optional)
@@ -42,8 +43,8 @@ from ..config import AcceleratorConfig, read_json
 from ..errors import ConfigError
 
 MODES = ("build", "synth")
-_KEYS = {"board", "mode", "seeds", "clock_mhz", "time_limit_s", "models", "bundles", "base",
-         "grid", "points", "latency_images"}
+_KEYS = {"board", "mode", "seeds", "router", "clock_mhz", "time_limit_s", "models", "bundles",
+         "base", "grid", "points", "latency_images"}
 _POINT_ONLY = ("time_limit_s",)
 
 #: The packages whose versions decide a build's result, per FPGA family.
@@ -82,20 +83,24 @@ def _without_defaults(config):
 class BuildPoint:
     """One build: a board system configuration (the flat JSON of
     :class:`~sparqforge.boards.config.SystemConfig`, ``clk_freq`` set), a placement seed
-    (``None`` in synthesis mode) and its time limit. ``key`` names it in the results store:
-    a hash of everything that decides the result, tool versions included."""
+    (``None`` in synthesis mode), its time limit and nextpnr's router (``None``: the
+    board's default). ``key`` names it in the results store: a hash of everything that
+    decides the result, tool versions included."""
     board: str
     mode: str
     config: dict
     seed: int
     time_limit_s: float
     tools: dict
+    router: str = None
 
     @property
     def key(self):
+        # (Without a router the key is what it was before routers could be chosen.)
+        router = {"router": self.router} if self.router else {}
         return _digest({"board": self.board, "mode": self.mode,
                         "config": _without_defaults(self.config), "seed": self.seed,
-                        "tools": self.tools})
+                        "tools": self.tools, **router})
 
     @property
     def config_key(self):
@@ -192,7 +197,7 @@ def load_spec(path):
 
 def make_spec(obj, *, where="spec", base_dir=Path(".")):
     """Check the spec ``obj`` (a dict, as read from the file); see :func:`load_spec`."""
-    from ..boards.build import resolve_config
+    from ..boards.build import _check_router, resolve_config
     from ..boards.catalog import get_board
     from ..boards.config import SystemConfig
 
@@ -216,6 +221,14 @@ def make_spec(obj, *, where="spec", base_dir=Path(".")):
     if mode == "build" and board.family == "xilinx":
         _fail(where, f"{board.name}: place and route for Xilinx cannot run here; use "
                      f"mode = \"synth\"")
+    router = obj.get("router")
+    if router is not None:
+        if mode == "synth":
+            _fail(where, "router needs mode = \"build\": synthesis does not route")
+        try:
+            _check_router(board, router)
+        except ConfigError as exc:
+            _fail(where, str(exc))
     reference = resolve_config(board).to_json()
     default_clock = (reference["clk_freq"] or board.platform().default_clk_frequency) / 1e6
     clocks = _number_list(where, "clock_mhz", obj.get("clock_mhz", default_clock), low=1)
@@ -262,7 +275,7 @@ def make_spec(obj, *, where="spec", base_dir=Path(".")):
     builds, seen = [], set()
     for config, point_limit in configs:
         for seed in (range(1, seeds + 1) if mode == "build" else [None]):
-            build = BuildPoint(board.name, mode, config, seed, point_limit, tools)
+            build = BuildPoint(board.name, mode, config, seed, point_limit, tools, router)
             if build.key not in seen:
                 seen.add(build.key)
                 builds.append(build)

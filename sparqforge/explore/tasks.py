@@ -105,6 +105,8 @@ def run_build(point, work_root=None, keep=()):
                "--config", str(config_path), "--out", str(build_dir), "--json"]
     if point.seed is not None:
         command += ["--seed", str(point.seed)]
+    if point.router is not None:
+        command += ["--router", point.router]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     with open(attempts_file, "a") as f:
