@@ -42,6 +42,9 @@ class Board:
         How to load the bitstream.
     overrides : dict
         Amaranth toolchain overrides for this board (for example ``synth_opts``).
+    router : str
+        nextpnr's router for this board's builds (``None``: the family's default,
+        :func:`~sparqforge.boards.build.default_router`).
     """
     name: str
     title: str
@@ -53,3 +56,4 @@ class Board:
     notes: str = ""
     program: str = ""
     overrides: dict = field(default_factory=dict)
+    router: str = None

@@ -99,14 +99,16 @@ LUT_MULTIPLIERS = "proc; opt_expr; booth t:$mul r:A_WIDTH<=9 %i r:B_WIDTH<=9 %i"
 ICE40_BLOCK_RAM = "setattr -set ram_style \"block\" m:*"
 
 
-#: nextpnr's routers (``--router``); the ECP5 builds default to router2, iCE40 to nextpnr's own
-#: (router1).
+#: nextpnr's routers (``--router``); the ECP5 builds default to router2 (the ULX3S to
+#: router1: its ``Board.router``), iCE40 to nextpnr's own (router1).
 ROUTERS = ("router1", "router2")
 
 
 def default_router(board):
     """The router a build of ``board`` uses without ``router=`` (ECP5 / iCE40), else None."""
-    return {"ecp5": "router2", "ice40": "router1"}.get(board.family)
+    if board.family not in ("ecp5", "ice40"):
+        return None
+    return board.router or {"ecp5": "router2", "ice40": "router1"}[board.family]
 
 
 def _overrides(board, config, seed=None, router=None):
@@ -131,7 +133,7 @@ def _overrides(board, config, seed=None, router=None):
         # gave 100.8 MHz instead of 88.5, but on the next router2 looped for over 400
         # iterations with 7 nets failing timing and no end (it has no iteration limit).
         # router1 is the choice (``router=``) for the largest arrays, where router2's
-        # overuse grows instead of shrinking (docs/boards.md).
+        # overuse grows instead of shrinking, and the ULX3S's (docs/boards.md).
         if router is not None or board.family == "ecp5":
             overrides["nextpnr_opts"] += f" --router {router or default_router(board)}"
     overrides.update(board.overrides)

@@ -20,7 +20,8 @@ ULX3S = Board(
     uart=("uart", 0), leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     notes="USB-UART on the US1 micro-USB port (the FTDI); no reset button is used.",
     program="openFPGALoader -b ulx3s top.bit",
-    # No convolution window walk yet: with it the system reaches 84 MHz (docs/boards.md);
-    # convolutions are lowered by im2col on the host.
+    # With the convolution window walk, the depthwise columns and the add stage; routed with
+    # router1, which meets 100 MHz on this netlist where router2 did not (docs/boards.md).
     config=int8_reference(mac_multipliers="lut", product_stages=3, baud=3_000_000,
-                          conv=False))
+                          conv=True),
+    router="router1")

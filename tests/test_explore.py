@@ -190,7 +190,8 @@ def test_build_seeds_keeps_the_best_placement(tmp_path, capsys):
     kept = json.loads((out / "top.report.json").read_text()) if (
         out / "top.report.json").is_file() else None
     assert kept is not None and (out / "top.bin").is_file()
-    assert kept["router"] == "router2"
+    # nextpnr's log in the kept build: the router asked for ran.
+    assert "Running router2" in (out / "top.tim").read_text()
 
 
 def test_a_folder_holding_another_file_named_like_the_store_is_refused(tmp_path):

@@ -85,9 +85,9 @@ def _add_board_options(parser):
 def _add_router_option(parser, prefix=""):
     # Checked by the build (boards.build.ROUTERS): importing it here would import Amaranth.
     parser.add_argument("--router", metavar="{router1,router2}",
-                        help=f"{prefix}nextpnr's router (ECP5, iCE40; default router2 on ECP5, "
-                             f"router1 on iCE40); router1 for the largest arrays, see "
-                             f"docs/boards.md")
+                        help=f"{prefix}nextpnr's router (ECP5, iCE40; default router1 on the "
+                             f"ULX3S and iCE40, router2 on the other ECP5 boards); router1 "
+                             f"for the largest arrays, see docs/boards.md")
 
 
 def add_board_parsers(sub):

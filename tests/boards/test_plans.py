@@ -12,7 +12,7 @@ from amaranth.build import Resource
 from amaranth.vendor import XilinxPlatform
 
 from sparqforge.boards.build import (ICE40_BLOCK_RAM, LUT_MULTIPLIERS, _prepare,
-                                     critical_path, late_registers, board_plan,
+                                     critical_path, default_router, late_registers, board_plan,
                                      resolve_config)
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
@@ -119,7 +119,7 @@ def test_lattice_plans_report_and_skip_unavailable_steps(name):
     script = _text(plan, "build_top.sh")
     assert "--report top.report.json --detailed-timing-report" in script
     if board.family == "ecp5":
-        assert "--router router2" in script and "--tmg-ripup" not in script
+        assert f"--router {default_router(board)}" in script and "--tmg-ripup" not in script
     else:
         assert ICE40_BLOCK_RAM in _text(plan, "top.ys")
     assert "dfu-suffix" not in script          # OrangeCrab: not installable here
@@ -154,17 +154,20 @@ def test_xray_family_map_and_part_names():
 def test_router_choice_reaches_nextpnr_and_the_report(name, router, tmp_path):
     board = get_board(name)
     _, default, _ = _plan(name)
-    # Without a choice: router2 on ECP5, nextpnr's own (router1) on iCE40.
-    assert (_text(default, "build_top.sh").count("--router router2")
-            == (board.family == "ecp5"))
-    assert "--router router1" not in _text(default, "build_top.sh")
+    # Without a choice: router1 on the ULX3S, nextpnr's own (router1, not named) on iCE40.
+    script = _text(default, "build_top.sh")
+    assert script.count("--router router1") == (name == "ulx3s-85f")
+    assert "--router router2" not in script
     plan, _, _ = board_plan(name, SMALL, seed=5, router=router)
     line = next(l for l in _text(plan, "build_top.sh").splitlines() if "--log top.tim" in l)
     assert line.count("--router") == 1 and f"--router {router} --seed 5" in line
     *_, report = _prepare(name, SMALL, tmp_path / "plan", router=router)
     assert report["router"] == router
     *_, report = _prepare(name, SMALL, tmp_path / "plan")
-    assert report["router"] == {"ecp5": "router2", "ice40": "router1"}[board.family]
+    assert report["router"] == "router1"
+    # The other ECP5 boards keep router2.
+    _, default, _ = _plan("orangecrab-85f")
+    assert _text(default, "build_top.sh").count("--router router2") == 1
 
 
 def test_ulx3s_pll_makes_the_requested_clock():
@@ -214,8 +217,10 @@ EXAMPLES = Path(__file__).parents[2] / "examples" / "boards"
 EXAMPLE_FIELDS = {
     **{f"ulx3s-85f-packed-{n}x{n}.json": dict(rows=n, cols=n, packed_products=True, conv=True)
        for n in (8, 10, 12, 14)},
-    # The board's reference with the convolution walk on.
+    # The board's reference (the convolution walk on), as the walk builds were made, and
+    # the reference before it held the walk.
     "ulx3s-85f-walk.json": dict(rows=8, cols=8, packed_products=False, conv=True),
+    "ulx3s-85f-no-walk.json": dict(rows=8, cols=8, packed_products=False, conv=False),
 }
 
 
@@ -228,8 +233,10 @@ def test_example_board_configurations_resolve():
         assert {key: getattr(accel, key) for key in fields} == fields, name
         assert config.clk_freq == 100e6 and config.mac_multipliers == "lut", name
     walk = resolve_config("ulx3s-85f", EXAMPLES / "ulx3s-85f-walk.json")
-    assert dataclasses.replace(walk.accelerator, conv=False) == reference.accelerator
-    assert walk.baud == reference.baud
+    assert walk == reference
+    before = resolve_config("ulx3s-85f", EXAMPLES / "ulx3s-85f-no-walk.json")
+    assert before == dataclasses.replace(
+        reference, accelerator=dataclasses.replace(reference.accelerator, conv=False))
 
 
 def test_config_files_and_their_errors(tmp_path):
