@@ -17,6 +17,7 @@ from sparqforge.boards.build import (ICE40_BLOCK_RAM, LUT_MULTIPLIERS, _prepare,
 from sparqforge.boards.catalog import BOARDS, get_board
 from sparqforge.boards.config import load_config, make_soc
 from sparqforge.boards.xray import XrayPlatform
+from sparqforge.config import PRESETS
 from sparqforge.errors import ConfigError
 from sparqforge.hw.clocking import ecp5_pll_params
 from sparqforge.hw.replica import KEEP_REPLICAS
@@ -221,6 +222,9 @@ EXAMPLE_FIELDS = {
     # the reference before it held the walk.
     "ulx3s-85f-walk.json": dict(rows=8, cols=8, packed_products=False, conv=True),
     "ulx3s-85f-no-walk.json": dict(rows=8, cols=8, packed_products=False, conv=False),
+    # The networks preset's accelerator (the models bench's) as a board system at 75 MHz.
+    "ulx3s-85f-networks-75mhz.json": dict(rows=8, cols=8, act_depth=4096, w_depth=10752,
+                                          program_depth=64, conv=True),
 }
 
 
@@ -231,9 +235,12 @@ def test_example_board_configurations_resolve():
         config = resolve_config("ulx3s-85f", EXAMPLES / name)
         accel = config.accelerator
         assert {key: getattr(accel, key) for key in fields} == fields, name
-        assert config.clk_freq == 100e6 and config.mac_multipliers == "lut", name
+        assert config.mac_multipliers == "lut", name
+        assert config.clk_freq == (75e6 if "75mhz" in name else 100e6), name
     walk = resolve_config("ulx3s-85f", EXAMPLES / "ulx3s-85f-walk.json")
     assert walk == reference
+    networks = resolve_config("ulx3s-85f", EXAMPLES / "ulx3s-85f-networks-75mhz.json")
+    assert networks.accelerator == PRESETS["networks"] and networks.baud == reference.baud
     before = resolve_config("ulx3s-85f", EXAMPLES / "ulx3s-85f-no-walk.json")
     assert before == dataclasses.replace(
         reference, accelerator=dataclasses.replace(reference.accelerator, conv=False))
