@@ -96,16 +96,6 @@ class _Segment:
                 return base
         return None
 
-    def _take_at(self, base, size):
-        """Words ``base .. base + size - 1`` if they are free (and then taken)."""
-        for k, (start, length) in enumerate(self.free):
-            if start <= base and base + size <= start + length:
-                self.free[k:k + 1] = [(a, b) for a, b in
-                                      ((start, base - start),
-                                       (base + size, start + length - base - size)) if b]
-                return True
-        return False
-
     def _give(self, name):
         self._release(*self.where.pop(name))
 
@@ -314,32 +304,31 @@ class _Segment:
         height, width, channels = self._shape(x)
         row_words = width * ceil_div(channels, config.cols)
         y1_buffer, y2_buffer = self._room(y1_words, y2_words, take=True)
-        for plan in (first, second, add):
-            runner.stream_layer(self.indices, plan)
         reads = self._reads(indices[2])
 
-        def convolutions(band, which):
-            if "first" in which:
-                y0, y1 = _conv_rows(second, band)
-                a_base = x_base + _first_input_row(first, second, band) * row_words
-                runner.run_parts(first, conv_descriptor(config, first, a_base, y1_buffer,
-                                                        (y0, y1)))
-            if "second" in which:
-                runner.run_parts(second, conv_descriptor(config, second, y1_buffer,
-                                                         y2_buffer, band))
+        def first_convolution(band):
+            a_base = x_base + _first_input_row(first, second, band) * row_words
+            runner.run_parts(first, conv_descriptor(config, first, a_base, y1_buffer,
+                                                    _conv_rows(second, band)))
 
+        def second_convolution(band):
+            runner.run_parts(second, conv_descriptor(config, second, y1_buffer, y2_buffer,
+                                                     band))
+
+        # (The segment's weights are resident or loaded whole: nothing to stream per layer.)
         bands = _bands(height, rows)
-        convolutions(bands[0], ("first", "second"))
+        first_convolution(bands[0])
+        second_convolution(bands[0])
         for (oy0, oy1), later in zip(bands, bands[1:] + [None]):
             if later:
-                convolutions(later, ("first",))
+                first_convolution(later)
             band = x_base + oy0 * row_words
             src = [band if read == x else y2_buffer for read in reads]
             runner.run_parts(add, add_descriptor(config, add, src[0], src[1], band,
                                                  runner.add_tables.slot(add),
                                                  pixels=(oy1 - oy0) * width))
             if later:
-                convolutions(later, ("second",))
+                second_convolution(later)
         self._release(y1_buffer, y1_words)
         self._release(y2_buffer, y2_words)
         self.where[name] = self.where.pop(x)
