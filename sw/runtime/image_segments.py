@@ -300,9 +300,9 @@ class _Segment:
         indices = self.indices[position:position + 3]
         first, second, add = (runner.plans[i] for i in indices)
         name = self.graph[indices[2]][0]
-        x_base, size = self.where[x]
+        x_base = self.where[x][0]
         height, width, channels = self._shape(x)
-        row_words = width * ceil_div(channels, config.cols)
+        row_words = image_words(config, (1, width, channels))
         y1_buffer, y2_buffer = self._room(y1_words, y2_words, take=True)
         reads = self._reads(indices[2])
 
